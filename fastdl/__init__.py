@@ -1,0 +1,31 @@
+"""fastdl: the network of "Deep Learning from Scratch" on NumPy, Numba or CuPy.
+
+    import fastdl
+    (x, t), (xt, tt) = fastdl.datasets.load_mnist()
+    net = fastdl.TwoLayerNet(784, 50, 10, backend="numba", seed=0)
+    fastdl.Trainer(net, fastdl.optimizers.SGD(lr=0.1), x, t, xt, tt, iterations=10_000).fit()
+
+Importing fastdl imports neither numba nor cupy: backends load on first use.
+"""
+
+from . import datasets, optimizers
+from .backends import available_backends, backend_status, get_backend, set_backend, use_backend
+from .errors import (BackendUnavailableError, DatasetError, DeviceError, DivergenceError, DTypeError,
+                     FastDLError, FileFormatError, LabelError, NonFiniteError, ShapeError,
+                     UnknownBackendError)
+from .gradcheck import gradient_check, numerical_gradient
+from .io import load, save
+from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from .networks import MultiLayerNet, TwoLayerNet
+from .trainer import History, Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "available_backends", "backend_status", "get_backend", "set_backend", "use_backend",
+    "datasets", "optimizers", "gradient_check", "numerical_gradient", "load", "save",
+    "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MultiLayerNet", "TwoLayerNet",
+    "History", "Trainer", "FastDLError", "UnknownBackendError", "BackendUnavailableError",
+    "ShapeError", "DTypeError", "NonFiniteError", "LabelError", "DeviceError", "DivergenceError",
+    "DatasetError", "FileFormatError",
+]

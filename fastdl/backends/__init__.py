@@ -1,0 +1,159 @@
+"""The backend registry: one name -> one module meeting the kernel contract.
+
+A backend is a module (``fastdl.backends.numpy``, ``.numba``, ``.cupy``) exposing the same kernel
+names (see ``fastdl/backends/numpy.py`` for the contract) plus ``name``, ``xp``, ``device``,
+``asarray``, ``to_numpy``, ``synchronize`` and ``describe``. Modules are imported lazily, on first
+use, so ``import fastdl`` pulls in neither numba nor cupy.
+
+Which backend runs, highest precedence first:
+  1. an explicit ``backend=`` argument (networks, layers, trainer, ``get_backend(name)``);
+  2. the innermost ``with use_backend(name):`` block (per thread / async task);
+  3. ``set_backend(name)``;
+  4. the environment variable ``FASTDL_BACKEND`` (stripped, case-insensitive, empty = unset);
+  5. ``"numpy"``.
+There is never a silent fallback: a name that cannot be honoured raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import difflib
+import importlib
+import os
+import types
+from typing import Iterator
+
+from ..errors import BackendUnavailableError, UnknownBackendError
+
+NAMES = ("numpy", "numba", "cupy")
+DEFAULT = "numpy"
+ENV_VAR = "FASTDL_BACKEND"
+
+INSTALL_HINTS = {
+    "numpy": 'pip install --force-reinstall fastdl',
+    "numba": 'pip install "fastdl[numba]"',
+    "cupy": 'pip install "fastdl[cuda12]" (CUDA 12 driver) or pip install "fastdl[cuda13]" (CUDA 13 driver)',
+}
+
+_loaded: dict[str, types.ModuleType] = {}
+_failed: dict[str, str] = {}
+_global: str | None = None
+_scoped: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("fastdl_backend_stack", default=())
+
+
+def _normalize(name: object, source: str) -> str:
+    if not isinstance(name, str):
+        raise UnknownBackendError(
+            f"backend names are strings, got {type(name).__name__} {name!r} from {source}; "
+            f"valid names: {', '.join(NAMES)}")
+    key = name.strip().lower()
+    if key not in NAMES:
+        close = difflib.get_close_matches(key, NAMES, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownBackendError(
+            f"unknown backend {name!r} (from {source}). Valid names: {', '.join(NAMES)}.{hint}")
+    return key
+
+
+def _load(key: str, source: str) -> types.ModuleType:
+    module = _loaded.get(key)
+    if module is not None:
+        return module
+    if key in _failed:
+        reason = _failed[key]
+    else:
+        try:
+            module = importlib.import_module(f"{__name__}.{key}")
+            check = getattr(module, "check_usable", None)
+            if check is not None:
+                check()  # raises with the hardware/driver reason
+            _loaded[key] = module
+            return module
+        except Exception as exc:  # ImportError, CUDA runtime errors, ...
+            reason = f"{type(exc).__name__}: {exc}"
+            _failed[key] = reason
+    raise BackendUnavailableError(
+        f"backend {key!r} (from {source}) cannot run here: {reason}. "
+        f"To use it: {INSTALL_HINTS[key]}. Available now: {', '.join(available_backends()) or 'none'}.")
+
+
+def _resolve_name(name: str | None) -> tuple[str, str]:
+    """Return (normalized name, where it came from) following the precedence rules."""
+    if name is not None:
+        return _normalize(name, f"backend={name!r}"), f"backend={name!r}"
+    stack = _scoped.get()
+    if stack:
+        return stack[-1], f"use_backend({stack[-1]!r})"
+    if _global is not None:
+        return _global, f"set_backend({_global!r})"
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        source = f"{ENV_VAR}={os.environ[ENV_VAR]!r}"
+        return _normalize(env, source), source
+    return DEFAULT, "the default"
+
+
+def get_backend(name: "str | types.ModuleType | None" = None) -> types.ModuleType:
+    """The backend module for ``name``, or the current one when ``name`` is None.
+
+    A backend module passes through unchanged, so ``get_backend(network.backend)`` is cheap.
+    """
+    if isinstance(name, types.ModuleType):
+        return name
+    key, source = _resolve_name(name)
+    return _load(key, source)
+
+
+def current_backend_name() -> str:
+    """The name the precedence rules pick now (without loading it)."""
+    return _resolve_name(None)[0]
+
+
+def set_backend(name: str | None) -> types.ModuleType | None:
+    """Make ``name`` the process-wide default (None clears it). Raises if it cannot run here."""
+    global _global
+    if name is None:
+        _global = None
+        return None
+    key = _normalize(name, f"set_backend({name!r})")
+    module = _load(key, f"set_backend({name!r})")
+    _global = key
+    return module
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[types.ModuleType]:
+    """``with use_backend("numba") as bk:`` selects a backend for the block (nests, thread-safe)."""
+    key = _normalize(name, f"use_backend({name!r})")
+    module = _load(key, f"use_backend({name!r})")
+    token = _scoped.set(_scoped.get() + (key,))
+    try:
+        yield module
+    finally:
+        _scoped.reset(token)
+
+
+def backend_status(name: str) -> tuple[bool, str]:
+    """(usable, reason) for one backend name; loads it if it was not loaded yet."""
+    key = _normalize(name, f"backend_status({name!r})")
+    try:
+        _load(key, "backend_status")
+        return True, "ok"
+    except BackendUnavailableError:
+        return False, _failed[key]
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run in this process, in registry order."""
+    usable = []
+    for key in NAMES:
+        if key in _loaded:
+            usable.append(key)
+        elif key not in _failed:
+            try:
+                _load(key, "available_backends()")
+                usable.append(key)
+            except BackendUnavailableError:
+                pass
+    return usable

@@ -1,0 +1,202 @@
+"""The ``fastdl`` command: train, evaluate, info, bench.
+
+User mistakes (bad arguments, missing data, a backend that cannot run) print one clear line to
+stderr and exit with status 2, without a traceback; bugs still show their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import FastDLError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastdl", description="The network of 'Deep Learning from Scratch' on NumPy, Numba or CuPy.")
+    p.add_argument("--version", action="version", version=f"fastdl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train on MNIST and save parameters and history")
+    t.add_argument("--backend", help="numpy | numba | cupy (default: FASTDL_BACKEND or numpy)")
+    length = t.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=_positive_float, help="number of epochs")
+    length.add_argument("--iters", type=_positive_int, help="number of steps (default 10000, the book's)")
+    t.add_argument("--batch-size", type=_positive_int, default=100)
+    t.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default 0.1 for SGD, 0.001 for Adam, 0.01 otherwise)")
+    t.add_argument("--hidden", type=_positive_int, nargs="+", default=[50], help="hidden layer sizes, e.g. --hidden 100 100")
+    t.add_argument("--activation", choices=["relu", "sigmoid"], default="relu")
+    t.add_argument("--init", default="0.01", help="weight init std: a number, 'he' or 'xavier' (default 0.01)")
+    t.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"], default="sgd")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--sampling", choices=["shuffle", "replacement"], default="shuffle")
+    t.add_argument("--data", help="folder with the MNIST files (default: FASTDL_DATA or the user cache)")
+    t.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="accuracy of saved parameters on the MNIST test set")
+    e.add_argument("params", help="a params.npz written by 'fastdl train' or fastdl.save")
+    e.add_argument("--backend")
+    e.add_argument("--data")
+
+    sub.add_parser("info", help="each backend: usable or why not, versions, device, threads")
+
+    b = sub.add_parser("bench", help="run the benchmark suite, or report on saved results")
+    b.add_argument("json", nargs="*", help="saved pytest-benchmark JSON file(s) to report on (two: compare)")
+    b.add_argument("--out", default="bench/report", help="folder for report.md and the charts")
+    b.add_argument("--quick", action="store_true", help="smoke-sized run (FASTDL_BENCH_QUICK=1)")
+    b.add_argument("--select", "-k", default=None, help="pytest -k expression to pick benchmarks")
+    return p
+
+
+def _default_lr(optimizer: str) -> float:
+    return {"sgd": 0.1, "adam": 0.001}.get(optimizer, 0.01)
+
+
+def cmd_train(args) -> int:
+    import numpy as np
+
+    from . import datasets, io, networks, optimizers, trainer
+    from .backends import get_backend
+
+    backend = get_backend(args.backend)  # fail fast, before loading data
+    init = args.init
+    try:
+        init = float(init)
+    except ValueError:
+        pass
+    (x, t), (xt, tt) = datasets.load_mnist(dtype=args.dtype, root=args.data)
+    net = networks.MultiLayerNet(784, args.hidden, 10, activation=args.activation, weight_init_std=init,
+                                 dtype=args.dtype, backend=backend, seed=args.seed)
+    lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
+    opt = optimizers.get_optimizer(args.optimizer, lr=lr)
+    length = {"epochs": args.epochs} if args.epochs is not None else {"iterations": args.iters or 10_000}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def report(tr, rec):
+        parts = [f"epoch {rec['epoch']:g}", f"step {rec['step']}", f"loss {rec['loss']:.4f}"]
+        if rec["train_acc"] is not None:
+            parts.append(f"train_acc {rec['train_acc']:.4f}")
+        if rec["test_acc"] is not None:
+            parts.append(f"test_acc {rec['test_acc']:.4f}")
+        line = "  ".join(parts)
+        if tr.progress and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+            tqdm.write(line)
+        else:
+            print(line, flush=True)
+
+    print(f"training {net} with {opt}, batch {args.batch_size}, {args.sampling} sampling, seed {args.seed}", flush=True)
+    tr = trainer.Trainer(net, opt, x, t, xt, tt, batch_size=args.batch_size, sampling=args.sampling,
+                         seed=args.seed, progress=not args.no_progress, callbacks=[report], **length)
+    del x, xt  # the trainer holds what it needs; keep peak memory down
+    h = tr.fit()
+    io.save(net, out / "params.npz")
+    record = h.to_dict()
+    record.update({"train_acc": h.train_acc[-1], "test_acc": h.test_acc[-1], "seconds": h.seconds,
+                   "fast_path": tr.fast_path, "network": net.config(), "optimizer": opt.config(),
+                   "fastdl": __version__, "numpy": np.__version__})
+    io.atomic_write_bytes(out / "history.json", json.dumps(record, indent=1).encode())
+    curves = _plot_curves(h, out / "curves.png")
+    print(f"done in {h.seconds:.2f} s ({h.train_seconds:.2f} s in training steps): "
+          f"train_acc {h.train_acc[-1]:.4f}, test_acc {h.test_acc[-1]:.4f}")
+    print(f"wrote {out / 'params.npz'}, {out / 'history.json'}" + (f", {curves}" if curves else
+          " (install matplotlib, pip install \"fastdl[plot]\", for curves.png)"))
+    return 0
+
+
+def _plot_curves(h, path: Path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(range(1, len(h.loss) + 1), h.loss, lw=0.5)
+    a.set_xlabel("step"); a.set_ylabel("loss"); a.set_title(f"loss ({h.backend}, {h.dtype})")
+    if h.train_acc:
+        b.plot(h.epoch, h.train_acc, marker="o", label="train")
+    if h.test_acc:
+        b.plot(h.epoch, h.test_acc, marker="s", ls="--", label="test")
+    b.set_xlabel("epoch"); b.set_ylabel("accuracy"); b.set_ylim(0, 1); b.legend(); b.set_title("accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def cmd_evaluate(args) -> int:
+    from . import datasets, io
+    net = io.load(args.params, backend=args.backend)
+    _, (xt, tt) = datasets.load_mnist(dtype=net.dtype.name, root=args.data)
+    acc = net.accuracy(xt, tt)
+    print(f"{args.params}: {net}: test_acc {acc:.4f} on {len(xt)} MNIST test images")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .backends import NAMES, backend_status, current_backend_name, get_backend
+    print(f"fastdl {__version__}, Python {platform.python_version()} on {platform.platform()}")
+    try:
+        print(f"current backend: {current_backend_name()} (FASTDL_BACKEND={os.environ.get('FASTDL_BACKEND', '')!r})")
+    except FastDLError as exc:
+        print(f"current backend: invalid ({exc})")
+    for key in NAMES:
+        ok, reason = backend_status(key)
+        if ok:
+            details = get_backend(key).describe()
+            extra = ", ".join(f"{k} {v}" for k, v in details.items() if k != "backend")
+            print(f"  {key:6s} usable   {extra}")
+        else:
+            print(f"  {key:6s} unusable {reason}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .report import run_bench
+    return run_bench(args)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench}[args.command]
+    try:
+        return handler(args)
+    except (FastDLError, FileNotFoundError, ValueError) as exc:
+        print(f"fastdl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fastdl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""MNIST: find, download, verify and parse the original IDX files. No pickle anywhere.
+
+Where the files are looked for (the first that is given wins):
+  1. the ``root=`` argument;
+  2. the environment variable ``FASTDL_DATA``;
+  3. the user cache folder, ``$XDG_CACHE_HOME/fastdl/mnist`` on Linux (``platformdirs`` picks the
+     platform's equivalent elsewhere). Never the package folder.
+
+A folder holds the four files under their original names, gzip-compressed (``*.gz``) or not.
+Every file is checked on every load: the SHA-256 of the *decompressed* bytes must match the
+published content (so a re-compressed copy is as good as the original), and the IDX header is
+checked strictly (magic, dimensions, exact length) before a single element is read.
+
+Downloads go to the mirrors in ``MIRRORS`` in order (``FASTDL_MNIST_MIRRORS`` overrides them, space
+separated). Any failure (HTTP error, timeout, an HTML page served with status 200, wrong length,
+bad checksum) moves on to the next mirror. A download is written to a temporary file beside its
+final path and renamed into place only once verified, so a crash never leaves a partial file there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError, FileFormatError
+from .io import atomic_write_bytes
+from .validate import as_float_dtype
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+# SHA-256 of the decompressed IDX bytes, and the exact shape each file must declare.
+FILES = {
+    "train_images": ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", (60000, 28, 28)),
+    "train_labels": ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", (60000,)),
+    "test_images": ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", (10000, 28, 28)),
+    "test_labels": ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", (10000,)),
+}
+
+TIMEOUT = 30.0                 # seconds without progress before a mirror counts as stalled
+MAX_RAW_BYTES = 64 << 20       # the largest MNIST file is 47 MB; refuse anything that inflates further
+IDX_UBYTE = 0x08
+
+
+def default_root() -> Path:
+    from platformdirs import user_cache_dir
+    return Path(user_cache_dir("fastdl", appauthor=False)) / "mnist"
+
+
+def resolve_root(root=None) -> tuple[Path, str]:
+    """(folder, where that choice came from)."""
+    if root is not None:
+        return Path(root).expanduser(), f"root={str(root)!r}"
+    env = os.environ.get("FASTDL_DATA", "").strip()
+    if env:
+        return Path(env).expanduser(), f"FASTDL_DATA={env!r}"
+    return default_root(), "the user cache folder"
+
+
+def mirrors() -> list[str]:
+    env = os.environ.get("FASTDL_MNIST_MIRRORS", "").split()
+    urls = env or list(MIRRORS)
+    return [u if u.endswith("/") else u + "/" for u in urls]
+
+
+# -- bytes -----------------------------------------------------------------------------------------
+
+def _inflate(data: bytes, what: str) -> bytes:
+    """gunzip with a size cap, so a hostile file cannot make us allocate gigabytes."""
+    if data[:2] != b"\x1f\x8b":
+        return data  # not gzip: taken as raw IDX, and checked as such
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, MAX_RAW_BYTES + 1)
+    except zlib.error as exc:
+        raise FileFormatError(f"{what}: corrupt gzip data ({exc})") from exc
+    if len(out) > MAX_RAW_BYTES or d.unconsumed_tail:
+        raise FileFormatError(f"{what}: inflates to more than {MAX_RAW_BYTES} bytes; not an MNIST file")
+    if not d.eof:
+        raise FileFormatError(f"{what}: gzip stream is truncated")
+    return out
+
+
+def parse_idx(raw: bytes, what: str = "IDX data", expected_shape: tuple | None = None) -> np.ndarray:
+    """A uint8 IDX file as an array (a view of ``raw``), after checking the header strictly.
+
+    Layout: two zero bytes, a type byte (0x08 = unsigned byte), a rank byte, then one big-endian
+    uint32 per dimension, then exactly prod(dims) bytes.
+    """
+    if len(raw) < 4:
+        raise FileFormatError(f"{what}: {len(raw)} bytes is too short for an IDX header")
+    if raw[0] != 0 or raw[1] != 0:
+        raise FileFormatError(f"{what}: bad magic {raw[:4].hex()} (expected 0000 08 0N); not an IDX file")
+    if raw[2] != IDX_UBYTE:
+        raise FileFormatError(f"{what}: element type 0x{raw[2]:02x} is not unsigned byte (0x08)")
+    ndim = raw[3]
+    if not 1 <= ndim <= 4:
+        raise FileFormatError(f"{what}: rank {ndim} is not 1-4")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise FileFormatError(f"{what}: truncated header ({len(raw)} bytes, need {header})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if expected_shape is not None and dims != tuple(expected_shape):
+        raise FileFormatError(f"{what}: header declares shape {dims}, expected {tuple(expected_shape)}")
+    count = 1
+    for d in dims:
+        count *= d
+    if len(raw) - header != count:
+        raise FileFormatError(
+            f"{what}: header declares shape {dims} = {count} bytes of data, file has {len(raw) - header}")
+    # frombuffer makes a view: nothing is allocated on the header's say-so.
+    return np.frombuffer(raw, dtype=np.uint8, count=count, offset=header).reshape(dims)
+
+
+def _verified_raw(data: bytes, key: str, what: str) -> bytes:
+    name, sha, shape = FILES[key]
+    raw = _inflate(data, what)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != sha:
+        # Parse first: a header error explains more than a checksum mismatch.
+        parse_idx(raw, what, shape)
+        raise FileFormatError(f"{what}: SHA-256 of the content is {digest}, expected {sha} (corrupt or not MNIST)")
+    return raw
+
+
+# -- download --------------------------------------------------------------------------------------
+
+def _fetch(url: str) -> bytes:
+    req = urllib.request.Request(url, headers={"User-Agent": "fastdl (MNIST loader)"})
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+        ctype = resp.headers.get("Content-Type", "")
+        length = resp.headers.get("Content-Length")
+        data = resp.read(MAX_RAW_BYTES + 1)
+    if len(data) > MAX_RAW_BYTES:
+        raise FileFormatError(f"more than {MAX_RAW_BYTES} bytes served; not an MNIST file")
+    if length is not None and length.isdigit() and int(length) != len(data):
+        raise FileFormatError(f"got {len(data)} bytes, the server announced {length} (connection cut?)")
+    if "html" in ctype.lower() or data.lstrip()[:1] == b"<":
+        raise FileFormatError(f"the server sent a web page ({ctype or 'text'}), not the file")
+    return data
+
+
+def download(key: str, folder: Path, urls: list[str] | None = None) -> bytes:
+    """Download one file, trying each mirror in order; return its verified raw IDX bytes."""
+    name = FILES[key][0]
+    failures = []
+    for base in urls if urls is not None else mirrors():
+        url = f"{base}{name}.gz"
+        try:
+            data = _fetch(url)
+            raw = _verified_raw(data, key, url)
+        except (urllib.error.URLError, OSError, http.client.HTTPException, FileFormatError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else None
+            failures.append(f"{url}: {reason or exc}")
+            continue
+        try:
+            atomic_write_bytes(folder / f"{name}.gz", data)
+        except OSError as exc:
+            raise DatasetError(
+                f"downloaded and verified {name}, but cannot write it to {folder}: {exc}. "
+                f"Pass root= (or set FASTDL_DATA) to a writable folder") from exc
+        return raw
+    raise DatasetError(
+        f"could not download {name} from any mirror:\n  " + "\n  ".join(failures) +
+        f"\nCheck your connection, or download the four MNIST .gz files by hand into {folder} "
+        f"(or point FASTDL_DATA at a folder holding them)")
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+def _read_local(key: str, folder: Path) -> bytes | None:
+    name = FILES[key][0]
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return _verified_raw(candidate.read_bytes(), key, str(candidate))
+    return None
+
+
+def load_raw(key: str, root=None, download_missing: bool = True) -> np.ndarray:
+    """The verified uint8 array of one MNIST file (``key`` in ``FILES``)."""
+    folder, source = resolve_root(root)
+    raw = _read_local(key, folder)
+    if raw is None:
+        name = FILES[key][0]
+        if not download_missing:
+            raise DatasetError(
+                f"MNIST file {name}(.gz) not found in {folder} (from {source}) and download=False. "
+                f"Put the four MNIST .gz files there, point FASTDL_DATA at a folder that holds them, "
+                f"or allow download=True")
+        raw = download(key, folder)
+    return parse_idx(raw, f"{FILES[key][0]} in {folder}", FILES[key][2])
+
+
+def load_mnist(normalize: bool = True, flatten: bool = True, one_hot: bool = False,
+               dtype="float32", root=None, download: bool = True):
+    """``((x_train, t_train), (x_test, t_test))`` as NumPy arrays, like the book's loader.
+
+    normalize: pixels scaled to [0, 1] (else 0-255 in ``dtype``). flatten: images as (N, 784)
+    (else (N, 1, 28, 28)). one_hot: labels as (N, 10) rows of ``dtype`` (else uint8 indices).
+    ``dtype="uint8"`` with ``normalize=False`` returns the raw pixels without conversion.
+    """
+    dt = np.dtype(dtype) if str(dtype) == "uint8" else as_float_dtype(dtype)
+    if dt == np.uint8 and normalize:
+        raise ValueError("dtype='uint8' keeps raw pixels; pass normalize=False with it")
+    out = []
+    for split in ("train", "test"):
+        images = load_raw(f"{split}_images", root, download)
+        labels = load_raw(f"{split}_labels", root, download)
+        if images.shape[0] != labels.shape[0]:
+            raise FileFormatError(f"{split}: {images.shape[0]} images but {labels.shape[0]} labels")
+        x = images.astype(dt)          # a fresh, writable array
+        if normalize:
+            x /= dt.type(255)
+        x = x.reshape(len(x), -1) if flatten else x.reshape(len(x), 1, 28, 28)
+        if one_hot:
+            t = np.zeros((len(labels), 10), dtype=dt if dt != np.uint8 else np.float32)
+            t[np.arange(len(labels)), labels] = 1
+        else:
+            t = labels.copy()
+        out.append((x, t))
+    return tuple(out)

@@ -1,0 +1,176 @@
+"""Parameter files that cannot run code: ``.npz`` read with ``allow_pickle=False`` + a JSON manifest.
+
+Layout of a file written by :func:`save`: a standard NumPy ``.npz`` (a zip of ``.npy`` files) with
+one entry per parameter (W1, b1, ...) and one entry ``__manifest__``: the UTF-8 bytes of a JSON
+object stored as a uint8 array, naming the format, the architecture, the dtype and every
+parameter's shape. Loading checks the zip directory and every ``.npy`` header against the manifest
+*before* reading any data, so a hostile header cannot make us allocate a huge array, and object
+arrays are refused.
+
+Writes are atomic: a temporary file in the same folder, fsync, rename, fsync of the folder. A crash
+at any point leaves either the old file or the new one at the final path, never a mix.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FileFormatError
+
+FORMAT = "fastdl-params"
+VERSION = 1
+MANIFEST = "__manifest__"
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # some platforms cannot fsync a folder
+        pass
+
+
+def write_arrays(path, arrays: dict, manifest: dict) -> None:
+    """Atomically write ``arrays`` (host NumPy) and ``manifest`` (JSON-able) as one ``.npz``."""
+    if MANIFEST in arrays:
+        raise ValueError(f"{MANIFEST!r} is reserved")
+    payload = dict(arrays)
+    payload[MANIFEST] = np.frombuffer(json.dumps(manifest, sort_keys=True).encode(), dtype=np.uint8)
+    buf = _io.BytesIO()
+    np.savez(buf, **payload)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str):
+    with zf.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = f.tell()
+        except (ValueError, EOFError, SyntaxError) as exc:
+            raise FileFormatError(f"{where}: entry {info.filename!r} has a malformed .npy header ({exc})") from exc
+    if dtype.hasobject:
+        raise FileFormatError(f"{where}: entry {info.filename!r} holds Python objects (dtype {dtype}); "
+                              f"refused, since loading it could run code")
+    count = 1
+    for d in shape:
+        count *= d
+    if offset + count * dtype.itemsize != info.file_size:
+        raise FileFormatError(f"{where}: entry {info.filename!r} declares shape {shape} ({dtype}) "
+                              f"but holds {info.file_size - offset} bytes of data")
+    return shape, dtype
+
+
+def read_arrays(path, expected_format: str = FORMAT) -> tuple[dict, dict]:
+    """(arrays, manifest) from a file written by :func:`write_arrays`; never unpickles."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no such file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FileFormatError(f"{where}: not a fastdl parameter file (not a valid .npz/zip: {exc})") from exc
+    with zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        if f"{MANIFEST}.npy" not in infos:
+            raise FileFormatError(f"{where}: no {MANIFEST} entry; not written by fastdl.save "
+                                  f"(a plain .npz can be loaded with numpy.load(..., allow_pickle=False))")
+        headers = {}
+        for fname, info in infos.items():
+            if not fname.endswith(".npy") or "/" in fname:
+                raise FileFormatError(f"{where}: unexpected entry {fname!r}")
+            headers[fname[:-4]] = _npy_header(zf, info, where)
+        mshape, mdtype = headers[MANIFEST]
+        if mdtype != np.uint8 or len(mshape) != 1 or mshape[0] > MAX_MANIFEST_BYTES:
+            raise FileFormatError(f"{where}: manifest entry is not a small byte string")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                manifest = json.loads(npz[MANIFEST].tobytes().decode())
+                if not isinstance(manifest, dict) or manifest.get("format") != expected_format:
+                    raise FileFormatError(f"{where}: manifest names format {manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {expected_format!r}")
+                if manifest.get("version", 0) > VERSION:
+                    raise FileFormatError(f"{where}: format version {manifest.get('version')} is newer than this fastdl reads ({VERSION}); upgrade fastdl")
+                declared = manifest.get("arrays")
+                if not isinstance(declared, dict) or set(declared) != set(headers) - {MANIFEST}:
+                    raise FileFormatError(f"{where}: manifest lists arrays {sorted(declared) if isinstance(declared, dict) else declared}, "
+                                          f"file holds {sorted(set(headers) - {MANIFEST})}")
+                arrays = {}
+                for key, spec in declared.items():
+                    shape, dtype = headers[key]
+                    if list(shape) != list(spec.get("shape", [])) or dtype.name != spec.get("dtype"):
+                        raise FileFormatError(f"{where}: {key} is {dtype.name}{list(shape)}, manifest says {spec.get('dtype')}{spec.get('shape')}")
+                    arrays[key] = npz[key]
+        except FileFormatError:
+            raise
+        except (ValueError, OSError, KeyError, UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile, EOFError) as exc:
+            raise FileFormatError(f"{where}: damaged file ({type(exc).__name__}: {exc})") from exc
+    return arrays, manifest
+
+
+# -- networks --------------------------------------------------------------------------------------
+
+def save(network, path) -> Path:
+    """Save a network's architecture and parameters to ``path`` (``.npz``), atomically."""
+    path = Path(path)
+    arrays = network.params_numpy()
+    manifest = {
+        "format": FORMAT, "version": VERSION,
+        "architecture": network.config(),
+        "dtype": network.dtype.name,
+        "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in arrays.items()},
+    }
+    write_arrays(path, arrays, manifest)
+    return path
+
+
+def load(path, backend=None, dtype=None):
+    """A network rebuilt from a file written by :func:`save`, on ``backend`` (any backend)."""
+    from .networks import network_from_config
+    arrays, manifest = read_arrays(path)
+    arch = manifest.get("architecture")
+    try:
+        net = network_from_config(arch, dtype=dtype or manifest["dtype"], backend=backend, seed=0)
+    except (TypeError, KeyError, ValueError) as exc:
+        if isinstance(exc, FileFormatError):
+            raise
+        raise FileFormatError(f"{path}: manifest architecture {arch!r} is not usable ({exc})") from exc
+    bad = [k for k, v in arrays.items() if v.dtype.kind != "f" or not np.isfinite(v).all()]
+    if bad:
+        raise FileFormatError(f"{path}: parameters {bad} are not finite floats; the file is damaged")
+    try:
+        net.set_params(arrays)
+    except ValueError as exc:
+        raise FileFormatError(f"{path}: parameters do not fit the declared architecture ({exc})") from exc
+    return net

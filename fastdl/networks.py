@@ -1,0 +1,213 @@
+"""Networks of the book: ``MultiLayerNet`` (any depth) and ``TwoLayerNet`` (one hidden layer).
+
+Parameters are named W1, b1, W2, b2, ... and live on the network's backend in the network's dtype.
+Initial weights are drawn on the host from ``seed`` (float64 normals, then cast), so the same seed
+gives the same start on every backend.
+
+Public methods (``predict``, ``loss``, ``accuracy``, ``gradient``) validate their inputs on the
+host and accept NumPy arrays on any backend. The underscore methods skip validation and expect
+arrays already on the backend; the trainer uses them after validating its data once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from .backends import get_backend
+from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from .validate import as_float_dtype, check_features, check_labels, host_view
+
+ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
+
+# Rows per forward pass when evaluating a large set: bounds memory, costs nothing in speed.
+EVAL_CHUNK = 10_000
+
+
+def _check_size(value, what: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def init_scale(weight_init_std, fan_in: int) -> float:
+    """The book's choices: a fixed std (0.01), 'he' = sqrt(2/n) for ReLU, 'xavier' = sqrt(1/n)."""
+    if isinstance(weight_init_std, str):
+        key = weight_init_std.strip().lower()
+        if key in ("he", "relu"):
+            return math.sqrt(2.0 / fan_in)
+        if key in ("xavier", "sigmoid"):
+            return math.sqrt(1.0 / fan_in)
+        raise ValueError(f"weight_init_std={weight_init_std!r}: use a number (e.g. 0.01), 'he' or 'xavier'")
+    scale = float(weight_init_std)
+    if not (scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"weight_init_std={weight_init_std!r} must be a positive finite number, 'he' or 'xavier'")
+    return scale
+
+
+class MultiLayerNet:
+    """Affine -> activation -> ... -> Affine -> SoftmaxWithLoss, with any number of hidden layers."""
+
+    def __init__(self, input_size: int, hidden_sizes: Sequence[int], output_size: int, *,
+                 activation: str = "relu", weight_init_std: float | str = 0.01,
+                 dtype="float32", backend=None, seed: int | None = None):
+        self.backend = get_backend(backend)
+        self.dtype = as_float_dtype(dtype)
+        self.input_size = _check_size(input_size, "input_size")
+        if isinstance(hidden_sizes, (int, np.integer)):
+            hidden_sizes = [hidden_sizes]
+        self.hidden_sizes = [_check_size(h, "each hidden size") for h in hidden_sizes]
+        self.output_size = _check_size(output_size, "output_size")
+        act = str(activation).strip().lower()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        self.activation = act
+        self.weight_init_std = weight_init_std
+        sizes = [self.input_size, *self.hidden_sizes, self.output_size]
+        rng = np.random.default_rng(seed)
+        host = {}
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+            scale = init_scale(weight_init_std, fan_in)
+            host[f"W{i}"] = (scale * rng.standard_normal((fan_in, fan_out))).astype(self.dtype)
+            host[f"b{i}"] = np.zeros(fan_out, dtype=self.dtype)
+        self.params = {k: self.backend.asarray(v) for k, v in host.items()}
+        self._build_layers()
+
+    # -- structure -----------------------------------------------------------------------------
+
+    @property
+    def n_layers(self) -> int:
+        """Number of Affine layers."""
+        return len(self.hidden_sizes) + 1
+
+    def _build_layers(self) -> None:
+        bk = self.backend
+        self.layers = {}
+        for i in range(1, self.n_layers + 1):
+            # Nobody uses the gradient with respect to the input data.
+            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"], bk, need_dx=i > 1)
+            if i < self.n_layers:
+                self.layers[f"{self.activation.capitalize()}{i}"] = ACTIVATIONS[self.activation](bk)
+        self.last_layer = SoftmaxWithLoss(bk)
+        self._affines = [self.layers[f"Affine{i}"] for i in range(1, self.n_layers + 1)]
+        self._forward_layers = list(self.layers.values())
+        self._backward_layers = self._forward_layers[::-1]
+
+    def config(self) -> dict:
+        """The constructor arguments that define the architecture (saved in parameter files)."""
+        return {"class": "MultiLayerNet", "input_size": self.input_size, "hidden_sizes": list(self.hidden_sizes),
+                "output_size": self.output_size, "activation": self.activation}
+
+    def set_params(self, params: dict) -> None:
+        """Copy new values into the existing parameter arrays (layers keep seeing them)."""
+        missing = set(self.params) - set(params)
+        extra = set(params) - set(self.params)
+        if missing or extra:
+            raise ValueError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for k, v in params.items():
+            v = np.asarray(v) if not self.backend.is_backend_array(v) else v
+            if tuple(v.shape) != tuple(self.params[k].shape):
+                raise ValueError(f"parameter {k} has shape {tuple(v.shape)}; this network expects {tuple(self.params[k].shape)}")
+            self.params[k][...] = self.backend.asarray(v, dtype=self.dtype)
+
+    def params_numpy(self) -> dict:
+        return {k: self.backend.to_numpy(v).copy() for k, v in self.params.items()}
+
+    def __repr__(self) -> str:
+        sizes = "-".join(str(s) for s in [self.input_size, *self.hidden_sizes, self.output_size])
+        return f"{type(self).__name__}({sizes}, activation={self.activation!r}, dtype={self.dtype.name}, backend={self.backend.name!r})"
+
+    # -- validated public API ------------------------------------------------------------------
+
+    def _x(self, x):
+        host = host_view(x, self.backend, "x")
+        check_features(host, self.input_size, "x")
+        return self.backend.asarray(x if self.backend.is_backend_array(x) else host, dtype=self.dtype)
+
+    def _t(self, t, n_rows):
+        idx = check_labels(host_view(t, self.backend, "t"), self.output_size, n_rows)
+        return self.backend.asarray(idx)
+
+    def predict(self, x):
+        """Scores (logits) of shape (N, output_size), on the backend."""
+        return self._predict(self._x(x))
+
+    def loss(self, x, t) -> float:
+        x = self._x(x)
+        return float(self._loss(x, self._t(t, x.shape[0])))
+
+    def accuracy(self, x, t) -> float:
+        x = self._x(x)
+        return self._accuracy(x, self._t(t, x.shape[0]))
+
+    def gradient(self, x, t) -> dict:
+        """Gradients of the mean loss by backpropagation, keyed like ``params``."""
+        x = self._x(x)
+        self._loss_and_gradient(x, self._t(t, x.shape[0]))
+        return self._grads()
+
+    def numerical_gradient(self, x, t, h: float | None = None) -> dict:
+        """Central differences, one parameter element at a time (slow: for checking only)."""
+        from .gradcheck import numerical_gradient_of_network
+        x = self._x(x)
+        return numerical_gradient_of_network(self, x, self._t(t, x.shape[0]), h)
+
+    # -- unchecked internals (arrays already on the backend, labels as int indices) ------------
+
+    def _predict(self, x):
+        for layer in self._forward_layers:
+            x = layer.forward(x)
+        return x
+
+    def _loss(self, x, t):
+        return self.last_layer.forward_unchecked(self._predict(x), t)
+
+    def _loss_and_gradient(self, x, t):
+        loss = self._loss(x, t)
+        dout = self.last_layer.backward()
+        for layer in self._backward_layers:
+            dout = layer.backward(dout)
+        return loss
+
+    def _grads(self) -> dict:
+        grads = {}
+        for i, layer in enumerate(self._affines, start=1):
+            grads[f"W{i}"] = layer.dW
+            grads[f"b{i}"] = layer.db
+        return grads
+
+    def _correct(self, x, t) -> int:
+        """Number of correct predictions, evaluated in chunks to bound memory."""
+        xp = self.backend.xp
+        correct = 0
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            y = self._predict(x[start:start + EVAL_CHUNK])
+            correct += (xp.argmax(y, axis=1) == t[start:start + EVAL_CHUNK]).sum()
+        return int(correct)
+
+    def _accuracy(self, x, t) -> float:
+        return self._correct(x, t) / x.shape[0]
+
+    def train_step(self, x, t, optimizer):
+        """One step of the layer-by-layer path: forward, backward, update. Returns the loss."""
+        loss = self._loss_and_gradient(x, t)
+        optimizer.update(self.params, self._grads(), self.backend)
+        return loss
+
+
+class TwoLayerNet(MultiLayerNet):
+    """The book's network: Affine -> ReLU (or Sigmoid) -> Affine -> SoftmaxWithLoss."""
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, *,
+                 activation: str = "relu", weight_init_std: float | str = 0.01,
+                 dtype="float32", backend=None, seed: int | None = None):
+        super().__init__(input_size, [hidden_size], output_size, activation=activation,
+                         weight_init_std=weight_init_std, dtype=dtype, backend=backend, seed=seed)
+
+
+def network_from_config(config: dict, **kwargs) -> MultiLayerNet:
+    """Rebuild a network from ``config()`` output (used when loading parameter files)."""
+    return MultiLayerNet(config["input_size"], config["hidden_sizes"], config["output_size"],
+                         activation=config.get("activation", "relu"), **kwargs)

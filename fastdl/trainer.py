@@ -1,0 +1,219 @@
+"""One mini-batch training loop for every backend.
+
+The data is validated once on the host and moved to the backend once. Each step gathers a batch
+by index on the backend, runs forward, backward and the update, and writes the loss into a
+preallocated array on the backend; losses reach the host only at sync points (every
+``sync_every`` steps and at epoch ends), so a GPU never waits on the host per step.
+
+Batches are drawn on the host from ``seed`` with NumPy's generator (one index array per epoch
+goes to the backend), so the same seed gives the same batches on every backend.
+
+Epochs are counted exactly: an epoch is ceil(N / batch_size) steps, and evaluation happens at
+every true epoch boundary (the book's ``i % (N / batch_size)`` misses boundaries whenever N is
+not a multiple of the batch size).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .errors import DivergenceError
+from .validate import check_features, check_labels, host_view
+
+SAMPLING = ("shuffle", "replacement")
+
+
+@dataclass
+class History:
+    backend: str
+    dtype: str
+    device: str
+    batch_size: int
+    sampling: str
+    seed: int | None
+    steps: int = 0
+    loss: list = field(default_factory=list)          # one float per step
+    epoch: list = field(default_factory=list)         # epochs completed at each evaluation (may be fractional at the end)
+    epoch_step: list = field(default_factory=list)    # step count at each evaluation
+    train_acc: list = field(default_factory=list)
+    test_acc: list = field(default_factory=list)
+    seconds: float = 0.0                               # wall time of fit(), evaluation included
+    train_seconds: float = 0.0                         # wall time of the steps alone
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["final_train_acc"] = self.train_acc[-1] if self.train_acc else None
+        d["final_test_acc"] = self.test_acc[-1] if self.test_acc else None
+        return d
+
+
+class Trainer:
+    """Mini-batch training of ``network`` with ``optimizer`` on the network's backend.
+
+    Give ``epochs`` or ``iterations`` (not both). ``sampling="shuffle"`` draws a fresh permutation
+    per epoch (every sample once); ``"replacement"`` draws each batch independently, as the book.
+    ``callbacks`` are called as ``cb(trainer, record)`` after each evaluation.
+    """
+
+    def __init__(self, network, optimizer, x_train, t_train, x_test=None, t_test=None, *,
+                 epochs: float | None = None, iterations: int | None = None, batch_size: int = 100,
+                 sampling: str = "shuffle", seed: int | None = None, progress: bool = True,
+                 evaluate_train: bool = True, sync_every: int = 100, callbacks=(), fast_path: bool = True):
+        self.network = network
+        self.optimizer = optimizer
+        self.backend = bk = network.backend
+        if (epochs is None) == (iterations is None):
+            raise ValueError("give exactly one of epochs= or iterations= (e.g. iterations=10000 as in the book)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if sampling not in SAMPLING:
+            raise ValueError(f"sampling={sampling!r}: choose 'shuffle' (a permutation per epoch) or 'replacement' (the book's)")
+        if sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {sync_every!r}")
+
+        x_host = host_view(x_train, bk, "x_train")
+        check_features(x_host, network.input_size, "x_train")
+        t_idx = check_labels(host_view(t_train, bk, "t_train"), network.output_size, x_host.shape[0], "t_train")
+        self.n_train = x_host.shape[0]
+        self.batch_size = int(min(batch_size, self.n_train))
+        self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
+        if iterations is not None:
+            if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+                raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+            self.total_steps = int(iterations)
+        else:
+            if not (epochs > 0):
+                raise ValueError(f"epochs must be positive, got {epochs!r}")
+            self.total_steps = max(1, round(epochs * self.steps_per_epoch))
+
+        # Data moves to the backend once, in the network's dtype.
+        self.x_train = bk.asarray(x_train if bk.is_backend_array(x_train) else x_host, dtype=network.dtype)
+        self.t_train = bk.asarray(t_idx)
+        self.x_test = self.t_test = None
+        if (x_test is None) != (t_test is None):
+            raise ValueError("give both x_test and t_test, or neither")
+        if x_test is not None:
+            xt = host_view(x_test, bk, "x_test")
+            check_features(xt, network.input_size, "x_test")
+            tt = check_labels(host_view(t_test, bk, "t_test"), network.output_size, xt.shape[0], "t_test")
+            self.x_test = bk.asarray(x_test if bk.is_backend_array(x_test) else xt, dtype=network.dtype)
+            self.t_test = bk.asarray(tt)
+
+        self.sampling = sampling
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.progress = progress
+        self.evaluate_train = evaluate_train
+        self.sync_every = int(sync_every)
+        self.callbacks = list(callbacks)
+        self.step = 0
+        # The backend may offer a fused whole-step kernel for this network and optimizer;
+        # it must give the same numbers as the layer-by-layer path (tests hold it to that).
+        compile_step = getattr(bk, "compile_train_step", None) if fast_path else None
+        self._fused = compile_step(network, optimizer, self.batch_size) if compile_step else None
+        self.fast_path = self._fused is not None
+        self.history = History(backend=bk.name, dtype=network.dtype.name, device=bk.device,
+                               batch_size=self.batch_size, sampling=sampling, seed=seed)
+
+    # -- batches ---------------------------------------------------------------------------------
+
+    def _epoch_indices(self) -> np.ndarray:
+        """Host indices for one epoch: steps_per_epoch batches back to back."""
+        if self.sampling == "shuffle":
+            return self.rng.permutation(self.n_train)
+        return self.rng.integers(0, self.n_train, size=self.steps_per_epoch * self.batch_size)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _evaluate(self) -> None:
+        net, h = self.network, self.history
+        h.epoch.append(round(self.step / self.steps_per_epoch, 6))
+        h.epoch_step.append(self.step)
+        if self.evaluate_train:
+            h.train_acc.append(net._accuracy(self.x_train, self.t_train))
+        if self.x_test is not None:
+            h.test_acc.append(net._accuracy(self.x_test, self.t_test))
+        record = {"epoch": h.epoch[-1], "step": self.step,
+                  "loss": h.loss[-1] if h.loss else None,
+                  "train_acc": h.train_acc[-1] if self.evaluate_train else None,
+                  "test_acc": h.test_acc[-1] if self.x_test is not None else None}
+        for cb in self.callbacks:
+            cb(self, record)
+
+    def _sync(self, losses, done: int, snapshot) -> dict:
+        """Pull the losses of the last ``done`` steps to the host; stop on a non-finite one."""
+        host = self.backend.to_numpy(losses[:done]).astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(host))
+        if bad.size:
+            first = self.step - done + int(bad[0]) + 1
+            self.network.set_params(snapshot)
+            raise DivergenceError(
+                f"training diverged: the loss became {host[bad[0]]} at step {first} "
+                f"(lr={self.optimizer.lr}). The network keeps its parameters from step {self.step - done}, "
+                f"the last checked good point. Try a smaller learning rate (e.g. lr={self.optimizer.lr / 10:g}).",
+                step=first)
+        self.history.loss.extend(host.tolist())
+        return {k: v.copy() for k, v in self.network.params.items()}
+
+    def fit(self) -> History:
+        bk, net, opt, h = self.backend, self.network, self.optimizer, self.history
+        xp = bk.xp
+        B, spe = self.batch_size, self.steps_per_epoch
+        losses = xp.empty(self.sync_every, dtype=net.dtype)
+        snapshot = {k: v.copy() for k, v in net.params.items()}
+        bar = self._progress_bar()
+        t_start = time.perf_counter()
+        train_time = 0.0
+        remaining = self.total_steps
+        done = 0                         # steps since the last sync
+        try:
+            while remaining > 0:
+                epoch_idx = bk.asarray(self._epoch_indices())
+                steps = min(spe, remaining)
+                t0 = time.perf_counter()
+                for s in range(steps):
+                    idx = epoch_idx[s * B:(s + 1) * B]
+                    if self._fused is not None:
+                        loss = self._fused(self.x_train, self.t_train, idx)
+                    else:
+                        loss = net.train_step(self.x_train[idx], self.t_train[idx], opt)
+                    losses[done] = loss
+                    done += 1
+                    self.step += 1
+                    if done == self.sync_every or s == steps - 1:
+                        bk.synchronize()
+                        train_time += time.perf_counter() - t0
+                        snapshot = self._sync(losses, done, snapshot)
+                        if bar is not None:
+                            bar.update(done)
+                            bar.set_postfix(loss=f"{h.loss[-1]:.4f}")
+                        done = 0
+                        t0 = time.perf_counter()
+                remaining -= steps
+                if self.step % spe == 0 or remaining == 0:
+                    self._evaluate()
+                    if bar is not None and h.test_acc:
+                        bar.set_postfix(loss=f"{h.loss[-1]:.4f}", test_acc=f"{h.test_acc[-1]:.4f}")
+        finally:
+            if bar is not None:
+                bar.close()
+            h.steps = self.step
+            h.train_seconds = train_time
+            h.seconds = time.perf_counter() - t_start
+        return h
+
+    def _progress_bar(self):
+        if not self.progress:
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        # disable=None: tqdm turns itself off when stderr is not a terminal.
+        return tqdm(total=self.total_steps, unit="step", disable=None, file=sys.stderr,
+                    desc=f"train [{self.backend.name}]", dynamic_ncols=True)

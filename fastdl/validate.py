@@ -1,0 +1,105 @@
+"""Host-side checks at the public surface, identical for every backend.
+
+They run before any kernel, so a bad input fails the same way on NumPy, Numba and CuPy, with a
+message that shows what was received and what was expected. The training loop validates its data
+once up front and then calls unchecked internals, so these checks cost nothing per step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DeviceError, DTypeError, LabelError, NonFiniteError, ShapeError
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def as_float_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise DTypeError(f"dtype {dtype!r} is not a dtype; use 'float32' or 'float64'") from exc
+    if dt.name not in FLOAT_DTYPES:
+        raise DTypeError(f"dtype {dt.name} is not supported; use 'float32' (default) or 'float64'")
+    return dt
+
+
+def host_view(a, backend, what: str) -> np.ndarray:
+    """The array as NumPy for checking. Host arrays are fine for any backend (they are moved);
+    an array of another library or device raises DeviceError instead of a cryptic kernel error."""
+    if isinstance(a, np.ndarray):
+        return a
+    if backend.is_backend_array(a):
+        return backend.to_numpy(a)
+    if isinstance(a, (list, tuple)) or np.isscalar(a):
+        return np.asarray(a)
+    mod = type(a).__module__.split(".")[0]
+    raise DeviceError(
+        f"{what} is a {mod}.{type(a).__name__}, which backend {backend.name!r} (device "
+        f"{backend.device}) cannot read; pass a NumPy array, or convert it with "
+        f"backend.asarray(...) after moving it to the host")
+
+
+def check_features(x, n_features: int | None, what: str = "x") -> None:
+    """Rank 2, non-empty batch, right feature count, float dtype, all finite."""
+    if x.dtype == object or x.dtype.kind not in "f":
+        kind = {"b": "bool", "i": "integer", "u": "unsigned integer", "c": "complex",
+                "O": "object", "U": "string", "S": "bytes"}.get(x.dtype.kind, x.dtype.name)
+        raise DTypeError(
+            f"{what} has dtype {x.dtype} ({kind}); expected float32 or float64. "
+            f"Convert first, e.g. {what}.astype('float32') (and scale pixels to [0, 1])")
+    if x.ndim != 2:
+        expected = f"(N, {n_features})" if n_features is not None else "(N, D)"
+        hint = f"; flatten images with {what}.reshape(len({what}), -1)" if x.ndim > 2 else ""
+        raise ShapeError(f"{what} has shape {x.shape} (rank {x.ndim}); expected rank 2 {expected}{hint}")
+    if x.shape[0] == 0:
+        raise ShapeError(f"{what} has shape {x.shape}: an empty batch; pass at least one row")
+    if n_features is not None and x.shape[1] != n_features:
+        raise ShapeError(f"{what} has shape {x.shape}; expected (N, {n_features}): the network's input size is {n_features}")
+    if not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise NonFiniteError(
+            f"{what} contains NaN or Inf (first at index {tuple(int(i) for i in bad)}, value {x[tuple(bad)]}); "
+            f"clean or impute the data before training")
+
+
+def check_labels(t, n_classes: int, n_rows: int | None = None, what: str = "t") -> np.ndarray:
+    """Validate int indices (N,) or one-hot rows (N, C); return int64 indices on the host."""
+    t = np.asarray(t)
+    if t.dtype == object or t.dtype.kind not in "biuf":
+        raise LabelError(f"{what} has dtype {t.dtype}; expected integer class indices (N,) or one-hot rows (N, {n_classes})")
+    if t.ndim == 1:
+        if t.shape[0] == 0:
+            raise ShapeError(f"{what} has shape {t.shape}: no labels; pass at least one")
+        if t.dtype.kind == "b":
+            raise LabelError(f"{what} has dtype bool; expected integer class indices in [0, {n_classes})")
+        if t.dtype.kind == "f":
+            if not np.isfinite(t).all() or (t != np.round(t)).any():
+                bad = t[~np.isfinite(t) | (t != np.round(t))][0]
+                raise LabelError(f"{what} holds non-integer label {bad!r}; expected integer class indices in [0, {n_classes})")
+        lo, hi = t.min(), t.max()
+        if lo < 0 or hi >= n_classes:
+            bad = lo if lo < 0 else hi
+            raise LabelError(
+                f"{what} holds label {bad!r} outside [0, {n_classes}) (range seen: {lo!r}..{hi!r}); "
+                f"the network has {n_classes} outputs")
+        idx = t.astype(np.int64)
+    elif t.ndim == 2:
+        if t.shape[1] != n_classes:
+            raise ShapeError(f"{what} has shape {t.shape}; one-hot labels must be (N, {n_classes})")
+        if t.shape[0] == 0:
+            raise ShapeError(f"{what} has shape {t.shape}: no labels; pass at least one")
+        ones = t == 1
+        zeros = t == 0
+        rows_ok = (ones | zeros).all(axis=1) & (ones.sum(axis=1) == 1)
+        if not rows_ok.all():
+            r = int(np.argmin(rows_ok))
+            raise LabelError(
+                f"{what} row {r} is {t[r].tolist()[:12]}{'...' if n_classes > 12 else ''}, not one-hot "
+                f"(exactly one 1, the rest 0); pass class indices or true one-hot rows")
+        idx = ones.argmax(axis=1).astype(np.int64)
+    else:
+        raise ShapeError(f"{what} has shape {t.shape}; expected class indices (N,) or one-hot rows (N, {n_classes})")
+    if n_rows is not None and idx.shape[0] != n_rows:
+        raise ShapeError(f"x has {n_rows} rows but {what} has {idx.shape[0]} labels; they must match one to one")
+    return idx

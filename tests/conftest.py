@@ -1,0 +1,65 @@
+"""Shared fixtures: every kernel/layer test runs once per registered backend.
+
+A backend that cannot run here (numba not installed, no CUDA device) is skipped with the
+registry's own reason, so the skip line in the report says exactly why.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl.backends import NAMES, backend_status, get_backend
+
+# float32 results differ from the NumPy oracle only by summation order inside kernels and BLAS.
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
+
+
+def tol(dtype):
+    return TOL[np.dtype(dtype).type]
+
+
+@pytest.fixture(params=NAMES)
+def backend(request):
+    ok, reason = backend_status(request.param)
+    if not ok:
+        pytest.skip(f"backend {request.param!r} unavailable: {reason}")
+    return get_backend(request.param)
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def ref():
+    return get_backend("numpy")
+
+
+@pytest.fixture(autouse=True)
+def _clean_backend_selection(monkeypatch):
+    """Tests start from the default selection and cannot leak one into the next."""
+    monkeypatch.delenv("FASTDL_BACKEND", raising=False)
+    fastdl.set_backend(None)
+    yield
+    fastdl.set_backend(None)
+
+
+@pytest.fixture(scope="session")
+def mnist_root():
+    """The folder holding real MNIST, or a skip saying how to provide it."""
+    from fastdl.datasets import FILES, resolve_root
+    root, source = resolve_root(None)
+    names = [n for n, _, _ in FILES.values()]
+    if all((root / f"{n}.gz").is_file() or (root / n).is_file() for n in names):
+        return root
+    pytest.skip(f"real MNIST not found in {root} ({source}); set FASTDL_DATA to a folder with the four .gz files")
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_root):
+    return fastdl.datasets.load_mnist(root=mnist_root, download=False)
