@@ -171,6 +171,10 @@ class Trainer:
         train_time = 0.0
         remaining = self.total_steps
         done = 0                         # steps since the last sync
+        # A diverging run overflows on the way to NaN; we detect that ourselves (below) and raise
+        # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
+        errstate = np.errstate(over="ignore", invalid="ignore")
+        errstate.__enter__()
         try:
             while remaining > 0:
                 epoch_idx = bk.asarray(self._epoch_indices())
@@ -200,6 +204,7 @@ class Trainer:
                     if bar is not None and h.test_acc:
                         bar.set_postfix(loss=f"{h.loss[-1]:.4f}", test_acc=f"{h.test_acc[-1]:.4f}")
         finally:
+            errstate.__exit__(None, None, None)
             if bar is not None:
                 bar.close()
             h.steps = self.step

@@ -1,0 +1,201 @@
+"""The MNIST loader, including its real download code against a server on 127.0.0.1."""
+
+import gzip
+import hashlib
+import http.server
+import threading
+
+import numpy as np
+import pytest
+
+from fastdl import datasets
+from fastdl.errors import DatasetError, FileFormatError
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def tiny_mnist(monkeypatch):
+    """Replace the four MNIST files by tiny synthetic ones with their own checksums."""
+    rng = np.random.default_rng(0)
+    files, raw = {}, {}
+    for key, (name, _, shape) in datasets.FILES.items():
+        n = 6 if key.startswith("train") else 4
+        arr = rng.integers(0, 256, (n, 28, 28)) if "images" in key else rng.integers(0, 10, n)
+        data = idx_bytes(arr)
+        raw[name] = data
+        files[key] = (name, hashlib.sha256(data).hexdigest(), arr.shape)
+    monkeypatch.setattr(datasets, "FILES", files)
+    return {name: gzip.compress(data) for name, data in raw.items()}
+
+
+class Server:
+    """A loopback HTTP server; ``routes`` maps a path to (status, content-type, body)."""
+
+    def __init__(self):
+        self.routes, self.hits = {}, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits.append(self.path)
+                status, ctype, body = outer.routes.get(self.path, (404, "text/plain", b"not found"))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def serve(self, mirror, files, transform=lambda name, body: (200, "application/gzip", body)):
+        for name, body in files.items():
+            self.routes[f"/{mirror}/{name}.gz"] = transform(name, body)
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.httpd.shutdown()
+
+
+def mirrors_env(monkeypatch, server, *names):
+    monkeypatch.setenv("FASTDL_MNIST_MIRRORS", " ".join(f"{server.url}/{n}/" for n in names))
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_good_download_then_cached(tiny_mnist, server, monkeypatch, tmp_path):
+    server.serve("a", tiny_mnist)
+    mirrors_env(monkeypatch, server, "a")
+    (x, t), (xt, tt) = datasets.load_mnist(root=tmp_path)
+    assert x.shape == (6, 784) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert xt.shape == (4, 784) and t.shape == (6,)
+    assert leftovers(tmp_path) == sorted(f"{n}.gz" for n in tiny_mnist)
+    hits = len(server.hits)
+    datasets.load_mnist(root=tmp_path)              # second load: from disk, no requests
+    assert len(server.hits) == hits
+
+
+def test_bit_flipped_file_falls_back_to_next_mirror(tiny_mnist, server, monkeypatch, tmp_path):
+    def flip(name, body):
+        raw = bytearray(gzip.decompress(body))
+        raw[-1] ^= 0x01
+        return 200, "application/gzip", gzip.compress(bytes(raw))
+    server.serve("bad", tiny_mnist, flip)
+    server.serve("good", tiny_mnist)
+    mirrors_env(monkeypatch, server, "bad", "good")
+    datasets.load_mnist(root=tmp_path)
+    assert any(h.startswith("/bad/") for h in server.hits) and any(h.startswith("/good/") for h in server.hits)
+
+
+@pytest.mark.parametrize("fault", ["bitflip", "truncated", "html", "403"])
+def test_each_fault_alone_fails_clearly_and_leaves_no_file(tiny_mnist, server, monkeypatch, tmp_path, fault):
+    def broken(name, body):
+        if fault == "bitflip":
+            raw = bytearray(gzip.decompress(body)); raw[-1] ^= 0x40
+            return 200, "application/gzip", gzip.compress(bytes(raw))
+        if fault == "truncated":
+            return 200, "application/gzip", body[: len(body) // 2]
+        if fault == "html":
+            return 200, "text/html", b"<!DOCTYPE html><html><body>Please log in</body></html>"
+        return 403, "text/plain", b"forbidden"
+    server.serve("m", tiny_mnist, broken)
+    mirrors_env(monkeypatch, server, "m")
+    with pytest.raises(DatasetError, match="could not download") as err:
+        datasets.load_mnist(root=tmp_path)
+    assert f"{server.url}/m/" in str(err.value)
+    assert leftovers(tmp_path) == []                 # nothing partial, not even a temp file
+
+
+def test_403_on_first_mirror_falls_back_to_second(tiny_mnist, server, monkeypatch, tmp_path):
+    server.serve("first", tiny_mnist, lambda n, b: (403, "text/plain", b"forbidden"))
+    server.serve("second", tiny_mnist)
+    mirrors_env(monkeypatch, server, "first", "second")
+    (x, _), _ = datasets.load_mnist(root=tmp_path)
+    assert x.shape == (6, 784)
+
+
+def test_html_with_status_200_is_not_taken_for_the_file(tiny_mnist, server, monkeypatch, tmp_path):
+    server.serve("portal", tiny_mnist, lambda n, b: (200, "text/html; charset=utf-8", b"<html>captive portal</html>"))
+    server.serve("real", tiny_mnist)
+    mirrors_env(monkeypatch, server, "portal", "real")
+    datasets.load_mnist(root=tmp_path)
+    assert all(p.read_bytes()[:2] == b"\x1f\x8b" for p in tmp_path.iterdir())
+
+
+def test_offline_without_files_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDL_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetError) as err:
+        datasets.load_mnist(download=False)
+    msg = str(err.value)
+    assert str(tmp_path / "nowhere") in msg and "FASTDL_DATA" in msg
+
+
+def test_root_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDL_DATA", str(tmp_path / "env"))
+    assert datasets.resolve_root(tmp_path / "arg")[0] == tmp_path / "arg"
+    assert datasets.resolve_root(None)[0] == tmp_path / "env"
+    monkeypatch.delenv("FASTDL_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = datasets.resolve_root(None)[0]
+    assert root == tmp_path / "cache" / "fastdl" / "mnist"
+    assert "site-packages" not in str(root)
+
+
+def test_corrupt_local_file_is_refused(tiny_mnist, tmp_path):
+    for name, body in tiny_mnist.items():
+        (tmp_path / f"{name}.gz").write_bytes(body)
+    name = next(iter(tiny_mnist))
+    raw = bytearray(gzip.decompress(tiny_mnist[name])); raw[-5] ^= 1
+    (tmp_path / f"{name}.gz").write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(FileFormatError, match="SHA-256"):
+        datasets.load_mnist(root=tmp_path, download=False)
+
+
+def test_idx_header_is_checked_strictly():
+    good = idx_bytes(np.zeros((2, 3), np.uint8))
+    assert datasets.parse_idx(good).shape == (2, 3)
+    with pytest.raises(FileFormatError, match="magic"):
+        datasets.parse_idx(b"\x01" + good[1:])
+    with pytest.raises(FileFormatError, match="unsigned byte"):
+        datasets.parse_idx(good[:2] + b"\x0d" + good[3:])
+    with pytest.raises(FileFormatError, match="holds|has"):
+        datasets.parse_idx(good[:-1])
+    with pytest.raises(FileFormatError):
+        datasets.parse_idx(good + b"\x00")
+    huge = bytes([0, 0, 8, 2]) + (2**31).to_bytes(4, "big") * 2    # claims 2^62 bytes
+    with pytest.raises(FileFormatError):
+        datasets.parse_idx(huge)
+    with pytest.raises(FileFormatError, match="expected"):
+        datasets.parse_idx(good, expected_shape=(3, 2))
+
+
+def test_real_mnist_download_over_loopback(mnist_root, server, monkeypatch, tmp_path):
+    """The real files through the real download path, checked against the published checksums."""
+    files = {name: (mnist_root / f"{name}.gz").read_bytes() for name, _, _ in datasets.FILES.values()
+             if (mnist_root / f"{name}.gz").is_file()}
+    if len(files) < 4:
+        pytest.skip("the MNIST folder holds uncompressed files only")
+    server.serve("mnist", files)
+    mirrors_env(monkeypatch, server, "mnist")
+    (x, t), (xt, tt) = datasets.load_mnist(root=tmp_path, one_hot=True)
+    assert x.shape == (60000, 784) and xt.shape == (10000, 784) and t.shape == (60000, 10)
+    assert (t.sum(axis=1) == 1).all() and x.dtype == np.float32
+
+
+def test_real_mnist_shapes_and_options(mnist_root):
+    (x, t), (xt, tt) = datasets.load_mnist(root=mnist_root, flatten=False, normalize=False, dtype="uint8", download=False)
+    assert x.shape == (60000, 1, 28, 28) and x.dtype == np.uint8 and x.max() == 255
+    assert t.dtype == np.uint8 and set(np.unique(t)) == set(range(10))

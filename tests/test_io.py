@@ -1,0 +1,111 @@
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl.errors import FileFormatError
+
+
+def test_round_trip_on_each_backend(backend, tmp_path, dtype):
+    net = fastdl.MultiLayerNet(6, [5, 4], 3, activation="sigmoid", dtype=dtype, backend=backend, seed=0)
+    path = fastdl.save(net, tmp_path / "p.npz")
+    for target in ("numpy", backend.name):
+        back = fastdl.load(path, backend=target)
+        assert back.config() == net.config() and back.dtype == net.dtype and back.backend.name == target
+        for k, v in net.params_numpy().items():
+            np.testing.assert_array_equal(back.params_numpy()[k], v)
+    x = np.random.default_rng(0).standard_normal((3, 6)).astype(dtype)
+    np.testing.assert_array_equal(back.backend.to_numpy(back.predict(x)), backend.to_numpy(net.predict(x)))
+
+
+def test_overwrite_is_atomic_and_leaves_no_temp_files(tmp_path):
+    a = fastdl.TwoLayerNet(4, 3, 2, seed=0)
+    b = fastdl.TwoLayerNet(4, 3, 2, seed=1)
+    fastdl.save(a, tmp_path / "p.npz")
+    fastdl.save(b, tmp_path / "p.npz")
+    assert os.listdir(tmp_path) == ["p.npz"]
+    np.testing.assert_array_equal(fastdl.load(tmp_path / "p.npz").params_numpy()["W1"], b.params_numpy()["W1"])
+
+
+class _Boom:
+    """Unpickling this would create a marker file: proof that code ran."""
+    marker = None
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_object_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    _Boom.marker = str(marker)
+    net = fastdl.TwoLayerNet(4, 3, 2, seed=0)
+    path = fastdl.save(net, tmp_path / "p.npz")
+    # Replace b1 by an object array holding the payload, keeping the manifest.
+    with zipfile.ZipFile(path) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    buf = io.BytesIO()
+    np.save(buf, np.array([_Boom()], dtype=object), allow_pickle=True)
+    entries["b1.npy"] = buf.getvalue()
+    evil = tmp_path / "evil.npz"
+    with zipfile.ZipFile(evil, "w") as zf:
+        for n, data in entries.items():
+            zf.writestr(n, data)
+    with pytest.raises(FileFormatError, match="Python objects"):
+        fastdl.load(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "empty", "no_manifest", "bad_json", "shape_lie", "nan"])
+def test_malformed_files_raise_file_format_error(tmp_path, damage):
+    net = fastdl.TwoLayerNet(4, 3, 2, seed=0)
+    path = fastdl.save(net, tmp_path / "p.npz")
+    data = path.read_bytes()
+    if damage == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(500))
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "no_manifest":
+        np.savez(path, W1=np.zeros((4, 3)))
+    else:
+        arrays, manifest = fastdl.io.read_arrays(path)
+        if damage == "bad_json":
+            buf = io.BytesIO()
+            np.savez(buf, **arrays, __manifest__=np.frombuffer(b"{not json", dtype=np.uint8))
+            path.write_bytes(buf.getvalue())
+        elif damage == "shape_lie":
+            manifest["arrays"]["W1"]["shape"] = [4, 99]
+            fastdl.io.write_arrays(path, arrays, manifest)
+        else:
+            arrays["W1"][0, 0] = np.nan
+            fastdl.io.write_arrays(path, arrays, manifest)
+    with pytest.raises(FileFormatError):
+        fastdl.load(path)
+
+
+def test_huge_header_is_refused_before_allocating(tmp_path):
+    net = fastdl.TwoLayerNet(4, 3, 2, seed=0)
+    path = fastdl.save(net, tmp_path / "p.npz")
+    with zipfile.ZipFile(path) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    hdr = io.BytesIO()
+    np.lib.format.write_array_header_1_0(hdr, {"descr": "<f4", "fortran_order": False, "shape": (2**40,)})
+    entries["b1.npy"] = hdr.getvalue() + b"\0" * 8
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, d in entries.items():
+            zf.writestr(n, d)
+    with pytest.raises(FileFormatError, match="declares shape"):
+        fastdl.load(path)
+
+
+def test_manifest_describes_the_network(tmp_path):
+    net = fastdl.MultiLayerNet(6, [5, 4], 3, dtype="float64", seed=0)
+    arrays, manifest = fastdl.io.read_arrays(fastdl.save(net, tmp_path / "p.npz"))
+    assert manifest["architecture"] == net.config() and manifest["dtype"] == "float64"
+    assert manifest["arrays"]["W2"] == {"shape": [5, 4], "dtype": "float64"}
+    json.dumps(manifest)

@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl.errors import DivergenceError, LabelError, ShapeError
+from fastdl.optimizers import SGD
+
+
+def blobs(n=250, d=8, c=3, seed=0):
+    """Separable clusters: any working trainer reaches high accuracy on them."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, c, n)
+    centers = rng.standard_normal((c, d)) * 3
+    return (centers[t] + rng.standard_normal((n, d))).astype(np.float32), t
+
+
+def make(backend="numpy", **kw):
+    x, t = blobs()
+    net = fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", backend=backend, seed=0)
+    args = dict(batch_size=100, seed=0, progress=False)
+    args.update(kw)
+    return net, fastdl.Trainer(net, SGD(lr=0.1), x, t, x[:50], t[:50], **args)
+
+
+def test_evaluates_at_true_epoch_boundaries():
+    # 250 samples, batch 100: an epoch is 3 steps (the book's float modulo would use 2.5)
+    net, tr = make(epochs=4)
+    h = tr.fit()
+    assert tr.steps_per_epoch == 3 and h.steps == 12
+    assert h.epoch == [1, 2, 3, 4] and h.epoch_step == [3, 6, 9, 12]
+    assert len(h.loss) == 12 and len(h.train_acc) == 4 and len(h.test_acc) == 4
+    assert h.train_acc[-1] > 0.9
+
+
+def test_iterations_end_with_a_partial_epoch_evaluated():
+    _, tr = make(iterations=7)
+    h = tr.fit()
+    assert h.epoch_step == [3, 6, 7] and h.epoch[-1] == pytest.approx(7 / 3, abs=1e-6)
+
+
+@pytest.mark.parametrize("sampling", ["shuffle", "replacement"])
+def test_seeded_numpy_run_repeats_bit_for_bit(sampling):
+    runs = []
+    for _ in range(2):
+        net, tr = make(iterations=20, sampling=sampling)
+        h = tr.fit()
+        runs.append((h.loss, net.params_numpy()))
+    assert runs[0][0] == runs[1][0]
+    for k in runs[0][1]:
+        np.testing.assert_array_equal(runs[0][1][k], runs[1][1][k])
+    net, tr = make(iterations=20, sampling=sampling, seed=1)
+    assert tr.fit().loss != runs[0][0]
+
+
+def test_shuffle_sees_every_sample_once_per_epoch():
+    _, tr = make(epochs=1)
+    idx = tr._epoch_indices()
+    assert sorted(idx.tolist()) == list(range(250))
+
+
+def test_history_records_the_run(backend):
+    _, tr = make(backend=backend, iterations=6)
+    h = tr.fit().to_dict()
+    assert h["backend"] == backend.name and h["dtype"] == "float32" and h["device"] == backend.device
+    assert h["seconds"] > 0 and h["final_test_acc"] is not None and len(h["loss"]) == 6
+
+
+def test_same_batches_on_every_backend(backend):
+    """Batches come from the host generator: every backend trains on the same sequence."""
+    net_a, tr_a = make(backend=backend, iterations=30)
+    net_b, tr_b = make(backend="numpy", iterations=30)
+    la, lb = tr_a.fit().loss, tr_b.fit().loss
+    np.testing.assert_allclose(la, lb, rtol=2e-4)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_parameters():
+    x, t = blobs()
+    net = fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", seed=0)
+    tr = fastdl.Trainer(net, SGD(lr=1e30), x, t, iterations=50, sync_every=5, progress=False, seed=0)
+    with pytest.raises(DivergenceError, match=r"step \d+.*smaller learning rate") as err:
+        tr.fit()
+    assert err.value.step >= 1
+    params = net.params_numpy()
+    assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_bad_training_data_is_rejected_up_front():
+    x, t = blobs()
+    net = fastdl.TwoLayerNet(8, 16, 3)
+    with pytest.raises(LabelError):
+        fastdl.Trainer(net, SGD(0.1), x, np.where(t == 0, 3, t), iterations=1)
+    with pytest.raises(ShapeError, match="must match"):
+        fastdl.Trainer(net, SGD(0.1), x, t[:-1], iterations=1)
+    with pytest.raises(ValueError, match="exactly one of"):
+        fastdl.Trainer(net, SGD(0.1), x, t)
+    with pytest.raises(ValueError, match="sampling"):
+        fastdl.Trainer(net, SGD(0.1), x, t, iterations=1, sampling="random")
+
+
+def test_book_headline_on_real_mnist(mnist):
+    """TwoLayerNet(784, 50, 10), ReLU, std 0.01, SGD 0.1, batch 100, 10,000 steps, float32."""
+    (x, t), (xt, tt) = mnist
+    net = fastdl.TwoLayerNet(784, 50, 10, weight_init_std=0.01, backend="numpy", seed=0)
+    h = fastdl.Trainer(net, SGD(lr=0.1), x, t, xt, tt, iterations=10_000, batch_size=100,
+                       sampling="replacement", seed=0, progress=False).fit()
+    assert h.test_acc[-1] >= 0.97, h.test_acc
+    assert len(h.test_acc) == 17             # 16 whole epochs + the final partial one
