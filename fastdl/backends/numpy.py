@@ -172,3 +172,32 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
     m += (1 - b1) * (g - m)
     v += (1 - b2) * (g * g - v)
     p -= p.dtype.type(lr_t) * m / (np.sqrt(v) + p.dtype.type(eps))
+
+
+# -- fused kernels -----------------------------------------------------------------------------
+# Here they are the plain compositions: the definitions the fused versions of the other backends
+# must equal within the dtype's tolerance. `db` is the column sum of `dx`: the bias gradient of
+# the Affine layer that produced the activation's input.
+
+def affine_relu_forward(x, W, b):
+    return relu_forward(affine_forward(x, W, b))
+
+
+def affine_sigmoid_forward(x, W, b):
+    return sigmoid_forward(affine_forward(x, W, b))
+
+
+def relu_backward_colsum(dy, mask):
+    dx = relu_backward(dy, mask)
+    return dx, dx.sum(axis=0)
+
+
+def sigmoid_backward_colsum(dy, y):
+    dx = sigmoid_backward(dy, y)
+    return dx, dx.sum(axis=0)
+
+
+def softmax_cross_entropy(z, t):
+    """Forward and backward at once: (loss, dz)."""
+    loss, probs = softmax_cross_entropy_forward(z, t)
+    return loss, softmax_cross_entropy_backward(probs, t)

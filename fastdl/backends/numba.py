@@ -1,0 +1,466 @@
+"""Numba backend: the kernel contract as JIT-compiled CPU loops, plus a fused training step.
+
+Choices, each measured on the book's shapes (see bench/):
+* GEMMs stay in BLAS (NumPy's ``@`` / ``np.matmul(out=)``): hand-written loops are ~5x slower at
+  784x50 and 100x784. Everything *between* GEMMs is a single fused ``@njit`` pass: bias + ReLU,
+  softmax + cross-entropy + its gradient, activation backward + the bias-gradient column sum,
+  the optimizer updates.
+* ``compile_train_step`` builds the trainer's fast path: preallocated buffers, rows gathered
+  straight from the training set, 2 BLAS calls per layer forward/backward and one fused pass
+  between them; no allocation per step. The layer-by-layer path remains and must agree with it.
+* Loops are serial: at these sizes (100 x 50) a parallel region costs more than it saves on
+  2 cores. BLAS never runs inside a Numba loop, so the two thread pools never compete.
+* Compiled code is cached on disk (``cache=True``); set ``FASTDL_NUMBA_CACHE=0`` to turn that off.
+  float32 and float64 each compile once; hyperparameters are cast to the array dtype inside.
+* Threads: ``FASTDL_NUM_THREADS`` (default: all cores) sets Numba's threads and BLAS's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numba
+import numpy as np
+from numba import njit
+
+from . import numpy as _ref
+
+name = "numba"
+xp = np
+device = "cpu"
+
+CACHE = os.environ.get("FASTDL_NUMBA_CACHE", "1").strip() not in ("0", "false", "no", "off")
+
+asarray = _ref.asarray
+to_numpy = _ref.to_numpy
+synchronize = _ref.synchronize
+is_backend_array = _ref.is_backend_array
+_as_indices = _ref._as_indices
+
+
+def _threads() -> int:
+    value = os.environ.get("FASTDL_NUM_THREADS", "").strip()
+    if not value:
+        return numba.config.NUMBA_NUM_THREADS
+    n = int(value)
+    if n < 1:
+        raise ValueError(f"FASTDL_NUM_THREADS={value!r} must be a positive integer")
+    return min(n, numba.config.NUMBA_NUM_THREADS)
+
+
+def check_usable() -> None:
+    n = _threads()
+    numba.set_num_threads(n)
+    if os.environ.get("FASTDL_NUM_THREADS", "").strip():
+        try:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(n, user_api="blas")
+        except ImportError:
+            pass
+
+
+def describe() -> dict:
+    info = _ref.describe()
+    info.update(backend=name, numba=numba.__version__, threads=numba.get_num_threads(),
+                disk_cache="on" if CACHE else "off", compiled=compiled_status())
+    return info
+
+
+def compiled_status() -> str:
+    """How many of the JIT kernels have compiled code loaded in this process."""
+    done = sum(1 for f in _JITTED if f.signatures)
+    return f"{done}/{len(_JITTED)} kernels compiled"
+
+
+jit = njit(cache=CACHE, nogil=True)
+
+
+# -- in-place building blocks (also used by the fused step) ------------------------------------
+
+@jit
+def _add_bias(z, b):
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            z[i, j] += b[j]
+
+
+@jit
+def _bias_relu(z, b):
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            v = z[i, j] + b[j]
+            if v > 0:
+                z[i, j] = v
+            else:
+                z[i, j] = 0
+
+
+@jit
+def _bias_sigmoid(z, b):
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            v = z[i, j] + b[j]
+            e = np.exp(-abs(v))
+            z[i, j] = 1 / (1 + e) if v >= 0 else e / (1 + e)
+
+
+@jit
+def _colsum(dy, out):
+    n, m = dy.shape
+    out[:] = 0
+    for i in range(n):
+        for j in range(m):
+            out[j] += dy[i, j]
+
+
+@jit
+def _relu_grad_colsum(dh, h, db):
+    """dh *= (h > 0); db = column sums of dh. h is the ReLU *output* (h > 0 iff input > 0)."""
+    n, m = dh.shape
+    db[:] = 0
+    for i in range(n):
+        for j in range(m):
+            v = dh[i, j] if h[i, j] > 0 else 0
+            dh[i, j] = v
+            db[j] += v
+
+
+@jit
+def _sigmoid_grad_colsum(dh, y, db):
+    n, m = dh.shape
+    db[:] = 0
+    for i in range(n):
+        for j in range(m):
+            v = dh[i, j] * y[i, j] * (1 - y[i, j])
+            dh[i, j] = v
+            db[j] += v
+
+
+@jit
+def _softmax_xent(z, t, dz):
+    """One pass per row: loss (returned, float64 accumulator) and dz = (softmax - onehot) / N."""
+    n, c = z.shape
+    inv_n = 1.0 / n
+    total = 0.0
+    for i in range(n):
+        mx = z[i, 0]
+        for j in range(1, c):
+            if z[i, j] > mx:
+                mx = z[i, j]
+        s = 0.0
+        for j in range(c):
+            e = np.exp(z[i, j] - mx)
+            dz[i, j] = e
+            s += e
+        total += math.log(s) - (z[i, t[i]] - mx)
+        inv = 1.0 / s
+        for j in range(c):
+            dz[i, j] = dz[i, j] * inv * inv_n
+        dz[i, t[i]] -= inv_n
+    return total * inv_n
+
+
+@jit
+def _softmax_probs(z, t, probs):
+    n, c = z.shape
+    total = 0.0
+    for i in range(n):
+        mx = z[i, 0]
+        for j in range(1, c):
+            if z[i, j] > mx:
+                mx = z[i, j]
+        s = 0.0
+        for j in range(c):
+            e = np.exp(z[i, j] - mx)
+            probs[i, j] = e
+            s += e
+        total += math.log(s) - (z[i, t[i]] - mx)
+        inv = 1.0 / s
+        for j in range(c):
+            probs[i, j] *= inv
+    return total / n
+
+
+@jit
+def _softmax_grad(probs, t, dz):
+    n, c = probs.shape
+    inv_n = 1.0 / n
+    for i in range(n):
+        for j in range(c):
+            dz[i, j] = probs[i, j] * inv_n
+        dz[i, t[i]] -= inv_n
+
+
+@jit
+def _gather_rows(src, idx, dst):
+    d = src.shape[1]
+    for r in range(idx.shape[0]):
+        k = idx[r]
+        for j in range(d):
+            dst[r, j] = src[k, j]
+
+
+@jit
+def _gather(src, idx, dst):
+    for r in range(idx.shape[0]):
+        dst[r] = src[idx[r]]
+
+
+# -- the contract ------------------------------------------------------------------------------
+
+def affine_forward(x, W, b):
+    y = x @ W
+    _add_bias(y, b)
+    return y
+
+
+def affine_backward(dy, x, W, need_dx=True):
+    dx = dy @ W.T if need_dx else None
+    db = np.empty(dy.shape[1], dtype=dy.dtype)
+    _colsum(dy, db)
+    return dx, x.T @ dy, db
+
+
+@jit
+def _relu_forward(x, y, mask):
+    n, m = x.shape
+    for i in range(n):
+        for j in range(m):
+            v = x[i, j]
+            pos = v > 0
+            mask[i, j] = pos
+            y[i, j] = v if pos else 0
+
+
+def relu_forward(x):
+    y = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.bool_)
+    _relu_forward(x, y, mask)
+    return y, mask
+
+
+@jit
+def _relu_backward(dy, mask, dx):
+    n, m = dy.shape
+    for i in range(n):
+        for j in range(m):
+            dx[i, j] = dy[i, j] if mask[i, j] else 0
+
+
+def relu_backward(dy, mask):
+    dx = np.empty_like(dy)
+    _relu_backward(dy, mask, dx)
+    return dx
+
+
+def sigmoid_forward(x):
+    y = x.copy()
+    _bias_sigmoid(y, np.zeros(x.shape[1], dtype=x.dtype))
+    return y
+
+
+@jit
+def _sigmoid_backward(dy, y, dx):
+    n, m = dy.shape
+    for i in range(n):
+        for j in range(m):
+            dx[i, j] = dy[i, j] * y[i, j] * (1 - y[i, j])
+
+
+def sigmoid_backward(dy, y):
+    dx = np.empty_like(dy)
+    _sigmoid_backward(dy, y, dx)
+    return dx
+
+
+def softmax_cross_entropy_forward(z, t):
+    probs = np.empty_like(z)
+    loss = _softmax_probs(z, np.ascontiguousarray(_as_indices(t)), probs)
+    return z.dtype.type(loss), probs
+
+
+def softmax_cross_entropy_backward(probs, t):
+    dz = np.empty_like(probs)
+    _softmax_grad(probs, np.ascontiguousarray(_as_indices(t)), dz)
+    return dz
+
+
+# -- fused kernels (equal to the compositions in the NumPy backend) ----------------------------
+
+def affine_relu_forward(x, W, b):
+    y = x @ W
+    _bias_relu(y, b)
+    return y, y > 0
+
+
+def affine_sigmoid_forward(x, W, b):
+    y = x @ W
+    _bias_sigmoid(y, b)
+    return y
+
+
+def relu_backward_colsum(dy, mask):
+    dx = dy.copy()
+    db = np.empty(dy.shape[1], dtype=dy.dtype)
+    _relu_grad_colsum(dx, mask.astype(dy.dtype), db)
+    return dx, db
+
+
+def sigmoid_backward_colsum(dy, y):
+    dx = dy.copy()
+    db = np.empty(dy.shape[1], dtype=dy.dtype)
+    _sigmoid_grad_colsum(dx, y, db)
+    return dx, db
+
+
+def softmax_cross_entropy(z, t):
+    dz = np.empty_like(z)
+    loss = _softmax_xent(z, np.ascontiguousarray(_as_indices(t)), dz)
+    return z.dtype.type(loss), dz
+
+
+# -- optimizer updates (in place, one pass each; arrays are flattened views) --------------------
+
+@jit
+def _sgd(p, g, lr):
+    for i in range(p.size):
+        p[i] -= lr * g[i]
+
+
+@jit
+def _momentum(p, g, v, lr, mu):
+    for i in range(p.size):
+        v[i] = mu * v[i] - lr * g[i]
+        p[i] += v[i]
+
+
+@jit
+def _nesterov(p, g, v, lr, mu):
+    for i in range(p.size):
+        v[i] = mu * v[i] - lr * g[i]
+        p[i] += mu * mu * v[i] - (1 + mu) * lr * g[i]
+
+
+@jit
+def _adagrad(p, g, h, lr, eps):
+    for i in range(p.size):
+        h[i] += g[i] * g[i]
+        p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
+
+
+@jit
+def _rmsprop(p, g, h, lr, decay, eps):
+    for i in range(p.size):
+        h[i] = decay * h[i] + (1 - decay) * g[i] * g[i]
+        p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
+
+
+@jit
+def _adam(p, g, m, v, lr_t, b1, b2, eps):
+    for i in range(p.size):
+        m[i] += (1 - b1) * (g[i] - m[i])
+        v[i] += (1 - b2) * (g[i] * g[i] - v[i])
+        p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
+
+
+def _flat(*arrays):
+    return [a.reshape(-1) for a in arrays]
+
+
+def _scalars(p, *values):
+    """Hyperparameters in the parameter dtype: float32 math stays float32, one compile per dtype."""
+    t = p.dtype.type
+    return [t(v) for v in values]
+
+
+def sgd_update(p, g, lr):
+    _sgd(*_flat(p, g), *_scalars(p, lr))
+
+
+def momentum_update(p, g, v, lr, momentum):
+    _momentum(*_flat(p, g, v), *_scalars(p, lr, momentum))
+
+
+def nesterov_update(p, g, v, lr, momentum):
+    _nesterov(*_flat(p, g, v), *_scalars(p, lr, momentum))
+
+
+def adagrad_update(p, g, h, lr, eps):
+    _adagrad(*_flat(p, g, h), *_scalars(p, lr, eps))
+
+
+def rmsprop_update(p, g, h, lr, decay, eps):
+    _rmsprop(*_flat(p, g, h), *_scalars(p, lr, decay, eps))
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
+    lr_t = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    _adam(*_flat(p, g, m, v), *_scalars(p, lr_t, beta1, beta2, eps))
+
+
+# -- the fused training step -------------------------------------------------------------------
+
+def compile_train_step(network, optimizer, batch_size: int):
+    """The trainer's fast path for a MultiLayerNet: ``step(x_all, t_all, idx) -> loss``.
+
+    Same arithmetic as the layer path (forward, backward, ``optimizer.update``), but with every
+    intermediate preallocated and each elementwise stretch fused into one pass.
+    """
+    dt = network.dtype
+    params = network.params
+    L = network.n_layers
+    W = [params[f"W{i}"] for i in range(1, L + 1)]
+    b = [params[f"b{i}"] for i in range(1, L + 1)]
+    sizes = [W[0].shape[0]] + [w.shape[1] for w in W]
+    act = _bias_relu if network.activation == "relu" else _bias_sigmoid
+    act_grad = _relu_grad_colsum if network.activation == "relu" else _sigmoid_grad_colsum
+    B = batch_size
+    X = np.empty((B, sizes[0]), dtype=dt)
+    T = np.empty(B, dtype=np.int64)
+    H = [np.empty((B, s), dtype=dt) for s in sizes[1:]]           # layer outputs (post-activation)
+    D = [np.empty((B, s), dtype=dt) for s in sizes[1:]]           # gradients wrt pre-activations
+    dW = [np.empty_like(w) for w in W]
+    db = [np.empty_like(v) for v in b]
+    grads = {}
+    for i in range(L):
+        grads[f"W{i + 1}"] = dW[i]
+        grads[f"b{i + 1}"] = db[i]
+
+    def step(x_all, t_all, idx):
+        n = idx.shape[0]
+        x, t = X[:n], T[:n]
+        _gather_rows(x_all, idx, x)
+        _gather(t_all, idx, t)
+        inp = x
+        for i in range(L - 1):
+            h = H[i][:n]
+            np.matmul(inp, W[i], out=h)
+            act(h, b[i])
+            inp = h
+        z, dz = H[L - 1][:n], D[L - 1][:n]
+        np.matmul(inp, W[L - 1], out=z)
+        _add_bias(z, b[L - 1])
+        loss = _softmax_xent(z, t, dz)
+        for i in range(L - 1, -1, -1):
+            below = H[i - 1][:n] if i > 0 else x
+            np.matmul(below.T, dz, out=dW[i])
+            if i == L - 1:
+                _colsum(dz, db[i])
+            if i > 0:
+                dprev = D[i - 1][:n]
+                np.matmul(dz, W[i].T, out=dprev)
+                act_grad(dprev, below, db[i - 1])       # activation backward + bias gradient
+                dz = dprev
+        optimizer.update(params, grads, _this)
+        return loss
+
+    return step
+
+
+import sys as _sys  # noqa: E402
+_this = _sys.modules[__name__]
+_JITTED = [v for v in list(globals().values()) if isinstance(v, numba.core.registry.CPUDispatcher)]

@@ -1,0 +1,56 @@
+"""Numba-specific checks: end-to-end agreement with NumPy on real MNIST, JIT bookkeeping."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl.backends import backend_status
+
+ok, why = backend_status("numba")
+pytestmark = pytest.mark.skipif(not ok, reason=f"numba backend unavailable: {why}")
+
+
+def _train(backend, x, t, xt, tt, dtype, **kw):
+    net = fastdl.TwoLayerNet(784, 50, 10, backend=backend, dtype=dtype, seed=0)
+    h = fastdl.Trainer(net, fastdl.optimizers.SGD(lr=0.1), x, t, xt, tt, batch_size=100, seed=0,
+                       progress=False, **kw).fit()
+    return h
+
+
+def test_one_epoch_accuracy_matches_numpy(mnist):
+    (x, t), (xt, tt) = mnist
+    a = _train("numba", x, t, xt, tt, "float32", epochs=1)
+    b = _train("numpy", x, t, xt, tt, "float32", epochs=1)
+    assert abs(a.test_acc[-1] - b.test_acc[-1]) <= 0.003
+    assert a.test_acc[-1] > 0.9
+
+
+def test_float64_loss_curve_matches_numpy(mnist):
+    (x, t), _ = mnist
+    a = _train("numba", x[:20000], t[:20000], None, None, "float64", iterations=100)
+    b = _train("numpy", x[:20000], t[:20000], None, None, "float64", iterations=100)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-6)
+
+
+def test_trainer_picks_the_fused_path():
+    x = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
+    net = fastdl.TwoLayerNet(4, 3, 2, backend="numba")
+    assert fastdl.Trainer(net, fastdl.optimizers.SGD(0.1), x, np.arange(30) % 2, iterations=1).fast_path
+
+
+def test_info_reports_compiled_kernels():
+    bk = fastdl.get_backend("numba")
+    bk.relu_forward(np.ones((2, 2), np.float32))
+    assert "kernels compiled" in bk.describe()["compiled"]
+    assert not bk.describe()["compiled"].startswith("0/")
+
+
+def test_num_threads_setting_is_honoured():
+    code = "import fastdl, numba; fastdl.get_backend('numba'); print(numba.get_num_threads())"
+    env = dict(os.environ, FASTDL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
