@@ -1,0 +1,123 @@
+"""Shared machinery of the benchmark suites.
+
+* ``FASTDL_BENCH_QUICK=1`` shrinks every suite to a smoke run (CI runs that, so nothing rots).
+* Every result carries, in ``extra_info``: backend, device, dtype, threads, library versions and
+  the BLAS kernel in use (threadpoolctl), so runs are compared like with like.
+* Warm-up is explicit (Numba compiles on the first call; pytest-benchmark warms up only under PyPy
+  by default) and GPU timings synchronise inside the timed function.
+* Correctness is asserted once, before timing, against the NumPy backend.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl.backends import NAMES, backend_status, get_backend
+
+QUICK = os.environ.get("FASTDL_BENCH_QUICK", "").strip() not in ("", "0", "false", "no")
+
+
+def machine_info() -> dict:
+    info = {"python": platform.python_version(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "numpy": np.__version__, "fastdl": fastdl.__version__,
+            "quick": QUICK}
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        info["blas"] = "; ".join(f"{p.get('internal_api')} {p.get('version')} kernel={p.get('architecture')} "
+                                 f"threads={p.get('num_threads')}" for p in blas)
+    except ImportError:
+        info["blas"] = "unknown"
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "FASTDL_NUM_THREADS"):
+        if os.environ.get(var):
+            info[var] = os.environ[var]
+    return info
+
+
+def backend_info(bk) -> dict:
+    d = {k: str(v) for k, v in bk.describe().items() if k != "compiled"}
+    d.update(machine_info())
+    return d
+
+
+@pytest.fixture(params=NAMES)
+def backend(request):
+    ok, reason = backend_status(request.param)
+    if not ok:
+        pytest.skip(f"backend {request.param!r} unavailable: {reason}")
+    return get_backend(request.param)
+
+
+def timed(bk, fn):
+    """fn wrapped so the device is synchronised inside the timed region."""
+    def run():
+        out = fn()
+        bk.synchronize()
+        return out
+    return run
+
+
+def warm(fn, times: int = 3):
+    for _ in range(times):
+        fn()
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from fastdl.datasets import resolve_root
+    root, source = resolve_root(None)
+    try:
+        data = fastdl.datasets.load_mnist(root=root, download=False)
+    except fastdl.DatasetError as exc:
+        pytest.skip(f"real MNIST not available ({source}): {exc}")
+    (x, _), _ = data
+    x.sum()      # touch every page once: first-touch costs would otherwise land in the first timing
+    return data
+
+
+def gemm_shapes(sizes, batch):
+    """(m, k, n) of every GEMM of one training step: forward, dW, and dX except for layer 1."""
+    shapes = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes.append((batch, a, b))            # forward  x @ W
+        shapes.append((a, batch, b))            # dW = x.T @ dy
+        if i > 0:
+            shapes.append((batch, b, a))        # dx = dy @ W.T
+    return shapes
+
+
+def step_flops(sizes, batch) -> float:
+    return float(sum(2 * m * k * n for m, k, n in gemm_shapes(sizes, batch)))
+
+
+def measure_gemm_floor(bk, sizes, batch, dtype=np.float32, repeats: int = 30) -> dict:
+    """The machine's roof for one training step: the time of exactly its GEMMs on this backend's
+    BLAS (median of ``repeats``), hence the FLOP rate at these shapes."""
+    xp = bk.xp
+    rng = np.random.default_rng(0)
+    ops = []
+    for m, k, n in gemm_shapes(sizes, batch):
+        a = bk.asarray(rng.standard_normal((m, k)).astype(dtype))
+        b = bk.asarray(rng.standard_normal((k, n)).astype(dtype))
+        ops.append((a, b, xp.empty((m, n), dtype=dtype)))
+
+    def step():
+        for a, b, c in ops:
+            xp.matmul(a, b, out=c)
+        bk.synchronize()
+
+    warm(step, 5)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    t = float(np.median(times))
+    flops = step_flops(sizes, batch)
+    return {"gemm_seconds_per_step": t, "gemm_flops_per_step": flops, "gemm_rate_gflops": flops / t / 1e9}

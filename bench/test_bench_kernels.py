@@ -1,0 +1,77 @@
+"""Per-kernel benchmarks: every contract kernel and fused kernel, on every backend, by size.
+
+Groups are kernel + size + dtype, so each table row group compares the backends directly.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import QUICK, backend_info, timed, warm
+from fastdl.backends import get_backend
+
+BATCHES = [100] if QUICK else [1, 100, 1024]
+WIDTHS = [50] if QUICK else [50, 1000, 4096]
+DTYPES = ["float32"] if QUICK else ["float32", "float64"]
+IN = 784
+
+
+def _inputs(bk, kernel, n, m, dtype):
+    rng = np.random.default_rng(0)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)
+    t = rng.integers(0, m, n)
+    x, W, b, dy = r(n, IN), r(IN, m), r(m), r(n, m)
+    z = r(n, m)
+    mask = z > 0
+    y = 1 / (1 + np.exp(-z))
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    args = {
+        "affine_forward": (x, W, b), "affine_backward": (dy, x, W),
+        "relu_forward": (z,), "relu_backward": (dy, mask),
+        "sigmoid_forward": (z,), "sigmoid_backward": (dy, y),
+        "softmax_cross_entropy_forward": (z, t), "softmax_cross_entropy_backward": (probs, t),
+        "affine_relu_forward": (x, W, b), "affine_sigmoid_forward": (x, W, b),
+        "relu_backward_colsum": (dy, mask), "sigmoid_backward_colsum": (dy, y),
+        "softmax_cross_entropy": (z, t),
+        "sgd_update": (r(IN, m), r(IN, m)),
+    }[kernel]
+    return [bk.asarray(a) if isinstance(a, np.ndarray) else a for a in args], args
+
+
+KERNELS = ["affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
+           "sigmoid_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+           "affine_relu_forward", "affine_sigmoid_forward", "relu_backward_colsum",
+           "sigmoid_backward_colsum", "softmax_cross_entropy", "sgd_update"]
+EXTRA = {"sgd_update": dict(lr=0.01)}
+
+
+def _host(bk, out):
+    outs = out if isinstance(out, tuple) else (out,)
+    return [None if o is None else np.asarray(bk.to_numpy(o), dtype=np.float64) for o in outs]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", WIDTHS)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel(benchmark, backend, kernel, n, m, dtype):
+    benchmark.group = f"{kernel} N={n} M={m} {dtype}"
+    benchmark.extra_info.update(backend_info(backend), kernel=kernel, n=n, m=m, dtype=dtype)
+    args, host_args = _inputs(backend, kernel, n, m, dtype)
+    fn = getattr(backend, kernel)
+    if kernel.endswith("_update"):
+        ref = get_backend("numpy")
+        p_ref = host_args[0].copy()
+        getattr(ref, kernel)(p_ref, host_args[1], **EXTRA[kernel])
+        p = backend.asarray(host_args[0].copy())
+        fn(p, args[1], **EXTRA[kernel])
+        np.testing.assert_allclose(backend.to_numpy(p), p_ref, rtol=1e-4, atol=1e-6)
+        call = timed(backend, lambda: fn(args[0], args[1], **EXTRA[kernel]))
+    else:
+        want = _host(get_backend("numpy"), getattr(get_backend("numpy"), kernel)(*host_args))
+        got = _host(backend, fn(*args))
+        for g, w in zip(got, want):
+            if w is not None:
+                np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
+        call = timed(backend, lambda: fn(*args))
+    warm(call)
+    benchmark(call)

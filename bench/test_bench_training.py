@@ -1,0 +1,173 @@
+"""End-to-end benchmarks: training steps and runs of the book's workload and of larger networks,
+each also expressed as a fraction of its FLOP floor (the time of exactly its GEMMs at the
+machine's measured rate, measured in the same run)."""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastdl
+from conftest import QUICK, backend_info, gemm_shapes, measure_gemm_floor, step_flops, timed, warm
+from fastdl.backends import get_backend
+from fastdl.optimizers import SGD
+
+BOOK = dict(sizes=[784, 50, 10], batch=100, iterations=200 if QUICK else 10_000)
+LARGE = dict(sizes=[784, 1000, 1000, 10], batch=256, iterations=20 if QUICK else 235)   # one epoch
+_floors = {}
+
+
+def floor(bk, sizes, batch):
+    key = (bk.name, tuple(sizes), batch)
+    if key not in _floors:
+        _floors[key] = measure_gemm_floor(bk, sizes, batch)
+    return _floors[key]
+
+
+def _record(benchmark, bk, spec, steps):
+    f = floor(bk, spec["sizes"], spec["batch"])
+    benchmark.extra_info.update(backend_info(bk), network="-".join(map(str, spec["sizes"])),
+                                batch=spec["batch"], steps=steps, dtype="float32",
+                                floor_seconds=f["gemm_seconds_per_step"] * steps,
+                                gemm_rate_gflops=f["gemm_rate_gflops"],
+                                step_gflop=step_flops(spec["sizes"], spec["batch"]) / 1e9)
+
+
+def _trainer(bk, data, spec, steps, **kw):
+    (x, t), _ = data
+    net = fastdl.MultiLayerNet(spec["sizes"][0], spec["sizes"][1:-1], spec["sizes"][-1], backend=bk,
+                               seed=0, weight_init_std=0.01 if len(spec["sizes"]) == 3 else "he")
+    return fastdl.Trainer(net, SGD(lr=0.1), x, t, iterations=steps, batch_size=spec["batch"], seed=0,
+                          progress=False, evaluate_train=False, **kw)
+
+
+def _fit(bk, tr):
+    tr.fit()
+    bk.synchronize()
+
+
+@pytest.mark.parametrize("spec", [BOOK, LARGE], ids=["784-50-10", "784-1000-1000-10"])
+def test_training_run(benchmark, backend, mnist, spec):
+    """The whole run through fastdl.Trainer (the book's: 10,000 steps; the large net: one epoch)."""
+    steps = spec["iterations"]
+    benchmark.group = f"train {'-'.join(map(str, spec['sizes']))} batch {spec['batch']} x{steps}"
+    _fit(backend, _trainer(backend, mnist, spec, min(steps, 50)))     # compile + warm up, untimed
+    _record(benchmark, backend, spec, steps)
+    benchmark.pedantic(lambda tr: _fit(backend, tr), setup=lambda: ((_trainer(backend, mnist, spec, steps),), {}),
+                       rounds=1 if QUICK else 3, iterations=1)
+
+
+def test_training_step(benchmark, backend, mnist):
+    """One step of the book's workload (gather, forward, backward, update) as the trainer runs it."""
+    benchmark.group = "train step 784-50-10 batch 100"
+    tr = _trainer(backend, mnist, BOOK, 1)
+    idx = backend.asarray(np.random.default_rng(0).permutation(60000)[:100])
+    if tr._fused is not None:
+        step = lambda: tr._fused(tr.x_train, tr.t_train, idx)
+    else:
+        step = lambda: tr.network.train_step(tr.x_train[idx], tr.t_train[idx], tr.optimizer)
+    call = timed(backend, step)
+    warm(call, 20)
+    _record(benchmark, backend, BOOK, 1)
+    benchmark(call)
+
+
+def test_plain_numpy_loop(benchmark, mnist):
+    """The yardstick: the same 10,000 steps written by hand in NumPy (group of test_training_run)."""
+    import plain_numpy
+    benchmark.group = f"train 784-50-10 batch 100 x{BOOK['iterations']}"
+    (x, t), _ = mnist
+    t = t.astype(np.int64)
+    bk = get_backend("numpy")
+
+    def setup():
+        net = fastdl.TwoLayerNet(784, 50, 10, seed=0)
+        return tuple(net.params_numpy()[k] for k in ("W1", "b1", "W2", "b2")), {}
+
+    # Same numbers as the trainer: proof that both do the same work.
+    (W1, b1, W2, b2), _ = setup()
+    losses = plain_numpy.train(x, t, W1, b1, W2, b2, iterations=50)
+    ref = _trainer(bk, mnist, BOOK, 50).fit().loss
+    np.testing.assert_allclose(losses, ref, rtol=1e-5)
+    _record(benchmark, bk, BOOK, BOOK["iterations"])
+    benchmark.extra_info["backend"] = "plain-numpy"
+    benchmark.pedantic(lambda *p: plain_numpy.train(x, t, *p, iterations=BOOK["iterations"]), setup=setup,
+                       rounds=1 if QUICK else 3, iterations=1)
+
+
+def test_pytorch_cpu(benchmark, mnist):
+    """PyTorch on the CPU, same network, hyperparameters and batches (optional outside reference)."""
+    torch = pytest.importorskip("torch")
+    benchmark.group = f"train 784-50-10 batch 100 x{BOOK['iterations']}"
+    (x, t), _ = mnist
+    X, T = torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))
+    n = len(X)
+
+    def setup():
+        net = fastdl.TwoLayerNet(784, 50, 10, seed=0).params_numpy()
+        W1, b1, W2, b2 = (torch.from_numpy(net[k].copy()).requires_grad_() for k in ("W1", "b1", "W2", "b2"))
+        return (W1, b1, W2, b2), {}
+
+    def run(W1, b1, W2, b2):
+        rng = np.random.default_rng(0)
+        opt = torch.optim.SGD([W1, b1, W2, b2], lr=0.1)
+        done = 0
+        while done < BOOK["iterations"]:
+            perm = torch.from_numpy(rng.permutation(n))
+            for s in range(min(600, BOOK["iterations"] - done)):
+                idx = perm[s * 100:(s + 1) * 100]
+                z = torch.relu(X[idx] @ W1 + b1) @ W2 + b2
+                loss = torch.nn.functional.cross_entropy(z, T[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                done += 1
+
+    info = backend_info(get_backend("numpy"))
+    info.update(backend="pytorch-cpu", torch=torch.__version__, torch_threads=torch.get_num_threads())
+    benchmark.extra_info.update(info)
+    benchmark.pedantic(run, setup=setup, rounds=1 if QUICK else 3, iterations=1)
+
+
+def test_numba_cold_compile(benchmark):
+    """A cold JIT compile of the fused softmax-cross-entropy kernel (no cache), apart from run time."""
+    nb = pytest.importorskip("numba")
+    try:
+        bk = get_backend("numba")
+    except fastdl.FastDLError as exc:
+        pytest.skip(str(exc))
+    benchmark.group = "compile"
+    z = np.random.default_rng(0).standard_normal((100, 10)).astype(np.float32)
+    t = np.zeros(100, np.int64)
+    dz = np.empty_like(z)
+
+    def setup():
+        return (nb.njit(cache=False)(bk._softmax_xent.py_func),), {}
+
+    benchmark.extra_info.update(backend_info(bk))
+    benchmark.pedantic(lambda f: f(z, t, dz), setup=setup, rounds=1 if QUICK else 3, iterations=1)
+
+
+@pytest.mark.skipif(QUICK, reason="full runs only: trains for 10,000 steps in a subprocess")
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_peak_memory_of_fastdl_train(benchmark, name, tmp_path):
+    """Peak RSS of `fastdl train` for the book's run (targets: numpy <= 400 MB, numba <= 500 MB)."""
+    from fastdl.backends import backend_status
+    ok, why = backend_status(name)
+    if not ok:
+        pytest.skip(why)
+    benchmark.group = "peak memory of fastdl train"
+
+    def run():
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run([sys.executable, "-m", "fastdl", "train", "--backend", name, "--no-progress",
+                        "--out", str(tmp_path)], check=True, capture_output=True)
+        return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before
+
+    peak_kb, _ = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(backend=name, peak_rss_mb=peak_kb / 1024)
+    print(f"\npeak RSS of fastdl train --backend {name}: {peak_kb / 1024:.0f} MB")
