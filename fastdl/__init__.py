@@ -8,7 +8,7 @@
 Importing fastdl imports neither numba nor cupy: backends load on first use.
 """
 
-from . import datasets, optimizers
+from . import datasets, functions, optimizers, perceptron
 from .backends import available_backends, backend_status, get_backend, set_backend, use_backend
 from .errors import (BackendUnavailableError, DatasetError, DeviceError, DivergenceError, DTypeError,
                      FastDLError, FileFormatError, LabelError, NonFiniteError, ShapeError,
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "available_backends", "backend_status", "get_backend", "set_backend", "use_backend",
-    "datasets", "optimizers", "gradient_check", "numerical_gradient", "load", "save",
+    "datasets", "functions", "optimizers", "perceptron", "gradient_check", "numerical_gradient", "load", "save",
     "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MultiLayerNet", "TwoLayerNet",
     "History", "Trainer", "FastDLError", "UnknownBackendError", "BackendUnavailableError",
     "ShapeError", "DTypeError", "NonFiniteError", "LabelError", "DeviceError", "DivergenceError",

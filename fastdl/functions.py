@@ -1,0 +1,92 @@
+"""The book's chapter 2-4 functions, on any backend: activations, losses, numerical gradient.
+
+Each takes a 1-D sample or a 2-D batch (rows = samples) of the current backend (or ``backend=``)
+and returns an array of the same backend and dtype. Host NumPy input is accepted and moved.
+Where the usual notes go wrong, these do not: ``softmax`` subtracts the row maximum,
+``relu`` is element-wise, ``sigmoid`` never overflows, and ``cross_entropy_error`` is computed
+from log-probabilities so a probability of exactly 0 gives a large finite loss, never inf/NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import get_backend
+from .gradcheck import numerical_gradient as _numerical_gradient
+
+__all__ = ["step_function", "sigmoid", "relu", "softmax", "mean_squared_error",
+           "cross_entropy_error", "numerical_gradient"]
+
+
+def _prep(a, backend):
+    bk = get_backend(backend)
+    if not bk.is_backend_array(a):
+        a = np.asarray(a)
+        if a.dtype.kind not in "f":
+            a = a.astype(np.float64)
+        a = bk.asarray(a)
+    return bk, a
+
+
+def _as_2d(bk, a):
+    return a.reshape(1, -1) if a.ndim == 1 else a
+
+
+def step_function(x, backend=None):
+    """1 where x > 0, else 0, in x's shape and dtype."""
+    bk, x = _prep(x, backend)
+    return (x > 0).astype(x.dtype)
+
+
+def sigmoid(x, backend=None):
+    bk, x = _prep(x, backend)
+    return bk.sigmoid_forward(x.reshape(1, -1)).reshape(x.shape)
+
+
+def relu(x, backend=None):
+    """Element-wise max(x, 0) (not the maximum of the whole array)."""
+    bk, x = _prep(x, backend)
+    return bk.relu_forward(x.reshape(1, -1))[0].reshape(x.shape)
+
+
+def softmax(a, backend=None):
+    """exp(a - max) / sum exp(a - max) per row: finite for inputs like [1010, 1000, 990]."""
+    bk, a = _prep(a, backend)
+    xp = bk.xp
+    a2 = _as_2d(bk, a)
+    e = xp.exp(a2 - a2.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).reshape(a.shape)
+
+
+def mean_squared_error(y, t, backend=None):
+    """0.5 * sum((y - t)^2) per sample, averaged over a batch."""
+    bk, y = _prep(y, backend)
+    _, t = _prep(t, bk)
+    y2, t2 = _as_2d(bk, y), _as_2d(bk, t).astype(y.dtype)
+    return 0.5 * ((y2 - t2) ** 2).sum() / y2.shape[0]
+
+
+def cross_entropy_error(y, t, backend=None):
+    """Mean cross-entropy of probabilities ``y`` against int labels or one-hot rows ``t``.
+
+    The label form is decided by rank: ``t`` with the same rank as ``y`` is one-hot, one rank less
+    is class indices. A probability of exactly 0 for the true class gives -log(tiny), a large
+    finite number, instead of inf.
+    """
+    bk, y = _prep(y, backend)
+    t_ndim = t.ndim if bk.is_backend_array(t) else np.ndim(t)
+    t = t if bk.is_backend_array(t) else bk.asarray(np.asarray(t))
+    xp = bk.xp
+    y2 = _as_2d(bk, y)
+    if t_ndim == y.ndim:
+        idx = _as_2d(bk, t).argmax(axis=1)
+    else:
+        idx = t.reshape(-1).astype(np.int64)
+    tiny = np.finfo(y.dtype).tiny
+    p = y2[xp.arange(y2.shape[0]), idx]
+    return -xp.log(xp.maximum(p, tiny)).sum() / y2.shape[0]
+
+
+def numerical_gradient(f, x, h: float = 1e-4):
+    """Central difference of scalar ``f(x)`` at ``x``; ``x`` is restored after each perturbation."""
+    return _numerical_gradient(lambda: f(x), x, h)

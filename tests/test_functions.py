@@ -1,0 +1,88 @@
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import tol
+from fastdl import functions as F
+from fastdl.perceptron import AND, NAND, OR, XOR, Perceptron, XorNetwork
+
+TABLE = [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+@pytest.mark.parametrize("gate,expected", [(AND, [0, 0, 0, 1]), (OR, [0, 1, 1, 1]), (NAND, [1, 1, 1, 0]), (XOR, [0, 1, 1, 0])])
+def test_truth_tables(gate, expected):
+    assert [gate(a, b) for a, b in TABLE] == expected
+
+
+def test_xor_network_and_gate_composition_agree():
+    assert XorNetwork()(np.array(TABLE)).tolist() == [0, 1, 1, 0]
+    assert Perceptron([1, 1], -1.5)(1, 1) == 1
+
+
+def test_python_m_perceptron_prints_tables():
+    out = subprocess.run([sys.executable, "-m", "fastdl.perceptron"], capture_output=True, text=True, check=True).stdout
+    assert "XOR" in out and "  1  1 | 0" in out
+
+
+def host(bk, a):
+    return np.asarray(bk.to_numpy(a))
+
+
+def rand(shape, dtype, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype) * 3
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 7)])
+def test_functions_against_definitions(backend, dtype, shape):
+    x = rand(shape, dtype)
+    for fn, ref in ((F.step_function, lambda a: (a > 0).astype(a.dtype)),
+                    (F.sigmoid, lambda a: 1 / (1 + np.exp(-a))),
+                    (F.relu, lambda a: np.maximum(a, 0))):
+        got = host(backend, fn(backend.asarray(x), backend=backend))
+        assert got.dtype == np.dtype(dtype) and got.shape == x.shape
+        np.testing.assert_allclose(got, ref(x), **tol(dtype))
+    a2 = x.reshape(1, -1) if x.ndim == 1 else x
+    e = np.exp(a2 - a2.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(host(backend, F.softmax(backend.asarray(x), backend=backend)),
+                               (e / e.sum(axis=1, keepdims=True)).reshape(x.shape), **tol(dtype))
+
+
+def test_softmax_is_finite_for_huge_inputs(backend):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = host(backend, F.softmax(np.array([1010.0, 1000.0, 990.0]), backend=backend))
+    np.testing.assert_allclose(y, [9.99954600e-01, 4.53978686e-05, 2.06106005e-09], rtol=1e-6)
+    big = host(backend, F.softmax(np.array([[1e4, -1e4, 0], [-1e4, -1e4, 1e4]]), backend=backend))
+    assert np.isfinite(big).all()
+    np.testing.assert_allclose(big.sum(axis=1), 1)
+
+
+def test_relu_is_elementwise(backend):
+    x = np.array([[-2.0, 3.0], [0.0, -0.5]])
+    np.testing.assert_array_equal(host(backend, F.relu(x, backend=backend)), [[0, 3], [0, 0]])
+
+
+def test_losses(backend, dtype):
+    y = np.array([[0.1, 0.05, 0.6, 0.0, 0.25], [0.0, 0.0, 0.0, 1.0, 0.0]], dtype=dtype)
+    t_idx = np.array([2, 3])
+    t_oh = np.eye(5, dtype=dtype)[t_idx]
+    mse = float(host(backend, F.mean_squared_error(y, t_oh, backend=backend)))
+    assert mse == pytest.approx(0.5 * ((y - t_oh) ** 2).sum() / 2, rel=1e-6)
+    ce = float(host(backend, F.cross_entropy_error(y, t_idx, backend=backend)))
+    assert ce == pytest.approx(-np.log(0.6) / 2, rel=1e-5)
+    assert float(host(backend, F.cross_entropy_error(y, t_oh, backend=backend))) == pytest.approx(ce, rel=1e-6)
+    # a probability of exactly zero for the true class: large and finite
+    zero = float(host(backend, F.cross_entropy_error(y[:1], np.array([3]), backend=backend)))
+    assert np.isfinite(zero) and zero > 50
+    assert float(host(backend, F.cross_entropy_error(y[0], 2, backend=backend))) == pytest.approx(-np.log(0.6), rel=1e-5)
+
+
+def test_numerical_gradient_of_a_quadratic():
+    x = np.array([3.0, 4.0, -1.5])
+    before = x.copy()
+    g = F.numerical_gradient(lambda v: (v ** 2).sum() + 2 * v[0], x)
+    np.testing.assert_allclose(g, 2 * before + [2, 0, 0], rtol=1e-7)
+    np.testing.assert_array_equal(x, before)
