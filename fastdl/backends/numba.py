@@ -5,9 +5,10 @@ Choices, each measured on the book's shapes (see bench/):
   784x50 and 100x784. Everything *between* GEMMs is a single fused ``@njit`` pass: bias + ReLU,
   softmax + cross-entropy + its gradient, activation backward + the bias-gradient column sum,
   the optimizer updates.
-* ``compile_train_step`` builds the trainer's fast path: preallocated buffers, rows gathered
-  straight from the training set, 2 BLAS calls per layer forward/backward and one fused pass
-  between them; no allocation per step. The layer-by-layer path remains and must agree with it.
+* The trainer's fast path is ``fastdl.fused.compile_train_step`` over the in-place kernels at the
+  end of this module: preallocated buffers, rows gathered straight from the training set, BLAS
+  for the GEMMs and one fused pass between them; no allocation per step. The layer-by-layer path
+  remains and must agree with it (tests/test_fused.py).
 * Loops are serial: at these sizes (100 x 50) a parallel region costs more than it saves on
   2 cores. BLAS never runs inside a Numba loop, so the two thread pools never compete.
 * Compiled code is cached on disk (``cache=True``); set ``FASTDL_NUMBA_CACHE=0`` to turn that off.
@@ -402,63 +403,41 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
     _adam(*_flat(p, g, m, v), *_scalars(p, lr_t, beta1, beta2, eps))
 
 
-# -- the fused training step -------------------------------------------------------------------
+# -- in-place kernels of the fused training step (see fastdl/fused.py) -------------------------
 
-def compile_train_step(network, optimizer, batch_size: int):
-    """The trainer's fast path for a MultiLayerNet: ``step(x_all, t_all, idx) -> loss``.
+from ..fused import compile_train_step  # noqa: E402,F401  (the trainer's fast path)
 
-    Same arithmetic as the layer path (forward, backward, ``optimizer.update``), but with every
-    intermediate preallocated and each elementwise stretch fused into one pass.
-    """
-    dt = network.dtype
-    params = network.params
-    L = network.n_layers
-    W = [params[f"W{i}"] for i in range(1, L + 1)]
-    b = [params[f"b{i}"] for i in range(1, L + 1)]
-    sizes = [W[0].shape[0]] + [w.shape[1] for w in W]
-    act = _bias_relu if network.activation == "relu" else _bias_sigmoid
-    act_grad = _relu_grad_colsum if network.activation == "relu" else _sigmoid_grad_colsum
-    B = batch_size
-    X = np.empty((B, sizes[0]), dtype=dt)
-    T = np.empty(B, dtype=np.int64)
-    H = [np.empty((B, s), dtype=dt) for s in sizes[1:]]           # layer outputs (post-activation)
-    D = [np.empty((B, s), dtype=dt) for s in sizes[1:]]           # gradients wrt pre-activations
-    dW = [np.empty_like(w) for w in W]
-    db = [np.empty_like(v) for v in b]
-    grads = {}
-    for i in range(L):
-        grads[f"W{i + 1}"] = dW[i]
-        grads[f"b{i + 1}"] = db[i]
 
-    def step(x_all, t_all, idx):
-        n = idx.shape[0]
-        x, t = X[:n], T[:n]
-        _gather_rows(x_all, idx, x)
-        _gather(t_all, idx, t)
-        inp = x
-        for i in range(L - 1):
-            h = H[i][:n]
-            np.matmul(inp, W[i], out=h)
-            act(h, b[i])
-            inp = h
-        z, dz = H[L - 1][:n], D[L - 1][:n]
-        np.matmul(inp, W[L - 1], out=z)
-        _add_bias(z, b[L - 1])
-        loss = _softmax_xent(z, t, dz)
-        for i in range(L - 1, -1, -1):
-            below = H[i - 1][:n] if i > 0 else x
-            np.matmul(below.T, dz, out=dW[i])
-            if i == L - 1:
-                _colsum(dz, db[i])
-            if i > 0:
-                dprev = D[i - 1][:n]
-                np.matmul(dz, W[i].T, out=dprev)
-                act_grad(dprev, below, db[i - 1])       # activation backward + bias gradient
-                dz = dprev
-        optimizer.update(params, grads, _this)
-        return loss
+def gather_rows_(out, src, idx):
+    (_gather_rows if src.ndim == 2 else _gather)(src, idx, out)
 
-    return step
+
+def add_bias_(z, b):
+    _add_bias(z, b)
+
+
+def bias_relu_(z, b):
+    _bias_relu(z, b)
+
+
+def bias_sigmoid_(z, b):
+    _bias_sigmoid(z, b)
+
+
+def colsum_(out, dy):
+    _colsum(dy, out)
+
+
+def relu_grad_colsum_(dh, h, db):
+    _relu_grad_colsum(dh, h, db)
+
+
+def sigmoid_grad_colsum_(dh, y, db):
+    _sigmoid_grad_colsum(dh, y, db)
+
+
+def softmax_xent_(dz, z, t):
+    return _softmax_xent(z, t, dz)
 
 
 import sys as _sys  # noqa: E402
