@@ -1,0 +1,267 @@
+"""CuPy backend: the kernel contract on NVIDIA GPUs.
+
+* GEMMs go to cuBLAS (CuPy's matmul). What fusion helps is hand-written CUDA in the top-level
+  ``kernels/`` folder (shipped inside the wheel as ``fastdl/kernels``): bias + activation, the
+  activation backward fused with the bias-gradient column sum, softmax-cross-entropy (loss and
+  probabilities, or loss and gradient, in one pass per row, one warp per row), the batch gather
+  and the six optimizer updates. They are compiled with NVRTC at first use and cached by CuPy.
+* Every kernel handles any N and width (grid-stride loops; partial blocks are masked) and both
+  float32 and float64 (``*_f32`` / ``*_f64`` instantiations of one template).
+* The trainer's fast path is ``fastdl.fused.compile_train_step``: the dataset stays on the GPU,
+  batches are gathered there, nothing is allocated per step and the loss stays on the device; the
+  host reads losses only at the trainer's sync points.
+* Labels are validated on the host before any kernel runs (``fastdl.validate``), so the kernels
+  can index with them safely.
+"""
+
+from __future__ import annotations
+
+import math
+import cupy as cp
+import numpy as np
+
+from ..cuda_sources import combined_source, kernel_dir
+
+name = "cupy"
+xp = cp
+device = "cuda"          # refined by check_usable() to the device's name
+
+THREADS = 256
+
+
+def check_usable() -> None:
+    """Raise with the CUDA reason when no GPU can run our kernels (called at selection time)."""
+    global device
+    count = cp.cuda.runtime.getDeviceCount()        # raises CUDARuntimeError without a driver
+    if count < 1:
+        raise RuntimeError("no CUDA device is visible (CUDA_VISIBLE_DEVICES?)")
+    dev = cp.cuda.Device()
+    props = cp.cuda.runtime.getDeviceProperties(dev.id)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    device = f"cuda:{dev.id} ({gpu}, sm_{props['major']}{props['minor']})"
+    _module()                                        # compile now: a toolchain problem shows here
+
+
+def describe() -> dict:
+    info = {"backend": name, "device": device, "cupy": cp.__version__,
+            "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
+            "cuda_driver": cp.cuda.runtime.driverGetVersion(), "kernels": str(kernel_dir())}
+    return info
+
+
+def asarray(a, dtype=None):
+    return cp.ascontiguousarray(cp.asarray(a, dtype=dtype))
+
+
+def to_numpy(a):
+    return cp.asnumpy(a)
+
+
+def synchronize():
+    cp.cuda.get_current_stream().synchronize()
+
+
+def is_backend_array(a) -> bool:
+    return isinstance(a, cp.ndarray)
+
+
+# -- the CUDA sources ----------------------------------------------------------------------------
+
+_MODULE = None
+
+
+def _module():
+    """All .cu files as one RawModule (NVRTC), built once per process; CuPy caches it on disk."""
+    global _MODULE
+    if _MODULE is None:
+        _MODULE = cp.RawModule(code=combined_source(), options=("--std=c++14",))
+    return _MODULE
+
+
+def _kernel(base: str, dtype):
+    return _module().get_function(f"{base}_{'f32' if np.dtype(dtype) == np.float32 else 'f64'}")
+
+
+def _grid(total: int) -> tuple:
+    return (max(1, min(math.ceil(total / THREADS), 65535)),)
+
+
+def _launch(base, dtype, total, *args):
+    _kernel(base, dtype)(_grid(total), (THREADS,), args)
+
+
+def _indices(t):
+    t = t.argmax(axis=1) if t.ndim == 2 else t
+    return cp.ascontiguousarray(t, dtype=cp.int64)
+
+
+# -- in-place kernels (also the fused training step's; see fastdl/fused.py) ----------------------
+
+def add_bias_(z, b):
+    n, m = z.shape
+    _launch("add_bias", z.dtype, n * m, z, b, np.int64(n), np.int32(m))
+
+
+def bias_relu_(z, b):
+    n, m = z.shape
+    _launch("bias_relu", z.dtype, n * m, z, b, np.int64(n), np.int32(m))
+
+
+def bias_sigmoid_(z, b):
+    n, m = z.shape
+    _launch("bias_sigmoid", z.dtype, n * m, z, b, np.int64(n), np.int32(m))
+
+
+def _grad_colsum(dh, h, db, mode):
+    n, m = dh.shape
+    _kernel("grad_colsum", dh.dtype)((math.ceil(m / 32),), (32, 8), (dh, h, db, np.int64(n), np.int32(m), np.int32(mode)))
+
+
+def relu_grad_colsum_(dh, h, db):
+    _grad_colsum(dh, h, db, 0)
+
+
+def sigmoid_grad_colsum_(dh, y, db):
+    _grad_colsum(dh, y, db, 1)
+
+
+def colsum_(out, dy):
+    _grad_colsum(dy, dy, out, 2)
+
+
+def _softmax(z, t, out, mode):
+    n, c = z.shape
+    row_loss = cp.empty(n, dtype=z.dtype)
+    warps_per_block = THREADS // 32
+    blocks = math.ceil(n / warps_per_block)
+    _kernel("softmax_xent", z.dtype)((blocks,), (THREADS,), (z, t, out, row_loss, np.int64(n), np.int32(c), np.int32(mode)))
+    return row_loss.mean()            # a 0-d device array: no host round trip
+
+
+def softmax_xent_(dz, z, t):
+    return _softmax(z, t, dz, 1)
+
+
+def gather_rows_(out, src, idx):
+    if src.ndim == 1:
+        cp.take(src, idx, out=out)
+        return
+    n, d = out.shape
+    _launch("gather_rows", src.dtype, n * d, out, src, idx, np.int64(n), np.int64(d))
+
+
+from ..fused import compile_train_step  # noqa: E402,F401  (the trainer's fast path)
+
+
+# -- the contract ---------------------------------------------------------------------------------
+
+def affine_forward(x, W, b):
+    y = x @ W
+    add_bias_(y, b)
+    return y
+
+
+def affine_backward(dy, x, W, need_dx=True):
+    dx = dy @ W.T if need_dx else None
+    db = cp.empty(dy.shape[1], dtype=dy.dtype)
+    colsum_(db, dy)
+    return dx, x.T @ dy, db
+
+
+def relu_forward(x):
+    mask = x > 0
+    return cp.where(mask, x, x.dtype.type(0)), mask
+
+
+def relu_backward(dy, mask):
+    return cp.where(mask, dy, dy.dtype.type(0))
+
+
+def sigmoid_forward(x):
+    y = cp.ascontiguousarray(x).copy()
+    bias_sigmoid_(y, cp.zeros(x.shape[1], dtype=x.dtype))
+    return y
+
+
+def sigmoid_backward(dy, y):
+    return dy * y * (1 - y)
+
+
+def softmax_cross_entropy_forward(z, t):
+    z = cp.ascontiguousarray(z)
+    probs = cp.empty_like(z)
+    loss = _softmax(z, _indices(t), probs, 0)
+    return loss, probs
+
+
+def softmax_cross_entropy_backward(probs, t):
+    n, c = probs.shape
+    dz = cp.empty_like(probs)
+    _launch("softmax_grad", probs.dtype, n * c, cp.ascontiguousarray(probs), _indices(t), dz, np.int64(n), np.int32(c))
+    return dz
+
+
+# -- fused kernels (equal to the compositions in the NumPy backend) -------------------------------
+
+def affine_relu_forward(x, W, b):
+    y = x @ W
+    bias_relu_(y, b)
+    return y, y > 0
+
+
+def affine_sigmoid_forward(x, W, b):
+    y = x @ W
+    bias_sigmoid_(y, b)
+    return y
+
+
+def relu_backward_colsum(dy, mask):
+    dx = cp.ascontiguousarray(dy).copy()
+    db = cp.empty(dy.shape[1], dtype=dy.dtype)
+    relu_grad_colsum_(dx, cp.ascontiguousarray(mask, dtype=dy.dtype), db)
+    return dx, db
+
+
+def sigmoid_backward_colsum(dy, y):
+    dx = cp.ascontiguousarray(dy).copy()
+    db = cp.empty(dy.shape[1], dtype=dy.dtype)
+    sigmoid_grad_colsum_(dx, cp.ascontiguousarray(y), db)
+    return dx, db
+
+
+def softmax_cross_entropy(z, t):
+    z = cp.ascontiguousarray(z)
+    dz = cp.empty_like(z)
+    return softmax_xent_(dz, z, _indices(t)), dz
+
+
+# -- optimizer updates (in place) -----------------------------------------------------------------
+
+def _update(base, p, arrays, scalars):
+    t = p.dtype.type
+    _launch(base, p.dtype, p.size, p, *arrays, *[t(s) for s in scalars], np.int64(p.size))
+
+
+def sgd_update(p, g, lr):
+    _update("sgd", p, (g,), (lr,))
+
+
+def momentum_update(p, g, v, lr, momentum):
+    _update("momentum", p, (g, v), (lr, momentum))
+
+
+def nesterov_update(p, g, v, lr, momentum):
+    _update("nesterov", p, (g, v), (lr, momentum))
+
+
+def adagrad_update(p, g, h, lr, eps):
+    _update("adagrad", p, (g, h), (lr, eps))
+
+
+def rmsprop_update(p, g, h, lr, decay, eps):
+    _update("rmsprop", p, (g, h), (lr, decay, eps))
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
+    lr_t = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    _update("adam", p, (g, m, v), (lr_t, beta1, beta2, eps))

@@ -1,0 +1,66 @@
+// Optimizer updates, one element per thread (grid-stride), in place on the parameter and its
+// state. Hyperparameters arrive in the parameter's type. Same formulas as the NumPy reference.
+#include "common.cuh"
+
+#define FASTDL_LOOP for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size; \
+                         i += (long long)gridDim.x * blockDim.x)
+
+template <typename T>
+__device__ void sgd_impl(T* p, const T* g, T lr, long long size) {
+    FASTDL_LOOP p[i] -= lr * g[i];
+}
+FASTDL_INSTANTIATE(sgd, (T* p, const T* g, T lr, long long size), (p, g, lr, size))
+
+template <typename T>
+__device__ void momentum_impl(T* p, const T* g, T* v, T lr, T mu, long long size) {
+    FASTDL_LOOP {
+        T vi = mu * v[i] - lr * g[i];
+        v[i] = vi;
+        p[i] += vi;
+    }
+}
+FASTDL_INSTANTIATE(momentum, (T* p, const T* g, T* v, T lr, T mu, long long size), (p, g, v, lr, mu, size))
+
+template <typename T>
+__device__ void nesterov_impl(T* p, const T* g, T* v, T lr, T mu, long long size) {
+    FASTDL_LOOP {
+        T vi = mu * v[i] - lr * g[i];
+        v[i] = vi;
+        p[i] += mu * mu * vi - (T(1) + mu) * lr * g[i];
+    }
+}
+FASTDL_INSTANTIATE(nesterov, (T* p, const T* g, T* v, T lr, T mu, long long size), (p, g, v, lr, mu, size))
+
+template <typename T>
+__device__ void adagrad_impl(T* p, const T* g, T* h, T lr, T eps, long long size) {
+    FASTDL_LOOP {
+        T hi = h[i] + g[i] * g[i];
+        h[i] = hi;
+        p[i] -= lr * g[i] / (sqrt(hi) + eps);
+    }
+}
+FASTDL_INSTANTIATE(adagrad, (T* p, const T* g, T* h, T lr, T eps, long long size), (p, g, h, lr, eps, size))
+
+template <typename T>
+__device__ void rmsprop_impl(T* p, const T* g, T* h, T lr, T decay, T eps, long long size) {
+    FASTDL_LOOP {
+        T hi = decay * h[i] + (T(1) - decay) * g[i] * g[i];
+        h[i] = hi;
+        p[i] -= lr * g[i] / (sqrt(hi) + eps);
+    }
+}
+FASTDL_INSTANTIATE(rmsprop, (T* p, const T* g, T* h, T lr, T decay, T eps, long long size),
+                   (p, g, h, lr, decay, eps, size))
+
+template <typename T>
+__device__ void adam_impl(T* p, const T* g, T* m, T* v, T lr_t, T b1, T b2, T eps, long long size) {
+    FASTDL_LOOP {
+        T mi = m[i] + (T(1) - b1) * (g[i] - m[i]);
+        T vi = v[i] + (T(1) - b2) * (g[i] * g[i] - v[i]);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= lr_t * mi / (sqrt(vi) + eps);
+    }
+}
+FASTDL_INSTANTIATE(adam, (T* p, const T* g, T* m, T* v, T lr_t, T b1, T b2, T eps, long long size),
+                   (p, g, m, v, lr_t, b1, b2, eps, size))

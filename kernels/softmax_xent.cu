@@ -1,0 +1,63 @@
+// Softmax + cross-entropy, one warp per row (any number of classes: lanes stride the row).
+//   loss_i = log(sum_j exp(z_ij - max_i)) - (z_i,t_i - max_i)      (log-sum-exp: exact for
+//   confident mistakes, no log(p + 1e-7));
+//   mode 0: write probs;  mode 1: write dz = (softmax - onehot) / N.
+// Per-row losses go to row_loss; their mean is taken on the device by the caller, so nothing
+// returns to the host. Labels t are int64 class indices in [0, C), validated on the host.
+#include "common.cuh"
+
+template <typename T>
+__device__ void softmax_xent_impl(const T* z, const long long* t, T* out, T* row_loss,
+                                  long long n, int c, int mode) {
+    long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x & 31;
+    if (row >= n) return;   // whole warps exit together: rows are warp-aligned
+    const T* zr = z + row * c;
+    T* o = out + row * c;
+    T mx = zr[0];
+    for (int j = lane; j < c; j += 32) mx = max(mx, zr[j]);
+    mx = warp_max(mx);
+    T s = T(0);
+    for (int j = lane; j < c; j += 32) s += exp(zr[j] - mx);
+    s = warp_sum(s);
+    T inv = T(1) / s;
+    long long label = t[row];
+    T scale = mode == 1 ? T(1) / T(n) : T(1);
+    for (int j = lane; j < c; j += 32) {
+        T p = exp(zr[j] - mx) * inv;
+        if (mode == 1 && j == label) p -= T(1);
+        o[j] = p * scale;
+    }
+    if (lane == 0) row_loss[row] = log(s) - (zr[label] - mx);
+}
+FASTDL_INSTANTIATE(softmax_xent,
+                   (const T* z, const long long* t, T* out, T* row_loss, long long n, int c, int mode),
+                   (z, t, out, row_loss, n, c, mode))
+
+// dz = (probs - onehot(t)) / N, from stored probabilities.
+template <typename T>
+__device__ void softmax_grad_impl(const T* probs, const long long* t, T* dz, long long n, int c) {
+    long long total = n * (long long)c;
+    T inv_n = T(1) / T(n);
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / c;
+        int j = (int)(i - r * c);
+        dz[i] = (probs[i] - (j == t[r] ? T(1) : T(0))) * inv_n;
+    }
+}
+FASTDL_INSTANTIATE(softmax_grad, (const T* probs, const long long* t, T* dz, long long n, int c),
+                   (probs, t, dz, n, c))
+
+// out[r, :] = src[idx[r], :] (a batch gathered from the training set, on the device).
+template <typename T>
+__device__ void gather_rows_impl(T* out, const T* src, const long long* idx, long long n, long long d) {
+    long long total = n * d;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / d;
+        out[i] = src[idx[r] * d + (i - r * d)];
+    }
+}
+FASTDL_INSTANTIATE(gather_rows, (T* out, const T* src, const long long* idx, long long n, long long d),
+                   (out, src, idx, n, d))

@@ -1,0 +1,78 @@
+"""The CUDA side, checked without a GPU: every .cu compiles with nvcc (as written, and as the one
+module the cupy backend builds), the wheel ships every .cu, and a missing GPU fails clearly.
+GPU parity itself runs in the backend-parametrized suites whenever the cupy backend can run."""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import fastdl
+from fastdl import backends
+from fastdl.cuda_sources import combined_source, kernel_dir, sources
+
+NVCC = shutil.which("nvcc")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH: install the CUDA toolkit to compile-check kernels/")
+ARCH = "sm_90"       # Hopper (H100/H200); any current architecture catches syntax and type errors
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_sources_are_found():
+    names = {p.name for p in sources()}
+    assert {"activations.cu", "softmax_xent.cu", "optimizers.cu"} <= names
+    assert (kernel_dir() / "common.cuh").is_file()
+
+
+def nvcc(src: Path, out: Path, include: Path | None = None):
+    cmd = [NVCC, "-c", f"-arch={ARCH}", "-std=c++14", "-Werror", "all-warnings", "-o", str(out), str(src)]
+    if include:
+        cmd[1:1] = ["-I", str(include)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, f"nvcc failed on {src.name}:\n{r.stdout}\n{r.stderr}"
+
+
+@needs_nvcc
+@pytest.mark.parametrize("name", [p.name for p in sources()])
+def test_each_cu_file_compiles(name, tmp_path):
+    nvcc(kernel_dir() / name, tmp_path / "k.o", include=kernel_dir())
+
+
+@needs_nvcc
+def test_the_module_the_backend_builds_compiles(tmp_path):
+    src = tmp_path / "fastdl_all.cu"
+    src.write_text(combined_source())
+    nvcc(src, tmp_path / "all.o")
+    cubin = tmp_path / "all.cubin"
+    subprocess.run([NVCC, "-cubin", f"-arch={ARCH}", "-o", str(cubin), str(src)], check=True, capture_output=True)
+    data = cubin.read_bytes()
+    for kernel in ("bias_relu", "bias_sigmoid", "add_bias", "grad_colsum", "softmax_xent", "softmax_grad",
+                   "gather_rows", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"):
+        for suffix in ("f32", "f64"):
+            assert f"{kernel}_{suffix}".encode() in data, f"{kernel}_{suffix} missing from the module"
+
+
+def test_wheel_ships_every_cu_file(tmp_path):
+    pytest.importorskip("hatchling")
+    r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    wheel = next(tmp_path.glob("fastdl-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in list(sources()) + [kernel_dir() / "common.cuh"]:
+        assert f"fastdl/kernels/{path.name}" in names, f"{path.name} is not in {wheel.name}"
+    assert "fastdl/backends/cupy.py" in names
+
+
+def test_without_a_gpu_selecting_cupy_fails_with_reason_and_install_command():
+    ok, reason = backends.backend_status("cupy")
+    if ok:
+        pytest.skip("a GPU is available here; the failure path cannot be observed")
+    with pytest.raises(fastdl.BackendUnavailableError) as err:
+        fastdl.get_backend("cupy")
+    msg = str(err.value)
+    assert reason in msg and "fastdl[cuda12]" in msg and "fastdl[cuda13]" in msg
+    out = subprocess.run([sys.executable, "-m", "fastdl", "info"], capture_output=True, text=True, check=True).stdout
+    assert "cupy   unusable" in out and reason.split(":")[0] in out
