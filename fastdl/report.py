@@ -1,0 +1,187 @@
+"""``fastdl bench``: run the benchmark suites, or read saved pytest-benchmark JSON, and write a
+Markdown report (time per backend, speed-up over NumPy, fraction of the FLOP floor) with PNG
+charts. Given two JSON files it also compares them benchmark by benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from .errors import FastDLError
+
+
+def suite_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "bench"
+    if (here / "conftest.py").is_file():
+        return here
+    raise FastDLError("the benchmark suites (bench/) ship with the source, not the wheel: run "
+                      "`fastdl bench` from a checkout of fastdl, or pass saved JSON files")
+
+
+def run_suite(out: Path, quick: bool, select: str | None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "bench.json"
+    cmd = [sys.executable, "-m", "pytest", str(suite_dir()), "-v", "-p", "no:cacheprovider",
+           f"--benchmark-json={json_path}", "--benchmark-columns=median,rounds", "--benchmark-max-time=0.5"]
+    if select:
+        cmd += ["-k", select]
+    env = dict(os.environ)
+    if quick:
+        env["FASTDL_BENCH_QUICK"] = "1"
+    print("running:", " ".join(cmd), flush=True)
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:          # progress: one line per benchmark as it finishes
+            if "::" in line and ("PASSED" in line or "SKIPPED" in line or "FAILED" in line):
+                print(line.rstrip(), flush=True)
+        rc = proc.wait()
+    if rc not in (0, 5) or not json_path.is_file():
+        raise FastDLError(f"the benchmark run failed (pytest exit {rc}); rerun the command above to see why")
+    return json_path
+
+
+def load(path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FastDLError(f"cannot read benchmark results {path}: {exc}") from exc
+    if "benchmarks" not in data:
+        raise FastDLError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' key)")
+    return data
+
+
+def _label(b) -> str:
+    info = b.get("extra_info", {})
+    return info.get("backend") or re.sub(r".*\[|\].*", "", b["name"])
+
+
+def _fmt(seconds: float) -> str:
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def rows_by_group(data) -> dict:
+    groups = defaultdict(list)
+    for b in data["benchmarks"]:
+        groups[b.get("group") or b["name"]].append(b)
+    return dict(sorted(groups.items()))
+
+
+def markdown(data, title: str) -> str:
+    info = data.get("machine_info", {})
+    lines = [f"# {title}", "",
+             f"Machine: {info.get('cpu', {}).get('brand_raw', info.get('processor', '?'))}, "
+             f"{info.get('cpu', {}).get('count', '?')} CPUs; Python {info.get('python_version', '?')}; "
+             f"run {data.get('datetime', '?')}.", "",
+             "Median of the rounds. Speed-up is NumPy's median over this row's (same group, same run). "
+             "Floor fraction = the time of exactly the run's GEMMs at the measured GEMM rate, over the "
+             "measured time (1.0 would be pure GEMM).", ""]
+    for group, rows in rows_by_group(data).items():
+        base = next((r for r in rows if _label(r) == "numpy"), None)
+        lines += [f"### {group}", "", "| backend | median | speed-up vs numpy | floor fraction | rounds |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for r in sorted(rows, key=lambda r: r["stats"]["median"]):
+            med = r["stats"]["median"]
+            speed = f"{base['stats']['median'] / med:.2f}x" if base else "-"
+            floor = r.get("extra_info", {}).get("floor_seconds")
+            frac = f"{floor / med:.2f}" if floor else "-"
+            lines.append(f"| {_label(r)} | {_fmt(med)} | {speed} | {frac} | {r['stats']['rounds']} |")
+        extra = [r["extra_info"] for r in rows if r.get("extra_info", {}).get("peak_rss_mb")]
+        for e in extra:
+            lines.append(f"\npeak RSS ({e.get('backend')}): {e['peak_rss_mb']:.0f} MB")
+        lines.append("")
+    blas = {r.get("extra_info", {}).get("blas") for r in data["benchmarks"]} - {None}
+    if blas:
+        lines += ["BLAS: " + "; ".join(sorted(blas)), ""]
+    return "\n".join(lines)
+
+
+def compare(old, new) -> str:
+    o = {b["fullname"]: b["stats"]["median"] for b in old["benchmarks"]}
+    lines = ["# Comparison (new / old median; < 1 is faster)", "", "| benchmark | old | new | ratio |",
+             "| --- | ---: | ---: | ---: |"]
+    for b in new["benchmarks"]:
+        if b["fullname"] in o:
+            a, n = o[b["fullname"]], b["stats"]["median"]
+            lines.append(f"| {b['fullname']} | {_fmt(a)} | {_fmt(n)} | {n / a:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def charts(data, out: Path) -> list[Path]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        return []
+    made = []
+    groups = rows_by_group(data)
+    kernel = {g: r for g, r in groups.items() if g.split(" ")[0].endswith(("_forward", "_backward", "_update", "_colsum", "entropy"))}
+    if kernel:
+        names = list(kernel)
+        backends = sorted({_label(r) for rows in kernel.values() for r in rows} - {"numpy"})
+        fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(names)), 5))
+        width = 0.8 / max(1, len(backends))
+        for k, bk in enumerate(backends):
+            vals = []
+            for g in names:
+                base = next((r for r in kernel[g] if _label(r) == "numpy"), None)
+                row = next((r for r in kernel[g] if _label(r) == bk), None)
+                vals.append(base["stats"]["median"] / row["stats"]["median"] if base and row else 0)
+            ax.bar([i + k * width for i in range(len(names))], vals, width, label=bk)
+        ax.axhline(1, color="black", lw=0.8)
+        ax.set_xticks([i + width * (len(backends) - 1) / 2 for i in range(len(names))])
+        ax.set_xticklabels(names, rotation=75, ha="right", fontsize=7)
+        ax.set_ylabel("speed-up over numpy (x)")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title("Kernel speed-up over NumPy, by kernel and size")
+        ax.legend()
+        fig.tight_layout()
+        path = out / "speedup_by_kernel.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    train = {g: r for g, r in groups.items() if g.startswith(("train ", "gpu "))}
+    if train:
+        fig, axes = plt.subplots(len(train), 1, figsize=(8, 1.2 + 1.1 * sum(len(r) for r in train.values()) / 2), squeeze=False)
+        for ax, (g, rows) in zip(axes[:, 0], train.items()):
+            rows = sorted(rows, key=lambda r: r["stats"]["median"])
+            ax.barh([_label(r) for r in rows], [r["stats"]["median"] for r in rows], color="tab:blue")
+            for i, r in enumerate(rows):
+                ax.text(r["stats"]["median"], i, " " + _fmt(r["stats"]["median"]), va="center", fontsize=8)
+            ax.set_title(g, fontsize=9)
+            ax.set_xlabel("seconds (median)")
+        fig.tight_layout()
+        path = out / "training_time_by_backend.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+def run_bench(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [Path(p) for p in args.json]
+    if len(files) > 2:
+        raise FastDLError("give at most two JSON files (one to report on, two to compare)")
+    if not files:
+        files = [run_suite(out, args.quick, args.select)]
+    data = [load(p) for p in files]
+    report = markdown(data[-1], f"fastdl benchmarks ({files[-1].name})")
+    if len(data) == 2:
+        report += "\n" + compare(data[0], data[1])
+    pngs = charts(data[-1], out)
+    report += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
+    (out / "report.md").write_text(report)
+    print(f"wrote {out / 'report.md'}" + "".join(f", {p}" for p in pngs))
+    return 0
