@@ -76,3 +76,20 @@ def test_without_a_gpu_selecting_cupy_fails_with_reason_and_install_command():
     assert reason in msg and "fastdl[cuda12]" in msg and "fastdl[cuda13]" in msg
     out = subprocess.run([sys.executable, "-m", "fastdl", "info"], capture_output=True, text=True, check=True).stdout
     assert "cupy   unusable" in out and reason.split(":")[0] in out
+
+
+def test_nvrtc_compiles_the_module_as_cupy_will():
+    """NVRTC (what CuPy compiles with) differs from nvcc: no host headers. Needs only the NVRTC
+    library, not a GPU; skipped where CuPy's NVRTC binding is not installed."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        prog = nvrtc.createProgram(combined_source(), "fastdl.cu", [], [])
+    except Exception as exc:  # ImportError, or the NVRTC library missing
+        pytest.skip(f"CuPy's NVRTC is not usable here: {type(exc).__name__}: {exc}")
+    try:
+        nvrtc.compileProgram(prog, ["--std=c++14", "--gpu-architecture=compute_90"])
+    except Exception:
+        pytest.fail("NVRTC rejected the module:\n" + nvrtc.getProgramLog(prog))
+    ptx = nvrtc.getPTX(prog)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    assert ptx.count(".entry") == 26
