@@ -174,3 +174,69 @@ def load(path, backend=None, dtype=None):
     except ValueError as exc:
         raise FileFormatError(f"{path}: parameters do not fit the declared architecture ({exc})") from exc
     return net
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+
+CHECKPOINT = "fastdl-checkpoint"
+
+
+def save_checkpoint(trainer, path) -> Path:
+    """Parameters, optimizer state, RNG state, epoch order and position, step and history, in one
+    atomic ``.npz`` (same safe format as parameter files)."""
+    net, opt, h = trainer.network, trainer.optimizer, trainer.history
+    to_np = net.backend.to_numpy
+    arrays = {f"param.{k}": to_np(v) for k, v in net.params.items()}
+    for state, per_param in opt.state.items():
+        for k, v in per_param.items():
+            arrays[f"opt.{state}.{k}"] = to_np(v)
+    if trainer._epoch_host is not None:
+        arrays["trainer.epoch_indices"] = np.asarray(trainer._epoch_host, dtype=np.int64)
+    arrays["history.loss"] = np.asarray(h.loss, dtype=np.float64)
+    manifest = {
+        "format": CHECKPOINT, "version": VERSION,
+        "architecture": net.config(), "dtype": net.dtype.name,
+        "optimizer": opt.config(), "optimizer_step": opt.step,
+        "step": trainer.step, "position": trainer._pos, "total_steps": trainer.total_steps,
+        "batch_size": trainer.batch_size, "sampling": trainer.sampling, "n_train": trainer.n_train,
+        "rng": trainer.rng.bit_generator.state,
+        "history": {k: getattr(h, k) for k in ("epoch", "epoch_step", "train_acc", "test_acc", "seconds", "train_seconds")},
+        "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in arrays.items()},
+    }
+    write_arrays(path, arrays, manifest)
+    return Path(path)
+
+
+def load_checkpoint(trainer, path) -> None:
+    """Restore ``trainer`` (built with the same network architecture, optimizer and data) from a
+    checkpoint; refuses one that does not match, saying what differs."""
+    arrays, m = read_arrays(path, expected_format=CHECKPOINT)
+    net, opt, bk = trainer.network, trainer.optimizer, trainer.network.backend
+    checks = {"architecture": (m.get("architecture"), net.config()), "dtype": (m.get("dtype"), net.dtype.name),
+              "optimizer": (m.get("optimizer"), opt.config()), "batch_size": (m.get("batch_size"), trainer.batch_size),
+              "sampling": (m.get("sampling"), trainer.sampling), "n_train": (m.get("n_train"), trainer.n_train)}
+    for what, (saved, now) in checks.items():
+        if saved != now:
+            raise FileFormatError(f"{path}: checkpoint {what} is {saved!r}, this trainer has {now!r}; "
+                                  f"build the trainer as for the checkpointed run")
+    try:
+        net.set_params({k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")})
+        for key, v in arrays.items():
+            if key.startswith("opt."):
+                _, state, name = key.split(".", 2)
+                opt.state.setdefault(state, {})[name] = bk.asarray(v)
+        opt.step = int(m["optimizer_step"])
+        trainer.step = int(m["step"])
+        trainer._pos = int(m["position"])
+        trainer._epoch_host = arrays.get("trainer.epoch_indices")
+        trainer.rng.bit_generator.state = m["rng"]
+        h = trainer.history
+        h.loss = arrays["history.loss"].tolist()
+        for k, v in m["history"].items():
+            setattr(h, k, v)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, FileFormatError):
+            raise
+        raise FileFormatError(f"{path}: incomplete or inconsistent checkpoint ({type(exc).__name__}: {exc})") from exc
+    if trainer.step > trainer.total_steps:
+        raise FileFormatError(f"{path}: checkpoint is at step {trainer.step}, past this trainer's {trainer.total_steps} steps")

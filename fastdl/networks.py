@@ -158,7 +158,7 @@ class MultiLayerNet:
 
     def _predict(self, x):
         for layer in self._forward_layers:
-            x = layer.forward(x)
+            x = layer._forward(x)
         return x
 
     def _loss(self, x, t):
@@ -168,7 +168,7 @@ class MultiLayerNet:
         loss = self._loss(x, t)
         dout = self.last_layer.backward()
         for layer in self._backward_layers:
-            dout = layer.backward(dout)
+            dout = layer._backward(dout)
         return loss
 
     def _grads(self) -> dict:

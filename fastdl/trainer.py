@@ -63,7 +63,8 @@ class Trainer:
     def __init__(self, network, optimizer, x_train, t_train, x_test=None, t_test=None, *,
                  epochs: float | None = None, iterations: int | None = None, batch_size: int = 100,
                  sampling: str = "shuffle", seed: int | None = None, progress: bool = True,
-                 evaluate_train: bool = True, sync_every: int = 100, callbacks=(), fast_path: bool = True):
+                 evaluate_train: bool = True, sync_every: int = 100, callbacks=(), fast_path: bool = True,
+                 checkpoint=None, checkpoint_every: int | None = None):
         self.network = network
         self.optimizer = optimizer
         self.backend = bk = network.backend
@@ -112,6 +113,13 @@ class Trainer:
         self.sync_every = int(sync_every)
         self.callbacks = list(callbacks)
         self.step = 0
+        self._epoch_host = None          # this epoch's batch indices (host), and the position in it
+        self._pos = 0
+        self.checkpoint = checkpoint
+        if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_every % self.sync_every):
+            raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive multiple of sync_every={self.sync_every} "
+                             f"(checkpoints are written only where the losses were checked finite)")
+        self.checkpoint_every = checkpoint_every
         # The backend may offer a fused whole-step kernel for this network and optimizer;
         # it must give the same numbers as the layer-by-layer path (tests hold it to that).
         compile_step = getattr(bk, "compile_train_step", None) if fast_path else None
@@ -152,15 +160,26 @@ class Trainer:
         if bad.size:
             first = self.step - done + int(bad[0]) + 1
             self.network.set_params(snapshot)
+            where = f"; the last good checkpoint is {self.checkpoint}" if self.checkpoint else ""
             raise DivergenceError(
                 f"training diverged: the loss became {host[bad[0]]} at step {first} "
                 f"(lr={self.optimizer.lr}). The network keeps its parameters from step {self.step - done}, "
-                f"the last checked good point. Try a smaller learning rate (e.g. lr={self.optimizer.lr / 10:g}).",
-                step=first)
+                f"the last checked good point{where}. Try a smaller learning rate "
+                f"(e.g. lr={self.optimizer.lr / 10:g}).", step=first)
         self.history.loss.extend(host.tolist())
         return {k: v.copy() for k, v in self.network.params.items()}
 
+    def _checkpoint_due(self) -> bool:
+        if not self.checkpoint:
+            return False
+        if self.step == self.total_steps:
+            return True
+        if self.checkpoint_every is None:
+            return self._pos == self.steps_per_epoch                  # at epoch ends
+        return self.step % self.checkpoint_every == 0
+
     def fit(self) -> History:
+        """Train until ``total_steps`` (continuing from a resumed checkpoint, if any)."""
         bk, net, opt, h = self.backend, self.network, self.optimizer, self.history
         xp = bk.xp
         B, spe = self.batch_size, self.steps_per_epoch
@@ -169,18 +188,21 @@ class Trainer:
         bar = self._progress_bar()
         t_start = time.perf_counter()
         train_time = 0.0
-        remaining = self.total_steps
         done = 0                         # steps since the last sync
-        # A diverging run overflows on the way to NaN; we detect that ourselves (below) and raise
+        # A diverging run overflows on the way to NaN; we detect that ourselves and raise
         # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
         errstate = np.errstate(over="ignore", invalid="ignore")
         errstate.__enter__()
         try:
-            while remaining > 0:
-                epoch_idx = bk.asarray(self._epoch_indices())
-                steps = min(spe, remaining)
+            while self.step < self.total_steps:
+                if self._epoch_host is None or self._pos >= spe:
+                    self._epoch_host = self._epoch_indices()
+                    self._pos = 0
+                epoch_idx = bk.asarray(self._epoch_host)         # one transfer per epoch
+                end = min(spe, self._pos + self.total_steps - self.step)
                 t0 = time.perf_counter()
-                for s in range(steps):
+                while self._pos < end:
+                    s = self._pos
                     idx = epoch_idx[s * B:(s + 1) * B]
                     if self._fused is not None:
                         loss = self._fused(self.x_train, self.t_train, idx)
@@ -189,18 +211,22 @@ class Trainer:
                     losses[done] = loss
                     done += 1
                     self.step += 1
-                    if done == self.sync_every or s == steps - 1:
+                    self._pos += 1
+                    if done == self.sync_every or self._pos == end:
                         bk.synchronize()
                         train_time += time.perf_counter() - t0
                         snapshot = self._sync(losses, done, snapshot)
-                        if bar is not None:
-                            bar.update(done)
-                            bar.set_postfix(loss=f"{h.loss[-1]:.4f}")
                         done = 0
+                        if bar is not None:
+                            bar.update(self.step - bar.n)
+                            bar.set_postfix(loss=f"{h.loss[-1]:.4f}")
+                        if self._pos < spe and self._checkpoint_due():
+                            self.save_checkpoint(self.checkpoint)
                         t0 = time.perf_counter()
-                remaining -= steps
-                if self.step % spe == 0 or remaining == 0:
-                    self._evaluate()
+                if self._pos == spe or self.step == self.total_steps:
+                    self._evaluate()             # _pos stays at spe: the next pass draws a new epoch
+                    if self._checkpoint_due():
+                        self.save_checkpoint(self.checkpoint)
                     if bar is not None and h.test_acc:
                         bar.set_postfix(loss=f"{h.loss[-1]:.4f}", test_acc=f"{h.test_acc[-1]:.4f}")
         finally:
@@ -208,9 +234,25 @@ class Trainer:
             if bar is not None:
                 bar.close()
             h.steps = self.step
-            h.train_seconds = train_time
-            h.seconds = time.perf_counter() - t_start
+            h.train_seconds += train_time
+            h.seconds += time.perf_counter() - t_start
         return h
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def save_checkpoint(self, path) -> None:
+        """Atomically write everything needed to continue exactly: parameters, optimizer state,
+        RNG state, this epoch's batch order and position, the step and the history so far."""
+        from .io import save_checkpoint
+        save_checkpoint(self, path)
+
+    def resume(self, path) -> "Trainer":
+        """Load a checkpoint written by a trainer of the same network and optimizer; ``fit()``
+        then continues where it stopped. On NumPy with a fixed seed the result is bit for bit the
+        uninterrupted run's."""
+        from .io import load_checkpoint
+        load_checkpoint(self, path)
+        return self
 
     def _progress_bar(self):
         if not self.progress:
@@ -220,5 +262,5 @@ class Trainer:
         except ImportError:
             return None
         # disable=None: tqdm turns itself off when stderr is not a terminal.
-        return tqdm(total=self.total_steps, unit="step", disable=None, file=sys.stderr,
+        return tqdm(total=self.total_steps, initial=self.step, unit="step", disable=None, file=sys.stderr,
                     desc=f"train [{self.backend.name}]", dynamic_ncols=True)
