@@ -100,42 +100,51 @@ def read_arrays(path, expected_format: str = FORMAT) -> tuple[dict, dict]:
         raise FileNotFoundError(f"{where}: no such file")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise FileFormatError(f"{where}: not a fastdl parameter file (not a valid .npz/zip: {exc})") from exc
-    with zf:
-        infos = {i.filename: i for i in zf.infolist()}
-        if f"{MANIFEST}.npy" not in infos:
-            raise FileFormatError(f"{where}: no {MANIFEST} entry; not written by fastdl.save "
-                                  f"(a plain .npz can be loaded with numpy.load(..., allow_pickle=False))")
-        headers = {}
-        for fname, info in infos.items():
-            if not fname.endswith(".npy") or "/" in fname:
-                raise FileFormatError(f"{where}: unexpected entry {fname!r}")
-            headers[fname[:-4]] = _npy_header(zf, info, where)
-        mshape, mdtype = headers[MANIFEST]
-        if mdtype != np.uint8 or len(mshape) != 1 or mshape[0] > MAX_MANIFEST_BYTES:
-            raise FileFormatError(f"{where}: manifest entry is not a small byte string")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                manifest = json.loads(npz[MANIFEST].tobytes().decode())
-                if not isinstance(manifest, dict) or manifest.get("format") != expected_format:
-                    raise FileFormatError(f"{where}: manifest names format {manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {expected_format!r}")
-                if manifest.get("version", 0) > VERSION:
-                    raise FileFormatError(f"{where}: format version {manifest.get('version')} is newer than this fastdl reads ({VERSION}); upgrade fastdl")
-                declared = manifest.get("arrays")
-                if not isinstance(declared, dict) or set(declared) != set(headers) - {MANIFEST}:
-                    raise FileFormatError(f"{where}: manifest lists arrays {sorted(declared) if isinstance(declared, dict) else declared}, "
-                                          f"file holds {sorted(set(headers) - {MANIFEST})}")
-                arrays = {}
-                for key, spec in declared.items():
-                    shape, dtype = headers[key]
-                    if list(shape) != list(spec.get("shape", [])) or dtype.name != spec.get("dtype"):
-                        raise FileFormatError(f"{where}: {key} is {dtype.name}{list(shape)}, manifest says {spec.get('dtype')}{spec.get('shape')}")
-                    arrays[key] = npz[key]
-        except FileFormatError:
-            raise
-        except (ValueError, OSError, KeyError, UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile, EOFError) as exc:
-            raise FileFormatError(f"{where}: damaged file ({type(exc).__name__}: {exc})") from exc
+    try:
+        with zf:
+            return _read_zip(zf, path, where, expected_format)
+    except FileFormatError:
+        raise
+    except (ValueError, OSError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RuntimeError,
+            NotImplementedError, EOFError, zipfile.BadZipFile) as exc:
+        # Damaged zip structures surface as any of these, from zipfile or from NumPy's reader.
+        raise FileFormatError(f"{where}: damaged file ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_zip(zf, path, where, expected_format):
+    infos = {i.filename: i for i in zf.infolist()}
+    if f"{MANIFEST}.npy" not in infos:
+        raise FileFormatError(f"{where}: no {MANIFEST} entry; not written by fastdl.save "
+                              f"(a plain .npz can be loaded with numpy.load(..., allow_pickle=False))")
+    headers = {}
+    for fname, info in infos.items():
+        if not fname.endswith(".npy") or "/" in fname:
+            raise FileFormatError(f"{where}: unexpected entry {fname!r}")
+        headers[fname[:-4]] = _npy_header(zf, info, where)
+    mshape, mdtype = headers[MANIFEST]
+    if mdtype != np.uint8 or len(mshape) != 1 or mshape[0] > MAX_MANIFEST_BYTES:
+        raise FileFormatError(f"{where}: manifest entry is not a small byte string")
+    with np.load(path, allow_pickle=False) as npz:
+        manifest = json.loads(npz[MANIFEST].tobytes().decode())
+        if not isinstance(manifest, dict) or manifest.get("format") != expected_format:
+            found = manifest.get("format") if isinstance(manifest, dict) else None
+            raise FileFormatError(f"{where}: manifest names format {found!r}, expected {expected_format!r}")
+        if not isinstance(manifest.get("version", 0), int) or manifest.get("version", 0) > VERSION:
+            raise FileFormatError(f"{where}: format version {manifest.get('version')!r} is not one this fastdl "
+                                  f"reads (<= {VERSION}); upgrade fastdl")
+        declared = manifest.get("arrays")
+        stored = set(headers) - {MANIFEST}
+        if not isinstance(declared, dict) or set(declared) != stored:
+            listed = sorted(declared) if isinstance(declared, dict) else declared
+            raise FileFormatError(f"{where}: manifest lists arrays {listed}, file holds {sorted(stored)}")
+        arrays = {}
+        for key, spec in declared.items():
+            shape, dtype = headers[key]
+            if not isinstance(spec, dict) or list(shape) != list(spec.get("shape", [])) or dtype.name != spec.get("dtype"):
+                raise FileFormatError(f"{where}: {key} is {dtype.name}{list(shape)}, manifest says {spec!r}")
+            arrays[key] = npz[key]
     return arrays, manifest
 
 
@@ -155,11 +164,27 @@ def save(network, path) -> Path:
     return path
 
 
+def _check_architecture(path, arch, arrays) -> None:
+    """The declared architecture must match the stored arrays *before* anything is allocated for
+    it: a file cannot make us build a network bigger than the data it holds."""
+    try:
+        sizes = [int(arch["input_size"]), *[int(h) for h in arch["hidden_sizes"]], int(arch["output_size"])]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise FileFormatError(f"{path}: manifest architecture {arch!r} is malformed ({exc})") from exc
+    expected = {}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        expected[f"W{i}"], expected[f"b{i}"] = (a, b), (b,)
+    got = {k: tuple(v.shape) for k, v in arrays.items()}
+    if got != expected:
+        raise FileFormatError(f"{path}: arrays {got} do not fit the declared architecture {sizes} (expected {expected})")
+
+
 def load(path, backend=None, dtype=None):
     """A network rebuilt from a file written by :func:`save`, on ``backend`` (any backend)."""
     from .networks import network_from_config
     arrays, manifest = read_arrays(path)
     arch = manifest.get("architecture")
+    _check_architecture(path, arch, arrays)
     try:
         net = network_from_config(arch, dtype=dtype or manifest["dtype"], backend=backend, seed=0)
     except (TypeError, KeyError, ValueError) as exc:

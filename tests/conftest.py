@@ -63,3 +63,11 @@ def mnist_root():
 @pytest.fixture(scope="session")
 def mnist(mnist_root):
     return fastdl.datasets.load_mnist(root=mnist_root, download=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("FASTDL_RELIABILITY_REPORT", "").strip()
+    if path:
+        from reliability import RECORDS, write_report
+        if RECORDS:
+            write_report(path)
