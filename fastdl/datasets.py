@@ -46,7 +46,7 @@ FILES = {
     "test_labels": ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", (10000,)),
 }
 
-TIMEOUT = 30.0                 # seconds without progress before a mirror counts as stalled
+TIMEOUT = 30.0                 # seconds without progress before a mirror counts as stalled (FASTDL_DOWNLOAD_TIMEOUT)
 MAX_RAW_BYTES = 64 << 20       # the largest MNIST file is 47 MB; refuse anything that inflates further
 IDX_UBYTE = 0x08
 
@@ -136,7 +136,8 @@ def _verified_raw(data: bytes, key: str, what: str) -> bytes:
 
 def _fetch(url: str) -> bytes:
     req = urllib.request.Request(url, headers={"User-Agent": "fastdl (MNIST loader)"})
-    with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+    timeout = float(os.environ.get("FASTDL_DOWNLOAD_TIMEOUT", "").strip() or TIMEOUT)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         ctype = resp.headers.get("Content-Type", "")
         length = resp.headers.get("Content-Length")
         data = resp.read(MAX_RAW_BYTES + 1)

@@ -259,6 +259,13 @@ def load_checkpoint(trainer, path) -> None:
         h.loss = arrays["history.loss"].tolist()
         for k, v in m["history"].items():
             setattr(h, k, v)
+        # An evaluation made because the checkpointed run ended mid-epoch is not one this longer run
+        # makes: drop it, so the resumed history equals an uninterrupted run's.
+        if h.epoch_step and h.epoch_step[-1] % trainer.steps_per_epoch and h.epoch_step[-1] < trainer.total_steps:
+            n = len(h.epoch_step)
+            for values in (h.epoch, h.epoch_step, h.train_acc, h.test_acc):
+                if len(values) == n:
+                    values.pop()
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, FileFormatError):
             raise

@@ -10,6 +10,7 @@ import pytest
 
 from fastdl import datasets
 from fastdl.errors import DatasetError, FileFormatError
+from reliability import record
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -42,7 +43,10 @@ class Server:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.hits.append(self.path)
-                status, ctype, body = outer.routes.get(self.path, (404, "text/plain", b"not found"))
+                route = outer.routes.get(self.path, (404, "text/plain", b"not found"))
+                if callable(route):
+                    return route(self)
+                status, ctype, body = route
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -115,8 +119,13 @@ def test_each_fault_alone_fails_clearly_and_leaves_no_file(tiny_mnist, server, m
     mirrors_env(monkeypatch, server, "m")
     with pytest.raises(DatasetError, match="could not download") as err:
         datasets.load_mnist(root=tmp_path)
+    left = leftovers(tmp_path)
+    record("Downloads under faults", {"bitflip": "one bit flipped", "truncated": "truncated file",
+                                      "html": "HTML page with status 200", "403": "HTTP 403"}[fault], "-",
+           "DatasetError, no partial file", f"DatasetError; files left {len(left)}",
+           f"{server.url}/m/" in str(err.value) and left == [], files_lost=len(left))
     assert f"{server.url}/m/" in str(err.value)
-    assert leftovers(tmp_path) == []                 # nothing partial, not even a temp file
+    assert left == []                                # nothing partial, not even a temp file
 
 
 def test_403_on_first_mirror_falls_back_to_second(tiny_mnist, server, monkeypatch, tmp_path):
@@ -199,3 +208,79 @@ def test_real_mnist_shapes_and_options(mnist_root):
     (x, t), (xt, tt) = datasets.load_mnist(root=mnist_root, flatten=False, normalize=False, dtype="uint8", download=False)
     assert x.shape == (60000, 1, 28, 28) and x.dtype == np.uint8 and x.max() == 255
     assert t.dtype == np.uint8 and set(np.unique(t)) == set(range(10))
+
+
+# -- downloads under faults ----------------------------------------------------------------------
+
+def _reset_midway(body):
+    def handler(h):
+        import socket
+        import struct
+        h.send_response(200)
+        h.send_header("Content-Type", "application/gzip")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body[: len(body) // 2])
+        h.wfile.flush()
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        h.connection.close()                          # RST: connection reset by peer
+    return handler
+
+
+def _stall(body):
+    def handler(h):
+        import time
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body[:10])
+        h.wfile.flush()
+        time.sleep(2.0)                               # bounded: the client gives up after 0.3 s
+    return handler
+
+
+def _short(body):
+    def handler(h):
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body) + 1000))
+        h.end_headers()
+        h.wfile.write(body)
+        h.close_connection = True
+    return handler
+
+
+FAULTS = {"connection reset mid-file": _reset_midway, "stalled server (timeout)": _stall,
+          "wrong length (short body)": _short}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_download_faults_fail_clearly_then_a_good_download_succeeds(tiny_mnist, server, monkeypatch, tmp_path, fault):
+    monkeypatch.setenv("FASTDL_DOWNLOAD_TIMEOUT", "0.3")
+    for name, body in tiny_mnist.items():
+        server.routes[f"/bad/{name}.gz"] = FAULTS[fault](body)
+    mirrors_env(monkeypatch, server, "bad")
+    with pytest.raises(DatasetError, match="could not download") as err:
+        datasets.load_mnist(root=tmp_path)
+    left = leftovers(tmp_path)
+    server.serve("good", tiny_mnist)
+    mirrors_env(monkeypatch, server, "bad", "good")
+    (x, _), _ = datasets.load_mnist(root=tmp_path)
+    ok = left == [] and x.shape == (6, 784)
+    record("Downloads under faults", fault, "-", "DatasetError, no partial file; a later download works",
+           f"DatasetError; files left {len(left)}; retry {'succeeded' if x.shape == (6, 784) else 'failed'}", ok,
+           files_lost=len(left))
+    assert left == [], left
+    assert "could not download" in str(err.value)
+
+
+def test_all_mirrors_failing_names_each_and_says_what_next(tiny_mnist, server, monkeypatch, tmp_path):
+    server.serve("a", tiny_mnist, lambda n, b: (500, "text/plain", b"oops"))
+    server.serve("b", tiny_mnist, lambda n, b: (200, "text/html", b"<html>maintenance</html>"))
+    mirrors_env(monkeypatch, server, "a", "b")
+    with pytest.raises(DatasetError) as err:
+        datasets.load_mnist(root=tmp_path)
+    msg = str(err.value)
+    ok = f"{server.url}/a/" in msg and f"{server.url}/b/" in msg and "by hand" in msg and leftovers(tmp_path) == []
+    record("Downloads under faults", "all mirrors failing (HTTP 500, HTML page)", "-", "DatasetError naming each mirror",
+           "DatasetError" + (" naming both mirrors" if ok else ""), ok, files_lost=len(leftovers(tmp_path)))
+    assert ok, msg
