@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="folder with the MNIST files (default: FASTDL_DATA or the user cache)")
     t.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--checkpoint-every", type=_positive_int, default=None,
+                   help="write OUT/checkpoint.npz every N steps (a multiple of 100; default: every epoch)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists")
 
     e = sub.add_parser("evaluate", help="accuracy of saved parameters on the MNIST test set")
     e.add_argument("params", help="a params.npz written by 'fastdl train' or fastdl.save")
@@ -114,9 +117,14 @@ def cmd_train(args) -> int:
             print(line, flush=True)
 
     print(f"training {net} with {opt}, batch {args.batch_size}, {args.sampling} sampling, seed {args.seed}", flush=True)
+    ckpt = out / "checkpoint.npz"
     tr = trainer.Trainer(net, opt, x, t, xt, tt, batch_size=args.batch_size, sampling=args.sampling,
-                         seed=args.seed, progress=not args.no_progress, callbacks=[report], **length)
+                         seed=args.seed, progress=not args.no_progress, callbacks=[report],
+                         checkpoint=ckpt, checkpoint_every=args.checkpoint_every, **length)
     del x, xt  # the trainer holds what it needs; keep peak memory down
+    if args.resume and ckpt.is_file():
+        tr.resume(ckpt)
+        print(f"resumed from {ckpt} at step {tr.step}", flush=True)
     h = tr.fit()
     io.save(net, out / "params.npz")
     record = h.to_dict()

@@ -57,3 +57,15 @@ def test_info_lists_every_backend():
     for name in ("numpy", "numba", "cupy"):
         assert f"  {name}" in r.stdout
     assert "numpy  usable" in r.stdout
+
+
+def test_resume_continues_a_killed_run(mnist_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["train", "--hidden", "20", "--data", str(mnist_root), "--out", str(out), "--no-progress",
+              "--checkpoint-every", "100"]
+    assert main(common + ["--iters", "200"]) == 0           # stands in for a run that stopped at 200
+    capsys.readouterr()
+    assert main(common + ["--iters", "300", "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    h = json.loads((out / "history.json").read_text())
+    assert h["steps"] == 300 and len(h["loss"]) == 300
