@@ -54,3 +54,28 @@ def test_num_threads_setting_is_honoured():
     env = dict(os.environ, FASTDL_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_no_recompiles_in_the_loop():
+    """After the first steps, more steps (including an epoch's partial last batch) add no new
+    compiled signatures; float64 adds its own once."""
+    bk = fastdl.get_backend("numba")
+    rng = np.random.default_rng(0)
+
+    def run(dtype, steps):
+        x = rng.standard_normal((250, 12)).astype(dtype)
+        net = fastdl.TwoLayerNet(12, 8, 3, backend="numba", dtype=dtype, seed=0)
+        fastdl.Trainer(net, fastdl.optimizers.Adam(0.01), x, rng.integers(0, 3, 250), iterations=steps,
+                       batch_size=100, progress=False).fit()
+
+    def signatures():
+        return sum(len(f.signatures) for f in bk._JITTED)
+
+    run(np.float32, 3)
+    after_first = signatures()
+    run(np.float32, 12)
+    assert signatures() == after_first
+    run(np.float64, 3)
+    after_f64 = signatures()
+    run(np.float64, 12)
+    assert signatures() == after_f64
