@@ -41,7 +41,17 @@ def run_suite(out: Path, quick: bool, select: str | None) -> Path:
         rc = proc.wait()
     if rc not in (0, 5) or not json_path.is_file():
         raise FastDLError(f"the benchmark run failed (pytest exit {rc}); rerun the command above to see why")
+    strip_raw_timings(json_path)
     return json_path
+
+
+def strip_raw_timings(path: Path) -> None:
+    """Drop pytest-benchmark's per-round samples (hundreds of MB for the kernel suite); the
+    statistics stay, and they are what the report and comparisons use."""
+    data = json.loads(path.read_text())
+    for b in data.get("benchmarks", []):
+        b.get("stats", {}).pop("data", None)
+    path.write_text(json.dumps(data, indent=1))
 
 
 def load(path) -> dict:

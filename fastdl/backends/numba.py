@@ -142,10 +142,11 @@ def _sigmoid_grad_colsum(dh, y, db):
 
 
 @jit
-def _softmax_xent(z, t, dz):
-    """One pass per row: loss (returned, float64 accumulator) and dz = (softmax - onehot) / N."""
+def _softmax_rows(z, t, out, grad):
+    """One pass per row: returns the mean loss (float64 accumulator) and writes softmax(z) into
+    ``out``, or, with ``grad``, (softmax(z) - onehot(t)) / N."""
     n, c = z.shape
-    inv_n = 1.0 / n
+    scale = 1.0 / n if grad else 1.0
     total = 0.0
     for i in range(n):
         mx = z[i, 0]
@@ -155,34 +156,14 @@ def _softmax_xent(z, t, dz):
         s = 0.0
         for j in range(c):
             e = np.exp(z[i, j] - mx)
-            dz[i, j] = e
+            out[i, j] = e
             s += e
         total += math.log(s) - (z[i, t[i]] - mx)
-        inv = 1.0 / s
+        inv = scale / s
         for j in range(c):
-            dz[i, j] = dz[i, j] * inv * inv_n
-        dz[i, t[i]] -= inv_n
-    return total * inv_n
-
-
-@jit
-def _softmax_probs(z, t, probs):
-    n, c = z.shape
-    total = 0.0
-    for i in range(n):
-        mx = z[i, 0]
-        for j in range(1, c):
-            if z[i, j] > mx:
-                mx = z[i, j]
-        s = 0.0
-        for j in range(c):
-            e = np.exp(z[i, j] - mx)
-            probs[i, j] = e
-            s += e
-        total += math.log(s) - (z[i, t[i]] - mx)
-        inv = 1.0 / s
-        for j in range(c):
-            probs[i, j] *= inv
+            out[i, j] *= inv
+        if grad:
+            out[i, t[i]] -= scale
     return total / n
 
 
@@ -280,7 +261,7 @@ def sigmoid_backward(dy, y):
 
 def softmax_cross_entropy_forward(z, t):
     probs = np.empty_like(z)
-    loss = _softmax_probs(z, np.ascontiguousarray(_as_indices(t)), probs)
+    loss = _softmax_rows(z, np.ascontiguousarray(_as_indices(t)), probs, False)
     return z.dtype.type(loss), probs
 
 
@@ -320,7 +301,7 @@ def sigmoid_backward_colsum(dy, y):
 
 def softmax_cross_entropy(z, t):
     dz = np.empty_like(z)
-    loss = _softmax_xent(z, np.ascontiguousarray(_as_indices(t)), dz)
+    loss = _softmax_rows(z, np.ascontiguousarray(_as_indices(t)), dz, True)
     return z.dtype.type(loss), dz
 
 
@@ -437,7 +418,7 @@ def sigmoid_grad_colsum_(dh, y, db):
 
 
 def softmax_xent_(dz, z, t):
-    return _softmax_xent(z, t, dz)
+    return _softmax_rows(z, t, dz, True)
 
 
 import sys as _sys  # noqa: E402
