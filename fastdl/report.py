@@ -133,33 +133,9 @@ def charts(data, out: Path) -> list[Path]:
         return []
     made = []
     groups = rows_by_group(data)
-    kernel = {g: r for g, r in groups.items() if g.split(" ")[0].endswith(("_forward", "_backward", "_update", "_colsum", "entropy"))}
-    if kernel:
-        names = list(kernel)
-        backends = sorted({_label(r) for rows in kernel.values() for r in rows} - {"numpy"})
-        fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(names)), 5))
-        width = 0.8 / max(1, len(backends))
-        for k, bk in enumerate(backends):
-            vals = []
-            for g in names:
-                base = next((r for r in kernel[g] if _label(r) == "numpy"), None)
-                row = next((r for r in kernel[g] if _label(r) == bk), None)
-                vals.append(base["stats"]["median"] / row["stats"]["median"] if base and row else 0)
-            ax.bar([i + k * width for i in range(len(names))], vals, width, label=bk)
-        ax.axhline(1, color="black", lw=0.8)
-        ax.set_xticks([i + width * (len(backends) - 1) / 2 for i in range(len(names))])
-        ax.set_xticklabels(names, rotation=75, ha="right", fontsize=7)
-        ax.set_ylabel("speed-up over numpy (x)")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title("Kernel speed-up over NumPy, by kernel and size")
-        ax.legend()
-        fig.tight_layout()
-        path = out / "speedup_by_kernel.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        made.append(path)
+    kernel_rows = [b for b in data["benchmarks"] if "kernel" in b.get("extra_info", {})]
+    if kernel_rows:
+        made.append(_kernel_heatmaps(kernel_rows, out, plt, matplotlib))
     train = {g: r for g, r in groups.items() if g.startswith(("train ", "gpu "))}
     if train:
         fig, axes = plt.subplots(len(train), 1, figsize=(8, 1.2 + 1.1 * sum(len(r) for r in train.values()) / 2), squeeze=False)
@@ -176,6 +152,47 @@ def charts(data, out: Path) -> list[Path]:
         plt.close(fig)
         made.append(path)
     return made
+
+
+def _kernel_heatmaps(rows, out: Path, plt, matplotlib) -> Path:
+    """Speed-up over NumPy as heatmaps: kernels down, sizes across, one panel per backend and dtype."""
+    import numpy as np
+    med = {}
+    for b in rows:
+        e = b["extra_info"]
+        med[(_label(b), e["kernel"], int(e["n"]), int(e["m"]), e["dtype"])] = b["stats"]["median"]
+    kernels = sorted({k[1] for k in med})
+    sizes = sorted({(k[2], k[3]) for k in med})
+    panels = sorted({(k[0], k[4]) for k in med if k[0] != "numpy"})
+    if not panels:
+        panels = [("numpy", sorted({k[4] for k in med})[0])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 0.75 * len(sizes) * len(panels) + 2, 0.4 * len(kernels) + 2.2),
+                             squeeze=False)
+    norm = matplotlib.colors.LogNorm(vmin=0.25, vmax=4)
+    for col, (ax, (bk, dt)) in enumerate(zip(axes[0], panels)):
+        grid = np.full((len(kernels), len(sizes)), np.nan)
+        for i, k in enumerate(kernels):
+            for j, (n, m) in enumerate(sizes):
+                base, this = med.get(("numpy", k, n, m, dt)), med.get((bk, k, n, m, dt))
+                if base and this:
+                    grid[i, j] = base / this
+        im = ax.imshow(grid, cmap="RdYlGn", norm=norm, aspect="auto")
+        for i in range(len(kernels)):
+            for j in range(len(sizes)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2g}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(sizes)))
+        ax.set_xticklabels([f"N={n}\nM={m}" for n, m in sizes], fontsize=7)
+        ax.set_yticks(range(len(kernels)))
+        ax.set_yticklabels(kernels if col == 0 else [], fontsize=8)
+        ax.set_title(f"{bk} vs numpy, {dt}", fontsize=10)
+    bar = fig.colorbar(im, ax=axes[0].tolist(), label="speed-up over numpy (x)", shrink=0.8)
+    bar.set_ticks([0.25, 0.5, 1, 2, 4])
+    bar.set_ticklabels(["0.25x", "0.5x", "1x", "2x", "4x"])
+    path = out / "speedup_by_kernel.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def run_bench(args) -> int:
