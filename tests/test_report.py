@@ -7,14 +7,17 @@ from fastdl.errors import FastDLError
 from fastdl.report import compare, load, markdown
 
 
+K = dict(kernel="relu_forward", n=100, m=50, dtype="float32")
+
+
 def fake_run(scale=1.0):
     def bench(name, group, backend, median, **extra):
         return {"name": name, "fullname": f"bench/x.py::{name}", "group": group,
                 "stats": {"median": median * scale, "rounds": 3}, "extra_info": {"backend": backend, **extra}}
     return {"machine_info": {"python_version": "3.11", "cpu": {"brand_raw": "Test CPU", "count": 2}},
             "datetime": "2026-11-29", "benchmarks": [
-                bench("test_kernel[numpy-relu]", "relu_forward N=100 M=50 float32", "numpy", 2e-5),
-                bench("test_kernel[numba-relu]", "relu_forward N=100 M=50 float32", "numba", 1e-5),
+                bench("test_kernel[numpy-relu]", "relu_forward N=100 M=50 float32", "numpy", 2e-5, **K),
+                bench("test_kernel[numba-relu]", "relu_forward N=100 M=50 float32", "numba", 1e-5, **K),
                 bench("test_training_run[numpy]", "train 784-50-10 batch 100 x10000", "numpy", 2.0, floor_seconds=1.0),
                 bench("test_training_run[numba]", "train 784-50-10 batch 100 x10000", "numba", 1.25, floor_seconds=1.0)]}
 
