@@ -117,7 +117,7 @@ def test_cupy_step_split(benchmark, mnist):
     benchmark.group = "gpu step split"
     tr = _train("cupy", mnist, [784, 50, 10], 100, 1)
     idx = tr.backend.asarray(np.random.default_rng(0).permutation(60000)[:100])
-    step = lambda: tr._fused(tr.x_train, tr.t_train, idx)
+    step = lambda: tr._fused(idx)
     for _ in range(50):
         step()
     cp.cuda.get_current_stream().synchronize()

@@ -64,7 +64,7 @@ def test_training_step(benchmark, backend, mnist):
     tr = _trainer(backend, mnist, BOOK, 1)
     idx = backend.asarray(np.random.default_rng(0).permutation(60000)[:100])
     if tr._fused is not None:
-        step = lambda: tr._fused(tr.x_train, tr.t_train, idx)
+        step = lambda: tr._fused(idx)
     else:
         step = lambda: tr.network.train_step(tr.x_train[idx], tr.t_train[idx], tr.optimizer)
     call = timed(backend, step)

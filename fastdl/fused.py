@@ -1,11 +1,15 @@
 """The fused training step shared by the accelerated backends.
 
-``compile_train_step(network, optimizer, batch_size)`` returns ``step(x_all, t_all, idx) -> loss``:
-the same arithmetic as the layer path (forward, backward, ``optimizer.update``) with every
-intermediate preallocated and each stretch between two GEMMs done by one fused in-place kernel.
-A backend opts in by defining ``compile_train_step = fastdl.fused.compile_train_step`` and the
-in-place kernels below (a trailing underscore means "writes into its first array argument"):
+``compile_train_step(network, optimizer, batch_size, x_train, t_train)`` returns
+``step(idx) -> loss``: the same arithmetic as the layer path (forward, backward,
+``optimizer.update``) with every intermediate preallocated and each stretch between two GEMMs done
+by one fused in-place kernel. The step owns the training data from then on. A backend opts in by
+defining ``compile_train_step = fastdl.fused.compile_train_step`` and the functions below (a
+trailing underscore means "writes into its first array argument"):
 
+    fused_update(optimizer, params, grads) -> update() or None
+                                       one call updating every parameter, when the backend has
+                                       a fused kernel for this optimizer (else optimizer.update)
     gather_rows_(out, src, idx)        out[r] = src[idx[r]]           (rows of a matrix or a vector)
     add_bias_(z, b)                    z += b
     bias_relu_(z, b)                   z = max(z + b, 0)
@@ -22,7 +26,7 @@ happens per step; the loss stays where the backend computed it.
 from __future__ import annotations
 
 
-def compile_train_step(network, optimizer, batch_size: int):
+def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
     bk = network.backend
     xp = bk.xp
     dt = network.dtype
@@ -52,10 +56,15 @@ def compile_train_step(network, optimizer, batch_size: int):
             return full
         return X[:n], T[:n], [h[:n] for h in H], [d[:n] for d in D]
 
-    def step(x_all, t_all, idx):
+    update = bk.fused_update(optimizer, params, grads)
+    if update is None:
+        def update():
+            optimizer.update(params, grads, bk)
+
+    def step(idx):
         x, t, Hn, Dn = views(idx.shape[0])
-        bk.gather_rows_(x, x_all, idx)
-        bk.gather_rows_(t, t_all, idx)
+        bk.gather_rows_(x, x_train, idx)
+        bk.gather_rows_(t, t_train, idx)
         inp = x
         for i in range(L - 1):
             matmul(inp, W[i], out=Hn[i])
@@ -74,7 +83,7 @@ def compile_train_step(network, optimizer, batch_size: int):
                 matmul(dz, W[i].T, out=dprev)
                 act_grad(dprev, below, db[i - 1])     # activation backward + bias gradient, one pass
                 dz = dprev
-        optimizer.update(params, grads, bk)
+        update()
         return loss
 
     return step

@@ -249,7 +249,11 @@ def load_checkpoint(trainer, path) -> None:
         for key, v in arrays.items():
             if key.startswith("opt."):
                 _, state, name = key.split(".", 2)
-                opt.state.setdefault(state, {})[name] = bk.asarray(v)
+                slot = opt.state.setdefault(state, {})
+                if name in slot and tuple(slot[name].shape) == v.shape:
+                    slot[name][...] = bk.asarray(v)      # in place: a fused step may hold these arrays
+                else:
+                    slot[name] = bk.asarray(v)
         opt.step = int(m["optimizer_step"])
         trainer.step = int(m["step"])
         trainer._pos = int(m["position"])

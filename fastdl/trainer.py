@@ -123,7 +123,8 @@ class Trainer:
         # The backend may offer a fused whole-step kernel for this network and optimizer;
         # it must give the same numbers as the layer-by-layer path (tests hold it to that).
         compile_step = getattr(bk, "compile_train_step", None) if fast_path else None
-        self._fused = compile_step(network, optimizer, self.batch_size) if compile_step else None
+        self._fused = (compile_step(network, optimizer, self.batch_size, self.x_train, self.t_train)
+                       if compile_step else None)
         self.fast_path = self._fused is not None
         self.history = History(backend=bk.name, dtype=network.dtype.name, device=bk.device,
                                batch_size=self.batch_size, sampling=sampling, seed=seed)
@@ -205,7 +206,7 @@ class Trainer:
                     s = self._pos
                     idx = epoch_idx[s * B:(s + 1) * B]
                     if self._fused is not None:
-                        loss = self._fused(self.x_train, self.t_train, idx)
+                        loss = self._fused(idx)
                     else:
                         loss = net.train_step(self.x_train[idx], self.t_train[idx], opt)
                     losses[done] = loss

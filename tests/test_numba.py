@@ -79,3 +79,18 @@ def test_no_recompiles_in_the_loop():
     after_f64 = signatures()
     run(np.float64, 12)
     assert signatures() == after_f64
+
+
+def test_fused_step_with_one_call_update_equals_layer_path():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (700, 100)).astype(np.float32) / np.float32(255)
+    t = rng.integers(0, 10, 700)
+    runs = []
+    for fast in (True, False):
+        net = fastdl.TwoLayerNet(100, 30, 10, backend="numba", seed=0)
+        tr = fastdl.Trainer(net, fastdl.optimizers.Momentum(0.05), x, t, epochs=2, batch_size=64, seed=0,
+                            progress=False, fast_path=fast)
+        runs.append((tr.fit().loss, net.params_numpy()))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-5)
+    for k in runs[0][1]:
+        np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=1e-5, atol=1e-7)

@@ -390,7 +390,67 @@ from ..fused import compile_train_step  # noqa: E402,F401  (the trainer's fast p
 
 
 def gather_rows_(out, src, idx):
-    (_gather_rows if src.ndim == 2 else _gather)(src, idx, out)
+    if src.ndim == 2:
+        _gather_rows(src, idx, out)
+    else:
+        _gather(src, idx, out)
+
+
+# One call per step for the whole parameter set (typed lists of flat views, built once).
+
+@jit
+def _sgd_all(P, G, lr):
+    for a in range(len(P)):
+        p, g = P[a], G[a]
+        for i in range(p.size):
+            p[i] -= lr * g[i]
+
+
+@jit
+def _momentum_all(P, G, V, lr, mu):
+    for a in range(len(P)):
+        p, g, v = P[a], G[a], V[a]
+        for i in range(p.size):
+            v[i] = mu * v[i] - lr * g[i]
+            p[i] += v[i]
+
+
+@jit
+def _adam_all(P, G, M, V, lr_t, b1, b2, eps):
+    for a in range(len(P)):
+        p, g, m, v = P[a], G[a], M[a], V[a]
+        for i in range(p.size):
+            m[i] += (1 - b1) * (g[i] - m[i])
+            v[i] += (1 - b2) * (g[i] * g[i] - v[i])
+            p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
+
+
+def fused_update(optimizer, params, grads):
+    """update() doing optimizer.update(params, grads) in one JIT call, for SGD, Momentum and Adam;
+    None for the others (they keep one call per parameter). Reads the hyperparameters at every
+    call, so changing ``optimizer.lr`` between steps works."""
+    from numba.typed import List
+    kind = type(optimizer).__name__
+    if kind not in ("SGD", "Momentum", "Adam"):
+        return None
+    keys = list(params)
+    dt = params[keys[0]].dtype.type
+    flat = lambda arrays: List([a.reshape(-1) for a in arrays])
+    P, G = flat(params[k] for k in keys), flat(grads[k] for k in keys)
+    states = [flat(optimizer._state_for(k, params[k], np)[i] for k in keys) for i in range(len(optimizer.state_names))]
+
+    def update():
+        optimizer.step += 1
+        if kind == "SGD":
+            _sgd_all(P, G, dt(optimizer.lr))
+        elif kind == "Momentum":
+            _momentum_all(P, G, states[0], dt(optimizer.lr), dt(optimizer.momentum))
+        else:
+            o = optimizer
+            lr_t = o.lr * math.sqrt(1.0 - o.beta2 ** o.step) / (1.0 - o.beta1 ** o.step)
+            _adam_all(P, G, states[0], states[1], dt(lr_t), dt(o.beta1), dt(o.beta2), dt(o.eps))
+
+    return update
 
 
 def add_bias_(z, b):
