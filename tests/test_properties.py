@@ -110,4 +110,6 @@ def test_every_backend_equals_numpy_on_random_networks(name, data, seed):
     rtol = 1e-4 if z.dtype == np.float32 else 1e-10
     np.testing.assert_allclose(losses[0], losses[1], rtol=rtol, atol=rtol * 1e-2)
     for k in grads[1]:
-        np.testing.assert_allclose(nets[0].backend.to_numpy(grads[0][k]), grads[1][k], rtol=rtol, atol=rtol * 1e-2)
+        # Summation order differs between backends: compare against the array's own scale.
+        scale = float(np.abs(grads[1][k]).max()) + 1e-30
+        np.testing.assert_allclose(nets[0].backend.to_numpy(grads[0][k]), grads[1][k], rtol=rtol, atol=rtol * scale)
