@@ -21,6 +21,8 @@ import fastdl
 from fastdl.backends import NAMES, backend_status, get_backend
 
 QUICK = os.environ.get("FASTDL_BENCH_QUICK", "").strip() not in ("", "0", "false", "no")
+# Rounds of each whole-run benchmark (medians of more rounds resist this machine class's noise).
+ROUNDS = 1 if QUICK else int(os.environ.get("FASTDL_BENCH_ROUNDS", "3"))
 
 
 def machine_info() -> dict:

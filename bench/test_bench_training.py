@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastdl
-from conftest import QUICK, backend_info, gemm_shapes, measure_gemm_floor, step_flops, timed, warm
+from conftest import QUICK, ROUNDS, backend_info, measure_gemm_floor, step_flops, timed, warm
 from fastdl.backends import get_backend
 from fastdl.optimizers import SGD
 
@@ -55,7 +55,7 @@ def test_training_run(benchmark, backend, mnist, spec):
     _fit(backend, _trainer(backend, mnist, spec, min(steps, 50)))     # compile + warm up, untimed
     _record(benchmark, backend, spec, steps)
     benchmark.pedantic(lambda tr: _fit(backend, tr), setup=lambda: ((_trainer(backend, mnist, spec, steps),), {}),
-                       rounds=1 if QUICK else 3, iterations=1)
+                       rounds=ROUNDS, iterations=1)
 
 
 def test_training_step(benchmark, backend, mnist):
@@ -93,7 +93,7 @@ def test_plain_numpy_loop(benchmark, mnist):
     _record(benchmark, bk, BOOK, BOOK["iterations"])
     benchmark.extra_info["backend"] = "plain-numpy"
     benchmark.pedantic(lambda *p: plain_numpy.train(x, t, *p, iterations=BOOK["iterations"]), setup=setup,
-                       rounds=1 if QUICK else 3, iterations=1)
+                       rounds=ROUNDS, iterations=1)
 
 
 def test_pytorch_cpu(benchmark, mnist):
@@ -127,7 +127,7 @@ def test_pytorch_cpu(benchmark, mnist):
     info = backend_info(get_backend("numpy"))
     info.update(backend="pytorch-cpu", torch=torch.__version__, torch_threads=torch.get_num_threads())
     benchmark.extra_info.update(info)
-    benchmark.pedantic(run, setup=setup, rounds=1 if QUICK else 3, iterations=1)
+    benchmark.pedantic(run, setup=setup, rounds=ROUNDS, iterations=1)
 
 
 def test_numba_cold_compile(benchmark):
@@ -146,7 +146,7 @@ def test_numba_cold_compile(benchmark):
         return (nb.njit(cache=False)(bk._softmax_rows.py_func),), {}
 
     benchmark.extra_info.update(backend_info(bk))
-    benchmark.pedantic(lambda f: f(z, t, dz, True), setup=setup, rounds=1 if QUICK else 3, iterations=1)
+    benchmark.pedantic(lambda f: f(z, t, dz, True), setup=setup, rounds=ROUNDS, iterations=1)
 
 
 # Runs `fastdl train` in a fresh interpreter and reports that process's own peak RSS on exit.
@@ -175,3 +175,47 @@ def test_peak_memory_of_fastdl_train(benchmark, name, tmp_path):
     peak_kb = benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(backend=name, peak_rss_mb=peak_kb / 1024)
     print(f"\npeak RSS of fastdl train --backend {name}: {peak_kb / 1024:.0f} MB")
+
+
+def test_interleaved_ratios(benchmark, mnist):
+    """The book's 10,000-step run of each contender, interleaved round by round, so that slow
+    phases of a shared machine hit all of them alike; reports the median of per-round ratios."""
+    import statistics
+    import plain_numpy
+    from fastdl.backends import backend_status
+    benchmark.group = f"interleaved ratios, 784-50-10 x{BOOK['iterations']}"
+    (x, t), _ = mnist
+    t64 = t.astype(np.int64)
+    steps = BOOK["iterations"]
+    init = fastdl.TwoLayerNet(784, 50, 10, seed=0).params_numpy()
+    # name -> setup() returning the run to time: building a trainer (validation, moving data)
+    # is set-up, like preparing the plain loop's arrays; the timed part is the training loop.
+    def plain_setup():
+        params = [init[k].copy() for k in ("W1", "b1", "W2", "b2")]
+        return lambda: plain_numpy.train(x, t64, *params, iterations=steps)
+
+    contenders = {"plain-numpy": plain_setup}
+    for name in ("numpy", "numba"):
+        if backend_status(name)[0]:
+            bk = get_backend(name)
+            _fit(bk, _trainer(bk, mnist, BOOK, 50))                       # compile + warm up
+            contenders[name] = (lambda bk=bk: (lambda tr=_trainer(bk, mnist, BOOK, steps): _fit(bk, tr)))
+    times = {k: [] for k in contenders}
+
+    def rounds():
+        import time as _t
+        for _ in range(max(ROUNDS, 3)):
+            for name, setup in contenders.items():
+                run = setup()
+                t0 = _t.perf_counter()
+                run()
+                times[name].append(_t.perf_counter() - t0)
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))
+    info = {f"median_s_{k}": statistics.median(v) for k, v in times.items()}
+    info["ratio_numpy_over_plain"] = ratio("numpy", "plain-numpy")
+    if "numba" in times:
+        info["ratio_numba_over_numpy"] = ratio("numba", "numpy")
+    benchmark.extra_info.update(backend_info(get_backend("numpy")), **info)
+    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))

@@ -102,6 +102,10 @@ def markdown(data, title: str) -> str:
             floor = r.get("extra_info", {}).get("floor_seconds")
             frac = f"{floor / med:.2f}" if floor else "-"
             lines.append(f"| {_label(r)} | {_fmt(med)} | {speed} | {frac} | {r['stats']['rounds']} |")
+        for r in rows:
+            ratios = {k: v for k, v in r.get("extra_info", {}).items() if k.startswith(("ratio_", "median_s_"))}
+            if ratios:
+                lines.append("\n" + ", ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in ratios.items()))
         extra = [r["extra_info"] for r in rows if r.get("extra_info", {}).get("peak_rss_mb")]
         for e in extra:
             lines.append(f"\npeak RSS ({e.get('backend')}): {e['peak_rss_mb']:.0f} MB")
