@@ -106,9 +106,9 @@ def markdown(data, title: str) -> str:
             ratios = {k: v for k, v in r.get("extra_info", {}).items() if k.startswith(("ratio_", "median_s_"))}
             if ratios:
                 lines.append("\n" + ", ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in ratios.items()))
-        extra = [r["extra_info"] for r in rows if r.get("extra_info", {}).get("peak_rss_mb")]
-        for e in extra:
-            lines.append(f"\npeak RSS ({e.get('backend')}): {e['peak_rss_mb']:.0f} MB")
+        peaks = [r["extra_info"] for r in rows if r.get("extra_info", {}).get("peak_rss_mb")]
+        if peaks:
+            lines.append("\npeak RSS: " + ", ".join(f"{e.get('backend')} {e['peak_rss_mb']:.0f} MB" for e in peaks))
         lines.append("")
     blas = {r.get("extra_info", {}).get("blas") for r in data["benchmarks"]} - {None}
     if blas:
