@@ -2,8 +2,12 @@
 # One prepared run on a GPU machine: install what is missing, run the whole test suite with the
 # cupy backend enabled, run the GPU benchmarks, and write everything to one folder.
 #
-#   OUT=/some/folder bash bench/gpu_check.sh          (the MNIST files must be in $FASTDL_DATA,
-#                                                      or in bench/.mnist/ when carried along)
+#   OUT=/some/folder bash bench/gpu_check.sh
+#
+# MNIST comes from $FASTDL_DATA, or from bench/.mnist/ (git-ignored) when the machine has no copy:
+#   mkdir -p bench/.mnist && cp /path/to/mnist/*.gz bench/.mnist/   # then ship bench/.mnist along
+# Needs no network: what the GPU image lacks is only reported, and fastdl runs from this checkout
+# (PYTHONPATH) rather than being installed.
 # Budget: under 8 minutes on an H200. Writes $OUT/gpu-tests.log, $OUT/gpu-bench.json,
 # $OUT/gpu-bench.log and $OUT/env.txt.
 set -uo pipefail
@@ -26,7 +30,7 @@ print(" ".join(p for m, p in [("platformdirs", "platformdirs"), ("tqdm", "tqdm")
       ("pytest_benchmark", "pytest-benchmark"), ("threadpoolctl", "threadpoolctl")] if u.find_spec(m) is None))
 PY
 )
-[ -n "$missing" ] && $PY -m pip install -q $missing
+[ -n "$missing" ] && { echo "missing: $missing (trying pip)"; $PY -m pip install -q $missing || true; } >> "$OUT/env.txt" 2>&1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 # 1. Every test, cupy included (parity of every kernel, fused kernels, end to end).
