@@ -57,7 +57,9 @@ class Trainer:
 
     Give ``epochs`` or ``iterations`` (not both). ``sampling="shuffle"`` draws a fresh permutation
     per epoch (every sample once); ``"replacement"`` draws each batch independently, as the book.
-    ``callbacks`` are called as ``cb(trainer, record)`` after each evaluation.
+    ``callbacks`` are called as ``cb(trainer, record)`` after each evaluation. With
+    ``checkpoint=path`` the trainer writes a checkpoint at every epoch end (or every
+    ``checkpoint_every`` steps) and at the end; ``resume(path)`` continues from one.
     """
 
     def __init__(self, network, optimizer, x_train, t_train, x_test=None, t_test=None, *,
@@ -192,46 +194,44 @@ class Trainer:
         done = 0                         # steps since the last sync
         # A diverging run overflows on the way to NaN; we detect that ourselves and raise
         # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
-        errstate = np.errstate(over="ignore", invalid="ignore")
-        errstate.__enter__()
         try:
-            while self.step < self.total_steps:
-                if self._epoch_host is None or self._pos >= spe:
-                    self._epoch_host = self._epoch_indices()
-                    self._pos = 0
-                epoch_idx = bk.asarray(self._epoch_host)         # one transfer per epoch
-                end = min(spe, self._pos + self.total_steps - self.step)
-                t0 = time.perf_counter()
-                while self._pos < end:
-                    s = self._pos
-                    idx = epoch_idx[s * B:(s + 1) * B]
-                    if self._fused is not None:
-                        loss = self._fused(idx)
-                    else:
-                        loss = net.train_step(self.x_train[idx], self.t_train[idx], opt)
-                    losses[done] = loss
-                    done += 1
-                    self.step += 1
-                    self._pos += 1
-                    if done == self.sync_every or self._pos == end:
-                        bk.synchronize()
-                        train_time += time.perf_counter() - t0
-                        snapshot = self._sync(losses, done, snapshot)
-                        done = 0
-                        if bar is not None:
-                            bar.update(self.step - bar.n)
-                            bar.set_postfix(loss=f"{h.loss[-1]:.4f}")
-                        if self._pos < spe and self._checkpoint_due():
+            with np.errstate(over="ignore", invalid="ignore"):
+                while self.step < self.total_steps:
+                    if self._epoch_host is None or self._pos >= spe:
+                        self._epoch_host = self._epoch_indices()
+                        self._pos = 0
+                    epoch_idx = bk.asarray(self._epoch_host)         # one transfer per epoch
+                    end = min(spe, self._pos + self.total_steps - self.step)
+                    t0 = time.perf_counter()
+                    while self._pos < end:
+                        s = self._pos
+                        idx = epoch_idx[s * B:(s + 1) * B]
+                        if self._fused is not None:
+                            loss = self._fused(idx)
+                        else:
+                            loss = net.train_step(self.x_train[idx], self.t_train[idx], opt)
+                        losses[done] = loss
+                        done += 1
+                        self.step += 1
+                        self._pos += 1
+                        if done == self.sync_every or self._pos == end:
+                            bk.synchronize()
+                            train_time += time.perf_counter() - t0
+                            snapshot = self._sync(losses, done, snapshot)
+                            done = 0
+                            if bar is not None:
+                                bar.update(self.step - bar.n)
+                                bar.set_postfix(loss=f"{h.loss[-1]:.4f}")
+                            if self._pos < spe and self._checkpoint_due():
+                                self.save_checkpoint(self.checkpoint)
+                            t0 = time.perf_counter()
+                    if self._pos == spe or self.step == self.total_steps:
+                        self._evaluate()             # _pos stays at spe: the next pass draws a new epoch
+                        if self._checkpoint_due():
                             self.save_checkpoint(self.checkpoint)
-                        t0 = time.perf_counter()
-                if self._pos == spe or self.step == self.total_steps:
-                    self._evaluate()             # _pos stays at spe: the next pass draws a new epoch
-                    if self._checkpoint_due():
-                        self.save_checkpoint(self.checkpoint)
-                    if bar is not None and h.test_acc:
-                        bar.set_postfix(loss=f"{h.loss[-1]:.4f}", test_acc=f"{h.test_acc[-1]:.4f}")
+                        if bar is not None and h.test_acc:
+                            bar.set_postfix(loss=f"{h.loss[-1]:.4f}", test_acc=f"{h.test_acc[-1]:.4f}")
         finally:
-            errstate.__exit__(None, None, None)
             if bar is not None:
                 bar.close()
             h.steps = self.step
