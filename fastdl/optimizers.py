@@ -33,7 +33,14 @@ class Optimizer:
         return {"name": type(self).__name__, **self.hyperparameters()}
 
     def _state_for(self, key, p, xp):
-        return [self.state[s].setdefault(key, xp.zeros_like(p)) for s in self.state_names]
+        """This parameter's state arrays, created (zeros, on p's device) on first use only."""
+        out = []
+        for name in self.state_names:
+            slot = self.state[name]
+            if key not in slot:
+                slot[key] = xp.zeros_like(p)
+            out.append(slot[key])
+        return out
 
     def update(self, params: dict, grads: dict, backend=None) -> None:
         bk = get_backend(backend)

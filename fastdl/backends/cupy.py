@@ -129,9 +129,15 @@ def colsum_(out, dy):
     _grad_colsum(dy, dy, out, 2)
 
 
+_row_loss = {}
+
+
 def _softmax(z, t, out, mode):
     n, c = z.shape
-    row_loss = cp.empty(n, dtype=z.dtype)
+    key = (n, z.dtype.char, cp.cuda.Device().id)
+    row_loss = _row_loss.get(key)
+    if row_loss is None:                    # one buffer per batch size: no allocation per step
+        row_loss = _row_loss[key] = cp.empty(n, dtype=z.dtype)
     warps_per_block = THREADS // 32
     blocks = math.ceil(n / warps_per_block)
     _kernel("softmax_xent", z.dtype)((blocks,), (THREADS,), (z, t, out, row_loss, np.int64(n), np.int32(c), np.int32(mode)))
