@@ -141,3 +141,25 @@ def test_cupy_step_split(benchmark, mnist):
     print(f"\ncupy step: {wall * 1e6:.1f} us wall, stream busy {gpu * 1e6:.1f} us/step, "
           f"an isolated step's GPU time {np.median(kernel) * 1e6:.1f} us")
     benchmark.pedantic(lambda: (step(), cp.cuda.get_current_stream().synchronize()), rounds=200, iterations=1)
+
+
+def test_cupy_first_kernel_build(benchmark):
+    """A first build of the whole CUDA module (NVRTC + load), apart from run time: a unique
+    comment in the source defeats CuPy's on-disk cache, so every round compiles for real."""
+    import uuid
+
+    import cupy as cp
+    from fastdl.cuda_sources import combined_source
+    benchmark.group = "compile"
+    source = combined_source()
+
+    def setup():
+        return (f"// build {uuid.uuid4()}\n" + source,), {}
+
+    def build(src):
+        module = cp.RawModule(code=src, options=("--std=c++14",))
+        module.get_function("sgd_f32")            # forces compilation and loading
+        cp.cuda.get_current_stream().synchronize()
+
+    benchmark.extra_info.update(backend_info(get_backend("cupy")))
+    benchmark.pedantic(build, setup=setup, rounds=3, iterations=1)
