@@ -81,7 +81,7 @@ def test_sigkill_while_saving_never_leaves_a_broken_file(tmp_path):
     script.write_text(WRITER)
     rng = np.random.default_rng(0)
     kills, seen, lost = 25, set(), 0
-    for k in range(kills):
+    for _ in range(kills):
         proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(float(rng.uniform(0.01, 0.15)))

@@ -23,7 +23,7 @@ def tiny_mnist(monkeypatch):
     """Replace the four MNIST files by tiny synthetic ones with their own checksums."""
     rng = np.random.default_rng(0)
     files, raw = {}, {}
-    for key, (name, _, shape) in datasets.FILES.items():
+    for key, (name, _, _) in datasets.FILES.items():
         n = 6 if key.startswith("train") else 4
         arr = rng.integers(0, 256, (n, 28, 28)) if "images" in key else rng.integers(0, 10, n)
         data = idx_bytes(arr)

@@ -2,8 +2,9 @@
 documented error (FileFormatError), never hang, and never allocate what a header merely claims."""
 
 import gzip
-import io
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,16 +26,8 @@ def _idx(shape, fill=7):
 
 
 VALID_IDX = [_idx((3, 28, 28)), _idx((10,))]
-_params = io.BytesIO()
-
-
-def _valid_params(tmp_path_factory=None):
-    path = __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "p.npz"
-    fastdl.save(fastdl.TwoLayerNet(5, 4, 3, seed=0), path)
-    return path.read_bytes()
-
-
-VALID_PARAMS = _valid_params()
+SCRATCH = Path(tempfile.mkdtemp(prefix="fastdl-fuzz-"))
+VALID_PARAMS = fastdl.save(fastdl.TwoLayerNet(5, 4, 3, seed=0), SCRATCH / "valid.npz").read_bytes()
 _stats = {}
 
 
@@ -69,13 +62,9 @@ def parse_idx_file(data):
     datasets.parse_idx(datasets._inflate(data, "fuzz"), "fuzz")
 
 
-def load_params(data, tmp=[]):
-    import tempfile
-    if not tmp:
-        tmp.append(tempfile.mkdtemp())
-    path = f"{tmp[0]}/f.npz"
-    with open(path, "wb") as f:
-        f.write(data)
+def load_params(data):
+    path = SCRATCH / "fuzzed.npz"
+    path.write_bytes(data)
     fastdl.load(path)
 
 
