@@ -110,7 +110,9 @@ def test_every_backend_equals_numpy_on_random_networks(name, data, seed):
     grads = [nt.gradient(z, t) for nt in nets]
     rtol = 1e-4 if z.dtype == np.float32 else 1e-10
     np.testing.assert_allclose(losses[0], losses[1], rtol=rtol, atol=rtol * 1e-2)
+    # Backends sum in different orders (numba's softmax even in float64), and the gradient of a
+    # saturated softmax is a difference of numbers near 1: float32 agrees to ~eps32 times the size
+    # of the inputs (|z| <= 20), not to a relative tolerance of the tiny result.
+    atol = 1e-5 if z.dtype == np.float32 else 1e-12
     for k in grads[1]:
-        # Summation order differs between backends: compare against the array's own scale.
-        scale = float(np.abs(grads[1][k]).max()) + 1e-30
-        np.testing.assert_allclose(nets[0].backend.to_numpy(grads[0][k]), grads[1][k], rtol=rtol, atol=rtol * scale)
+        np.testing.assert_allclose(nets[0].backend.to_numpy(grads[0][k]), grads[1][k], rtol=rtol, atol=atol)
