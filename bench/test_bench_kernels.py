@@ -33,6 +33,8 @@ def _inputs(bk, kernel, n, m, dtype):
         "relu_backward_colsum": (dy, mask), "sigmoid_backward_colsum": (dy, y),
         "softmax_cross_entropy": (z, t),
         "sgd_update": (r(IN, m), r(IN, m)),
+        "momentum_update": (r(IN, m), r(IN, m), r(IN, m)),
+        "adam_update": (r(IN, m), r(IN, m), r(IN, m), np.abs(r(IN, m))),
     }[kernel]
     return [bk.asarray(a) if isinstance(a, np.ndarray) else a for a in args], args
 
@@ -40,8 +42,9 @@ def _inputs(bk, kernel, n, m, dtype):
 KERNELS = ["affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
            "sigmoid_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
            "affine_relu_forward", "affine_sigmoid_forward", "relu_backward_colsum",
-           "sigmoid_backward_colsum", "softmax_cross_entropy", "sgd_update"]
-EXTRA = {"sgd_update": dict(lr=0.01)}
+           "sigmoid_backward_colsum", "softmax_cross_entropy", "sgd_update", "momentum_update", "adam_update"]
+EXTRA = {"sgd_update": dict(lr=0.01), "momentum_update": dict(lr=0.01, momentum=0.9),
+         "adam_update": dict(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, step=10)}
 
 
 def _host(bk, out):
@@ -60,12 +63,13 @@ def test_kernel(benchmark, backend, kernel, n, m, dtype):
     fn = getattr(backend, kernel)
     if kernel.endswith("_update"):
         ref = get_backend("numpy")
-        p_ref = host_args[0].copy()
-        getattr(ref, kernel)(p_ref, host_args[1], **EXTRA[kernel])
-        p = backend.asarray(host_args[0].copy())
-        fn(p, args[1], **EXTRA[kernel])
-        np.testing.assert_allclose(backend.to_numpy(p), p_ref, rtol=1e-4, atol=1e-6)
-        call = timed(backend, lambda: fn(args[0], args[1], **EXTRA[kernel]))
+        want = [a.copy() for a in host_args]
+        getattr(ref, kernel)(*want, **EXTRA[kernel])
+        got = [backend.asarray(a.copy()) for a in host_args]
+        fn(*got, **EXTRA[kernel])
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(backend.to_numpy(g), w, rtol=1e-4, atol=1e-6)
+        call = timed(backend, lambda: fn(*args, **EXTRA[kernel]))
     else:
         want = _host(get_backend("numpy"), getattr(get_backend("numpy"), kernel)(*host_args))
         got = _host(backend, fn(*args))
