@@ -34,7 +34,7 @@ PY
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 # 1. Every test, cupy included (parity of every kernel, fused kernels, end to end).
-timeout 240 $PY -m pytest -q -x -p no:cacheprovider tests -k "not wheel" 2>&1 | tee "$OUT/gpu-tests.log"
+timeout 240 $PY -m pytest -q -p no:cacheprovider tests -k "not wheel" 2>&1 | tee "$OUT/gpu-tests.log"
 echo "tests exit: ${PIPESTATUS[0]}" >> "$OUT/env.txt"
 
 # 2. GPU benchmarks: the book's workload and the larger networks on cupy, numba (CPU) and PyTorch.
