@@ -75,6 +75,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL does not exist on this platform")
 def test_sigkill_while_saving_never_leaves_a_broken_file(tmp_path):
     path = tmp_path / "ckpt.npz"
     script = tmp_path / "writer.py"
