@@ -11,6 +11,8 @@ Choices, each measured on the book's shapes (see bench/):
   remains and must agree with it (tests/test_fused.py).
 * Loops are serial: at these sizes (100 x 50) a parallel region costs more than it saves on
   2 cores. BLAS never runs inside a Numba loop, so the two thread pools never compete.
+* Constants are made in the array's type (``x.dtype.type(1)``): a bare ``1`` next to a float32
+  promotes the whole expression to float64 in Numba, which halves the SIMD width.
 * Compiled code is cached on disk (``cache=True``); set ``FASTDL_NUMBA_CACHE=0`` to turn that off.
   float32 and float64 each compile once; hyperparameters are cast to the array dtype inside.
 * Threads: ``FASTDL_NUM_THREADS`` (default: all cores) sets Numba's threads and BLAS's.
@@ -74,7 +76,9 @@ def compiled_status() -> str:
     return f"{done}/{len(_JITTED)} kernels compiled"
 
 
-jit = njit(cache=CACHE, nogil=True)
+# error_model="numpy": a float division by zero gives inf/nan as in NumPy, instead of a Python
+# exception whose check in every iteration keeps LLVM from vectorising the loop.
+jit = njit(cache=CACHE, nogil=True, error_model="numpy")
 
 
 # -- in-place building blocks (also used by the fused step) ------------------------------------
@@ -102,11 +106,12 @@ def _bias_relu(z, b):
 @jit
 def _bias_sigmoid(z, b):
     n, m = z.shape
+    one = z.dtype.type(1)
     for i in range(n):
         for j in range(m):
             v = z[i, j] + b[j]
             e = np.exp(-abs(v))
-            z[i, j] = 1 / (1 + e) if v >= 0 else e / (1 + e)
+            z[i, j] = one / (one + e) if v >= 0 else e / (one + e)
 
 
 @jit
@@ -122,10 +127,11 @@ def _colsum(dy, out):
 def _relu_grad_colsum(dh, h, db):
     """dh *= (h > 0); db = column sums of dh. h is the ReLU *output* (h > 0 iff input > 0)."""
     n, m = dh.shape
+    zero = dh.dtype.type(0)
     db[:] = 0
     for i in range(n):
         for j in range(m):
-            v = dh[i, j] if h[i, j] > 0 else 0
+            v = dh[i, j] if h[i, j] > 0 else zero
             dh[i, j] = v
             db[j] += v
 
@@ -133,15 +139,18 @@ def _relu_grad_colsum(dh, h, db):
 @jit
 def _sigmoid_grad_colsum(dh, y, db):
     n, m = dh.shape
+    one = dh.dtype.type(1)
     db[:] = 0
     for i in range(n):
         for j in range(m):
-            v = dh[i, j] * y[i, j] * (1 - y[i, j])
+            v = dh[i, j] * y[i, j] * (one - y[i, j])
             dh[i, j] = v
             db[j] += v
 
 
-@jit
+# Summing a row may be reassociated (fastmath "reassoc"), which lets LLVM vectorise the float64
+# sum of exp() as NumPy's pairwise sum is vectorised; nothing else about the arithmetic changes.
+@njit(cache=CACHE, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def _softmax_rows(z, t, out, grad):
     """One pass per row: returns the mean loss (float64 accumulator) and writes softmax(z) into
     ``out``, or, with ``grad``, (softmax(z) - onehot(t)) / N."""
@@ -151,15 +160,14 @@ def _softmax_rows(z, t, out, grad):
     for i in range(n):
         mx = z[i, 0]
         for j in range(1, c):
-            if z[i, j] > mx:
-                mx = z[i, j]
+            mx = max(mx, z[i, j])
+        for j in range(c):
+            out[i, j] = np.exp(z[i, j] - mx)
         s = 0.0
         for j in range(c):
-            e = np.exp(z[i, j] - mx)
-            out[i, j] = e
-            s += e
+            s += out[i, j]
         total += math.log(s) - (z[i, t[i]] - mx)
-        inv = scale / s
+        inv = out.dtype.type(scale / s)      # the sums in float64, the scaling in the data's type
         for j in range(c):
             out[i, j] *= inv
         if grad:
@@ -210,12 +218,13 @@ def affine_backward(dy, x, W, need_dx=True):
 @jit
 def _relu_forward(x, y, mask):
     n, m = x.shape
+    zero = x.dtype.type(0)
     for i in range(n):
         for j in range(m):
             v = x[i, j]
             pos = v > 0
             mask[i, j] = pos
-            y[i, j] = v if pos else 0
+            y[i, j] = v if pos else zero
 
 
 def relu_forward(x):
@@ -228,9 +237,10 @@ def relu_forward(x):
 @jit
 def _relu_backward(dy, mask, dx):
     n, m = dy.shape
+    zero = dy.dtype.type(0)
     for i in range(n):
         for j in range(m):
-            dx[i, j] = dy[i, j] if mask[i, j] else 0
+            dx[i, j] = dy[i, j] if mask[i, j] else zero
 
 
 def relu_backward(dy, mask):
@@ -248,9 +258,10 @@ def sigmoid_forward(x):
 @jit
 def _sigmoid_backward(dy, y, dx):
     n, m = dy.shape
+    one = dy.dtype.type(1)
     for i in range(n):
         for j in range(m):
-            dx[i, j] = dy[i, j] * y[i, j] * (1 - y[i, j])
+            dx[i, j] = dy[i, j] * y[i, j] * (one - y[i, j])
 
 
 def sigmoid_backward(dy, y):
@@ -322,9 +333,10 @@ def _momentum(p, g, v, lr, mu):
 
 @jit
 def _nesterov(p, g, v, lr, mu):
+    one = p.dtype.type(1)
     for i in range(p.size):
         v[i] = mu * v[i] - lr * g[i]
-        p[i] += mu * mu * v[i] - (1 + mu) * lr * g[i]
+        p[i] += mu * mu * v[i] - (one + mu) * lr * g[i]
 
 
 @jit
@@ -336,16 +348,18 @@ def _adagrad(p, g, h, lr, eps):
 
 @jit
 def _rmsprop(p, g, h, lr, decay, eps):
+    one = p.dtype.type(1)
     for i in range(p.size):
-        h[i] = decay * h[i] + (1 - decay) * g[i] * g[i]
+        h[i] = decay * h[i] + (one - decay) * g[i] * g[i]
         p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
 
 
 @jit
 def _adam(p, g, m, v, lr_t, b1, b2, eps):
+    one = p.dtype.type(1)
     for i in range(p.size):
-        m[i] += (1 - b1) * (g[i] - m[i])
-        v[i] += (1 - b2) * (g[i] * g[i] - v[i])
+        m[i] += (one - b1) * (g[i] - m[i])
+        v[i] += (one - b2) * (g[i] * g[i] - v[i])
         p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
 
 
@@ -419,9 +433,10 @@ def _momentum_all(P, G, V, lr, mu):
 def _adam_all(P, G, M, V, lr_t, b1, b2, eps):
     for a in range(len(P)):
         p, g, m, v = P[a], G[a], M[a], V[a]
+        one = p.dtype.type(1)
         for i in range(p.size):
-            m[i] += (1 - b1) * (g[i] - m[i])
-            v[i] += (1 - b2) * (g[i] * g[i] - v[i])
+            m[i] += (one - b1) * (g[i] - m[i])
+            v[i] += (one - b2) * (g[i] * g[i] - v[i])
             p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
 
 
