@@ -193,6 +193,7 @@ def _kernel_heatmaps(rows, out: Path, plt, matplotlib) -> Path:
     bar = fig.colorbar(im, ax=axes[0].tolist(), label="speed-up over numpy (x)", shrink=0.8)
     bar.set_ticks([0.25, 0.5, 1, 2, 4])
     bar.set_ticklabels(["0.25x", "0.5x", "1x", "2x", "4x"])
+    bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     path = out / "speedup_by_kernel.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
