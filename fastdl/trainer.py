@@ -170,7 +170,9 @@ class Trainer:
                 f"the last checked good point{where}. Try a smaller learning rate "
                 f"(e.g. lr={self.optimizer.lr / 10:g}).", step=first)
         self.history.loss.extend(host.tolist())
-        return {k: v.copy() for k, v in self.network.params.items()}
+        for k, v in self.network.params.items():   # into the same buffers: no allocation per sync
+            snapshot[k][...] = v
+        return snapshot
 
     def _checkpoint_due(self) -> bool:
         if not self.checkpoint:
