@@ -11,6 +11,8 @@ trailing underscore means "writes into its first array argument"):
                                        one call updating every parameter, when the backend has
                                        a fused kernel for this optimizer (else optimizer.update)
     gather_rows_(out, src, idx)        out[r] = src[idx[r]]           (rows of a matrix or a vector)
+    gather_decoded_rows_(out, codes, idx, scale)                      (optional)
+                                       out[r] = codes[idx[r]] / scale  (uint8 codes, see byte_codes)
     add_bias_(z, b)                    z += b
     bias_relu_(z, b)                   z = max(z + b, 0)
     bias_sigmoid_(z, b)                z = sigmoid(z + b)
@@ -24,6 +26,33 @@ happens per step; the loss stays where the backend computed it.
 """
 
 from __future__ import annotations
+
+
+def byte_codes(x, xp, chunk: int = 4096):
+    """``(codes, scale)`` with ``codes`` uint8 and ``codes / scale == x`` exactly, or None.
+
+    MNIST pixels scaled to [0, 1] are ``k / 255``: kept as one byte per value instead of four, the
+    random rows a step gathers come from a 47 MB table instead of a 188 MB one (fewer cache misses,
+    a quarter of the memory traffic), and dividing by the scale while gathering gives back the very
+    same floats. Checked value by value, a block of rows at a time (no full-size temporary);
+    anything else (other data, NaN, negatives) gets None and the plain gather."""
+    if x.ndim != 2 or x.dtype.kind != "f" or x.size == 0:
+        return None
+    for scale in (255, 1):
+        s = x.dtype.type(scale)
+        codes = xp.empty(x.shape, dtype=xp.uint8)
+        for lo in range(0, x.shape[0], chunk):
+            block = x[lo:lo + chunk]
+            c = xp.rint(block * s)
+            if not (float(c.min()) >= 0 and float(c.max()) <= 255):
+                break
+            c = c.astype(xp.uint8)
+            if not bool(xp.array_equal(c.astype(x.dtype) / s, block)):
+                break
+            codes[lo:lo + chunk] = c
+        else:
+            return codes, s
+    return None
 
 
 def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
@@ -56,6 +85,16 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
             return full
         return X[:n], T[:n], [h[:n] for h in H], [d[:n] for d in D]
 
+    gather_x = bk.gather_rows_
+    decoded = getattr(bk, "gather_decoded_rows_", None)
+    coded = byte_codes(x_train, xp) if decoded is not None else None
+    if coded is not None:
+        codes, scale = coded
+        x_train = None                                  # the step keeps only the byte codes
+
+        def gather_x(out, _src, idx):
+            decoded(out, codes, idx, scale)
+
     update = bk.fused_update(optimizer, params, grads)
     if update is None:
         def update():
@@ -63,7 +102,7 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
 
     def step(idx):
         x, t, Hn, Dn = views(idx.shape[0])
-        bk.gather_rows_(x, x_train, idx)
+        gather_x(x, x_train, idx)
         bk.gather_rows_(t, t_train, idx)
         inp = x
         for i in range(L - 1):
@@ -86,4 +125,5 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
         update()
         return loss
 
+    step.byte_coded = coded is not None      # for tests and `describe`: which gather runs
     return step

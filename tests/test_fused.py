@@ -49,13 +49,62 @@ def test_softmax_cross_entropy_fused(backend, ref, dtype, n, c):
     check_all([loss, dz], [loss_ref, run(ref, "softmax_cross_entropy_backward", probs, t)], dtype)
 
 
+def pixels(shape, dtype, seed=0, scale=255):
+    """Values k/255 with many zeros, as scaled MNIST (k itself with scale=1)."""
+    rng = np.random.default_rng(seed)
+    k = rng.integers(0, 256, shape) * (rng.random(shape) < 0.3)
+    return (k.astype(dtype) / dtype(scale)).astype(dtype)
+
+
+@pytest.mark.parametrize("scale", [255, 1])
+def test_byte_codes_give_back_the_exact_values(dtype, scale):
+    x = pixels((300, 17), dtype, scale=scale)
+    codes, s = fastdl.fused.byte_codes(x, np, chunk=64)
+    assert codes.dtype == np.uint8 and s == scale and s.dtype == dtype
+    np.testing.assert_array_equal(codes.astype(dtype) / s, x)
+
+
+@pytest.mark.parametrize("case", ["half step", "negative", "nan", "above 255", "1-D", "ints", "empty"])
+def test_byte_codes_refuse_what_they_cannot_hold_exactly(case):
+    x = pixels((300, 17), np.float32)
+    if case == "half step":
+        x[290, 3] = np.float32(0.5) / np.float32(255)          # only in the last block
+    elif case == "negative":
+        x[5, 5] = -x[5, 5] - 1
+    elif case == "nan":
+        x[200, 0] = np.nan
+    elif case == "above 255":
+        x = x * 255
+        x[7, 1] = 256
+    elif case == "1-D":
+        x = x[0]
+    elif case == "ints":
+        x = (x * 255).astype(np.int64)
+    else:
+        x = x[:0]
+    assert fastdl.fused.byte_codes(x, np, chunk=64) is None
+
+
+def test_gather_decoded_rows_equals_the_plain_gather(backend, dtype):
+    if not hasattr(backend, "gather_decoded_rows_"):
+        pytest.skip(f"backend {backend.name!r} gathers the training rows as they are")
+    x = pixels((500, 33), dtype)
+    codes, scale = fastdl.fused.byte_codes(x, np)
+    idx = np.random.default_rng(1).integers(0, 500, 64)
+    out = backend.asarray(np.full((64, 33), np.nan, dtype=dtype))
+    backend.gather_decoded_rows_(out, backend.asarray(codes), backend.asarray(idx), scale)
+    np.testing.assert_array_equal(backend.to_numpy(out), x[idx])
+
+
+@pytest.mark.parametrize("data", ["gaussian", "pixels"])
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 @pytest.mark.parametrize("opt", ["SGD", "Momentum", "Adam"])
-def test_fused_train_step_equals_layer_path(backend, dtype, activation, opt):
+def test_fused_train_step_equals_layer_path(backend, dtype, activation, opt, data):
     if not hasattr(backend, "compile_train_step"):
         pytest.skip(f"backend {backend.name!r} has no fused training step")
     rng = np.random.default_rng(0)
-    x, t = rng.standard_normal((137, 20)).astype(dtype), rng.integers(0, 10, 137)
+    x = rng.standard_normal((137, 20)).astype(dtype) if data == "gaussian" else pixels((137, 20), dtype)
+    t = rng.integers(0, 10, 137)
     runs = []
     for fast in (True, False):
         net = fastdl.MultiLayerNet(20, [16, 12], 10, activation=activation, weight_init_std="he",
@@ -63,6 +112,8 @@ def test_fused_train_step_equals_layer_path(backend, dtype, activation, opt):
         tr = fastdl.Trainer(net, fastdl.optimizers.get_optimizer(opt, lr=0.05), x, t, epochs=3,
                             batch_size=50, seed=0, progress=False, fast_path=fast)
         assert tr.fast_path is fast
+        if fast:      # pixel data takes the byte-coded gather where the backend has one
+            assert tr._fused.byte_coded is (data == "pixels" and hasattr(backend, "gather_decoded_rows_"))
         h = tr.fit()                                            # includes a partial batch of 37
         runs.append((np.array(h.loss), net.params_numpy()))
     rtol = 1e-4 if dtype == np.float32 else 1e-10

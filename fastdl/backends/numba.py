@@ -7,8 +7,10 @@ Choices, each measured on the book's shapes (see bench/):
   softmax + cross-entropy + its gradient, activation backward + the bias-gradient column sum,
   the optimizer updates.
 * The trainer's fast path is ``fastdl.fused.compile_train_step`` over the in-place kernels at the
-  end of this module: preallocated buffers, rows gathered straight from the training set, BLAS
-  for the GEMMs and one fused pass between them; no allocation per step. The layer-by-layer path
+  end of this module: preallocated buffers, rows gathered straight from the training set (as
+  bytes and divided back when the data is k/255, as scaled MNIST is: see
+  ``fastdl.fused.byte_codes``; the gather was a sixth of the step), BLAS for the GEMMs and one
+  fused pass between them; no allocation per step. The layer-by-layer path
   remains and must agree with it (tests/test_fused.py).
 * Loops are serial: at these sizes (100 x 50) a parallel region costs more than it saves on
   2 cores. BLAS never runs inside a Numba loop, so the two thread pools never compete.
@@ -193,6 +195,15 @@ def _gather_rows(src, idx, dst):
         k = idx[r]
         for j in range(d):
             dst[r, j] = src[k, j]
+
+
+@jit
+def _gather_decoded_rows(codes, idx, scale, dst):
+    d = codes.shape[1]
+    for r in range(idx.shape[0]):
+        k = idx[r]
+        for j in range(d):
+            dst[r, j] = dst.dtype.type(codes[k, j]) / scale     # a division, as when the data was scaled
 
 
 @jit
@@ -409,6 +420,10 @@ def gather_rows_(out, src, idx):
         _gather_rows(src, idx, out)
     else:
         _gather(src, idx, out)
+
+
+def gather_decoded_rows_(out, codes, idx, scale):
+    _gather_decoded_rows(codes, idx, out.dtype.type(scale), out)
 
 
 # One call per step for the whole parameter set (typed lists of flat views, built once).
