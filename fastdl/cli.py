@@ -132,6 +132,7 @@ def cmd_train(args) -> int:
                    "fast_path": tr.fast_path, "network": net.config(), "optimizer": opt.config(),
                    "fastdl": __version__, "numpy": np.__version__})
     io.atomic_write_bytes(out / "history.json", json.dumps(record, indent=1).encode())
+    del tr        # frees the training set before plotting: matplotlib's import is the run's last peak
     curves = _plot_curves(h, out / "curves.png")
     print(f"done in {h.seconds:.2f} s ({h.train_seconds:.2f} s in training steps): "
           f"train_acc {h.train_acc[-1]:.4f}, test_acc {h.test_acc[-1]:.4f}")

@@ -28,7 +28,7 @@ happens per step; the loss stays where the backend computed it.
 from __future__ import annotations
 
 
-def byte_codes(x, xp, chunk: int = 4096):
+def byte_codes(x, xp, chunk: int = 512):
     """``(codes, scale)`` with ``codes`` uint8 and ``codes / scale == x`` exactly, or None.
 
     MNIST pixels scaled to [0, 1] are ``k / 255``: kept as one byte per value instead of four, the
