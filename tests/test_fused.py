@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastdl
+from fastdl.fused import byte_codes
 from conftest import tol
 from test_kernels import labels, rand, run
 
@@ -59,7 +60,7 @@ def pixels(shape, dtype, seed=0, scale=255):
 @pytest.mark.parametrize("scale", [255, 1])
 def test_byte_codes_give_back_the_exact_values(dtype, scale):
     x = pixels((300, 17), dtype, scale=scale)
-    codes, s = fastdl.fused.byte_codes(x, np, chunk=64)
+    codes, s = byte_codes(x, np, chunk=64)
     assert codes.dtype == np.uint8 and s == scale and s.dtype == dtype
     np.testing.assert_array_equal(codes.astype(dtype) / s, x)
 
@@ -82,14 +83,14 @@ def test_byte_codes_refuse_what_they_cannot_hold_exactly(case):
         x = (x * 255).astype(np.int64)
     else:
         x = x[:0]
-    assert fastdl.fused.byte_codes(x, np, chunk=64) is None
+    assert byte_codes(x, np, chunk=64) is None
 
 
 def test_gather_decoded_rows_equals_the_plain_gather(backend, dtype):
     if not hasattr(backend, "gather_decoded_rows_"):
         pytest.skip(f"backend {backend.name!r} gathers the training rows as they are")
     x = pixels((500, 33), dtype)
-    codes, scale = fastdl.fused.byte_codes(x, np)
+    codes, scale = byte_codes(x, np)
     idx = np.random.default_rng(1).integers(0, 500, 64)
     out = backend.asarray(np.full((64, 33), np.nan, dtype=dtype))
     backend.gather_decoded_rows_(out, backend.asarray(codes), backend.asarray(idx), scale)
