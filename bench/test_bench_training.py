@@ -222,3 +222,31 @@ def test_interleaved_ratios(benchmark, mnist):
         info["ratio_numba_over_numpy"] = ratio("numba", "numpy")
     benchmark.extra_info.update(backend_info(get_backend("numpy")), **info)
     print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))
+
+
+@pytest.mark.parametrize("kind", ["float32 rows", "byte codes"])
+def test_gather_batch(benchmark, kind, mnist):
+    """The numba step's first act: 100 random MNIST rows into the batch buffer, copied from the
+    float32 training set or decoded from its byte codes (fastdl.fused.byte_codes); a new batch
+    each call, as in training."""
+    try:
+        bk = get_backend("numba")
+    except fastdl.FastDLError as exc:
+        pytest.skip(str(exc))
+    from fastdl.fused import byte_codes
+    benchmark.group = "gather one batch of 100 MNIST rows (numba)"
+    (x, _), _ = mnist
+    batches = np.random.default_rng(0).integers(0, x.shape[0], (1000, 100))
+    out = np.empty((100, x.shape[1]), dtype=x.dtype)
+    codes, scale = byte_codes(x, np)
+    if kind == "byte codes":
+        gather = lambda idx: bk.gather_decoded_rows_(out, codes, idx, scale)
+    else:
+        gather = lambda idx: bk.gather_rows_(out, x, idx)
+    gather(batches[1])
+    np.testing.assert_array_equal(out, x[batches[1]])      # the same floats either way
+    it = iter(range(10**9))
+    call = lambda: gather(batches[next(it) % 1000])
+    warm(call, 50)
+    benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}")
+    benchmark(call)

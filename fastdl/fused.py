@@ -38,9 +38,9 @@ def byte_codes(x, xp, chunk: int = 512):
     anything else (other data, NaN, negatives) gets None and the plain gather."""
     if x.ndim != 2 or x.dtype.kind != "f" or x.size == 0:
         return None
+    codes = xp.empty(x.shape, dtype=xp.uint8)
     for scale in (255, 1):
         s = x.dtype.type(scale)
-        codes = xp.empty(x.shape, dtype=xp.uint8)
         for lo in range(0, x.shape[0], chunk):
             block = x[lo:lo + chunk]
             c = xp.rint(block * s)
@@ -85,16 +85,7 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
             return full
         return X[:n], T[:n], [h[:n] for h in H], [d[:n] for d in D]
 
-    gather_x = bk.gather_rows_
-    decoded = getattr(bk, "gather_decoded_rows_", None)
-    coded = byte_codes(x_train, xp) if decoded is not None else None
-    if coded is not None:
-        codes, scale = coded
-        x_train = None                                  # the step keeps only the byte codes
-
-        def gather_x(out, _src, idx):
-            decoded(out, codes, idx, scale)
-
+    gather_x = _row_gatherer(bk, x_train)
     update = bk.fused_update(optimizer, params, grads)
     if update is None:
         def update():
@@ -102,7 +93,7 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
 
     def step(idx):
         x, t, Hn, Dn = views(idx.shape[0])
-        gather_x(x, x_train, idx)
+        gather_x(x, idx)
         bk.gather_rows_(t, t_train, idx)
         inp = x
         for i in range(L - 1):
@@ -125,5 +116,22 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
         update()
         return loss
 
-    step.byte_coded = coded is not None      # for tests and `describe`: which gather runs
+    step.byte_coded = gather_x.byte_coded      # for the tests: which gather runs
     return step
+
+
+def _row_gatherer(bk, x_train):
+    """gather(out, idx): out[r] = x_train[idx[r]], from byte codes where the backend can decode
+    them and the data allows (then only the codes are kept here), else from x_train itself."""
+    decode = getattr(bk, "gather_decoded_rows_", None)
+    coded = byte_codes(x_train, bk.xp) if decode is not None else None
+    if coded is None:
+        def gather(out, idx):
+            bk.gather_rows_(out, x_train, idx)
+    else:
+        codes, scale = coded
+
+        def gather(out, idx):
+            decode(out, codes, idx, scale)
+    gather.byte_coded = coded is not None
+    return gather

@@ -9,7 +9,7 @@ Choices, each measured on the book's shapes (see bench/):
 * The trainer's fast path is ``fastdl.fused.compile_train_step`` over the in-place kernels at the
   end of this module: preallocated buffers, rows gathered straight from the training set (as
   bytes and divided back when the data is k/255, as scaled MNIST is: see
-  ``fastdl.fused.byte_codes``; the gather was a sixth of the step), BLAS for the GEMMs and one
+  ``fastdl.fused.byte_codes`` and bench's ``test_gather_batch``), BLAS for the GEMMs and one
   fused pass between them; no allocation per step. The layer-by-layer path
   remains and must agree with it (tests/test_fused.py).
 * Loops are serial: at these sizes (100 x 50) a parallel region costs more than it saves on
