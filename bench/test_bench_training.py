@@ -225,28 +225,25 @@ def test_interleaved_ratios(benchmark, mnist):
 
 
 @pytest.mark.parametrize("kind", ["float32 rows", "byte codes"])
-def test_gather_batch(benchmark, kind, mnist):
-    """The numba step's first act: 100 random MNIST rows into the batch buffer, copied from the
-    float32 training set or decoded from its byte codes (fastdl.fused.byte_codes); a new batch
-    each call, as in training."""
+def test_input_layer_forward(benchmark, kind, mnist):
+    """The numba step's first layer, forward: 100 random MNIST rows gathered (from the float32
+    training set or from its byte codes, fastdl.fused.byte_codes) and multiplied by W1, split
+    across the threads by input feature; a new batch each call, as in training."""
     try:
         bk = get_backend("numba")
     except fastdl.FastDLError as exc:
         pytest.skip(str(exc))
-    from fastdl.fused import byte_codes
-    benchmark.group = "gather one batch of 100 MNIST rows (numba)"
+    benchmark.group = "numba input layer forward: gather 100 MNIST rows, x @ W1 (784x50)"
     (x, _), _ = mnist
     batches = np.random.default_rng(0).integers(0, x.shape[0], (1000, 100))
-    out = np.empty((100, x.shape[1]), dtype=x.dtype)
-    codes, scale = byte_codes(x, np)
-    if kind == "byte codes":
-        gather = lambda idx: bk.gather_decoded_rows_(out, codes, idx, scale)
-    else:
-        gather = lambda idx: bk.gather_rows_(out, x, idx)
-    gather(batches[1])
-    np.testing.assert_array_equal(out, x[batches[1]])      # the same floats either way
+    W = np.random.default_rng(1).standard_normal((x.shape[1], 50)).astype(x.dtype)
+    layer = bk.InputLayer(bk, W, np.empty_like(W), x, 100, byte_coded=(kind == "byte codes"))
+    assert layer.byte_coded is (kind == "byte codes")
+    z = np.empty((100, 50), dtype=x.dtype)
+    layer.forward(batches[1], z)
+    np.testing.assert_allclose(z, x[batches[1]] @ W, rtol=1e-4, atol=1e-4)
     it = iter(range(10**9))
-    call = lambda: gather(batches[next(it) % 1000])
+    call = lambda: layer.forward(batches[next(it) % 1000], z)
     warm(call, 50)
-    benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}")
+    benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}", parts=len(layer.cut) - 1)
     benchmark(call)

@@ -11,8 +11,6 @@ trailing underscore means "writes into its first array argument"):
                                        one call updating every parameter, when the backend has
                                        a fused kernel for this optimizer (else optimizer.update)
     gather_rows_(out, src, idx)        out[r] = src[idx[r]]           (rows of a matrix or a vector)
-    gather_decoded_rows_(out, codes, idx, scale)                      (optional)
-                                       out[r] = codes[idx[r]] / scale  (uint8 codes, see byte_codes)
     add_bias_(z, b)                    z += b
     bias_relu_(z, b)                   z = max(z + b, 0)
     bias_sigmoid_(z, b)                z = sigmoid(z + b)
@@ -21,8 +19,16 @@ trailing underscore means "writes into its first array argument"):
     sigmoid_grad_colsum_(dh, y, db)    dh *= y (1 - y); db = dh.sum(axis=0)
     softmax_xent_(dz, z, t) -> loss    dz = (softmax(z) - onehot(t)) / N; the mean loss, on the device
 
-GEMMs go through ``xp.matmul(..., out=)`` (BLAS / cuBLAS). No allocation and no host round trip
-happens per step; the loss stays where the backend computed it.
+and, optionally (the defaults here serve a backend that lacks them):
+
+    matmul_(out, a, b)                 out = a @ b        (default: ``xp.matmul(a, b, out=out)``)
+    InputLayer(bk, W, dW, x_train, batch_size)
+                                       the first layer, which reads the training set itself:
+                                       ``forward(idx, z)``: z = x_train[idx] @ W;
+                                       ``backward(dz)``: dW = x_train[idx]^T @ dz, for the same idx
+
+No allocation and no host round trip happens per step; the loss stays where the backend computed
+it.
 """
 
 from __future__ import annotations
@@ -55,6 +61,39 @@ def byte_codes(x, xp, chunk: int = 512):
     return None
 
 
+class InputLayer:
+    """The first layer as a gather then a GEMM: the batch's rows are copied out of the training
+    set into a preallocated buffer, which the backward GEMM reads again."""
+
+    byte_coded = False
+
+    def __init__(self, bk, W, dW, x_train, batch_size: int):
+        self.bk = bk
+        self.W, self.dW, self.x_train = W, dW, x_train
+        self.X = bk.xp.empty((batch_size, W.shape[0]), dtype=W.dtype)
+        self.x = self.X
+        self.matmul = _matmul(bk)
+
+    def forward(self, idx, z):
+        self.x = self.X[:idx.shape[0]]
+        self.bk.gather_rows_(self.x, self.x_train, idx)
+        self.matmul(z, self.x, self.W)
+
+    def backward(self, dz):
+        self.matmul(self.dW, self.x.T, dz)
+
+
+def _matmul(bk):
+    mm = getattr(bk, "matmul_", None)
+    if mm is not None:
+        return mm
+    matmul = bk.xp.matmul
+
+    def mm(out, a, b):
+        matmul(a, b, out=out)
+    return mm
+
+
 def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
     bk = network.backend
     xp = bk.xp
@@ -67,7 +106,6 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
     act = bk.bias_relu_ if network.activation == "relu" else bk.bias_sigmoid_
     act_grad = bk.relu_grad_colsum_ if network.activation == "relu" else bk.sigmoid_grad_colsum_
     B = batch_size
-    X = xp.empty((B, sizes[0]), dtype=dt)
     T = xp.empty(B, dtype=xp.int64)
     H = [xp.empty((B, s), dtype=dt) for s in sizes[1:]]      # layer outputs (after the activation)
     D = [xp.empty((B, s), dtype=dt) for s in sizes[1:]]      # gradients before the activation
@@ -76,62 +114,45 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
     grads = {}
     for i in range(L):
         grads[f"W{i + 1}"], grads[f"b{i + 1}"] = dW[i], db[i]
-    matmul = xp.matmul
+    matmul = _matmul(bk)
+    first = getattr(bk, "InputLayer", InputLayer)(bk, W[0], dW[0], x_train, B)
     # Views for the full batch are made once; only an epoch's last, partial batch makes new ones.
-    full = (X, T, [h for h in H], [d for d in D])
+    full = (T, [h for h in H], [d for d in D])
 
     def views(n):
         if n == B:
             return full
-        return X[:n], T[:n], [h[:n] for h in H], [d[:n] for d in D]
+        return T[:n], [h[:n] for h in H], [d[:n] for d in D]
 
-    gather_x = _row_gatherer(bk, x_train)
     update = bk.fused_update(optimizer, params, grads)
     if update is None:
         def update():
             optimizer.update(params, grads, bk)
 
     def step(idx):
-        x, t, Hn, Dn = views(idx.shape[0])
-        gather_x(x, idx)
+        t, Hn, Dn = views(idx.shape[0])
         bk.gather_rows_(t, t_train, idx)
-        inp = x
+        first.forward(idx, Hn[0])                 # x_train[idx] @ W1, the gather included
         for i in range(L - 1):
-            matmul(inp, W[i], out=Hn[i])
+            if i > 0:
+                matmul(Hn[i], Hn[i - 1], W[i])
             act(Hn[i], b[i])
-            inp = Hn[i]
         z, dz = Hn[L - 1], Dn[L - 1]
-        matmul(inp, W[L - 1], out=z)
+        if L > 1:
+            matmul(z, Hn[L - 2], W[L - 1])
         bk.add_bias_(z, b[L - 1])
         loss = bk.softmax_xent_(dz, z, t)
         bk.colsum_(db[L - 1], dz)
-        for i in range(L - 1, -1, -1):
-            below = Hn[i - 1] if i > 0 else x
-            matmul(below.T, dz, out=dW[i])
-            if i > 0:
-                dprev = Dn[i - 1]
-                matmul(dz, W[i].T, out=dprev)
-                act_grad(dprev, below, db[i - 1])     # activation backward + bias gradient, one pass
-                dz = dprev
+        for i in range(L - 1, 0, -1):
+            below = Hn[i - 1]
+            matmul(dW[i], below.T, dz)
+            dprev = Dn[i - 1]
+            matmul(dprev, dz, W[i].T)
+            act_grad(dprev, below, db[i - 1])     # activation backward + bias gradient, one pass
+            dz = dprev
+        first.backward(dz)
         update()
         return loss
 
-    step.byte_coded = gather_x.byte_coded      # for the tests: which gather runs
+    step.byte_coded = first.byte_coded         # for the tests: whether rows come from byte codes
     return step
-
-
-def _row_gatherer(bk, x_train):
-    """gather(out, idx): out[r] = x_train[idx[r]], from byte codes where the backend can decode
-    them and the data allows (then only the codes are kept here), else from x_train itself."""
-    decode = getattr(bk, "gather_decoded_rows_", None)
-    coded = byte_codes(x_train, bk.xp) if decode is not None else None
-    if coded is None:
-        def gather(out, idx):
-            bk.gather_rows_(out, x_train, idx)
-    else:
-        codes, scale = coded
-
-        def gather(out, idx):
-            decode(out, codes, idx, scale)
-    gather.byte_coded = coded is not None
-    return gather
