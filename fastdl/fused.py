@@ -22,6 +22,11 @@ trailing underscore means "writes into its first array argument"):
 and, optionally (the defaults here serve a backend that lacks them):
 
     matmul_(out, a, b)                 out = a @ b        (default: ``xp.matmul(a, b, out=out)``)
+    softmax_head_(z, dz, h, W, b, t, dW, db, dh, db_h, relu) -> loss
+                                       the last layer and the loss, forward and backward, from the
+                                       hidden output h (after its activation, ReLU if relu else
+                                       sigmoid) to dh, the gradient before that activation, and
+                                       db_h its bias gradient (default: the kernels above)
     InputLayer(bk, W, dW, x_train, batch_size)
                                        the first layer, which reads the training set itself:
                                        ``forward(idx, z)``: z = x_train[idx] @ W;
@@ -59,6 +64,21 @@ def byte_codes(x, xp, chunk: int = 512):
         else:
             return codes, s
     return None
+
+
+def _softmax_head(bk, matmul, act_grad):
+    """The last layer and the loss, forward and backward, as the plain composition; a backend may
+    provide it as one kernel (``softmax_head_``) with the same signature."""
+    def head(z, dz, h, W, b, t, dW, db, dh, db_h, relu):
+        matmul(z, h, W)
+        bk.add_bias_(z, b)
+        loss = bk.softmax_xent_(dz, z, t)
+        bk.colsum_(db, dz)
+        matmul(dW, h.T, dz)
+        matmul(dh, dz, W.T)
+        act_grad(dh, h, db_h)           # the hidden activation's backward + its bias gradient
+        return loss
+    return head
 
 
 class InputLayer:
@@ -129,30 +149,40 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
         def update():
             optimizer.update(params, grads, bk)
 
-    def step(idx):
-        t, Hn, Dn = views(idx.shape[0])
-        bk.gather_rows_(t, t_train, idx)
-        first.forward(idx, Hn[0])                 # x_train[idx] @ W1, the gather included
-        for i in range(L - 1):
-            if i > 0:
+    if L == 1:              # no hidden layer: the input layer is the output layer
+        def step(idx):
+            t, Hn, Dn = views(idx.shape[0])
+            bk.gather_rows_(t, t_train, idx)
+            z, dz = Hn[0], Dn[0]
+            first.forward(idx, z)
+            bk.add_bias_(z, b[0])
+            loss = bk.softmax_xent_(dz, z, t)
+            bk.colsum_(db[0], dz)
+            first.backward(dz)
+            update()
+            return loss
+    else:
+        head = getattr(bk, "softmax_head_", None) or _softmax_head(bk, matmul, act_grad)
+        relu = network.activation == "relu"
+
+        def step(idx):
+            t, Hn, Dn = views(idx.shape[0])
+            bk.gather_rows_(t, t_train, idx)
+            first.forward(idx, Hn[0])                 # x_train[idx] @ W1, the gather included
+            act(Hn[0], b[0])
+            for i in range(1, L - 1):
                 matmul(Hn[i], Hn[i - 1], W[i])
-            act(Hn[i], b[i])
-        z, dz = Hn[L - 1], Dn[L - 1]
-        if L > 1:
-            matmul(z, Hn[L - 2], W[L - 1])
-        bk.add_bias_(z, b[L - 1])
-        loss = bk.softmax_xent_(dz, z, t)
-        bk.colsum_(db[L - 1], dz)
-        for i in range(L - 1, 0, -1):
-            below = Hn[i - 1]
-            matmul(dW[i], below.T, dz)
-            dprev = Dn[i - 1]
-            matmul(dprev, dz, W[i].T)
-            act_grad(dprev, below, db[i - 1])     # activation backward + bias gradient, one pass
-            dz = dprev
-        first.backward(dz)
-        update()
-        return loss
+                act(Hn[i], b[i])
+            loss = head(Hn[L - 1], Dn[L - 1], Hn[L - 2], W[L - 1], b[L - 1], t,
+                        dW[L - 1], db[L - 1], Dn[L - 2], db[L - 2], relu)
+            for i in range(L - 2, 0, -1):
+                dz, below = Dn[i], Hn[i - 1]
+                matmul(dW[i], below.T, dz)
+                matmul(Dn[i - 1], dz, W[i].T)
+                act_grad(Dn[i - 1], below, db[i - 1])     # activation backward + bias gradient
+            first.backward(Dn[0])
+            update()
+            return loss
 
     step.byte_coded = first.byte_coded         # for the tests: whether rows come from byte codes
     return step

@@ -169,3 +169,22 @@ def test_fused_train_step_equals_layer_path(backend, dtype, activation, opt, dat
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=rtol)
     for k in runs[1][1]:
         np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("hidden", [[], [16], [16, 12, 8]], ids=["no-hidden", "1-hidden", "3-hidden"])
+def test_fused_train_step_any_depth(backend, dtype, hidden):
+    """The fused step handles the output layer being the input layer, and deep middles."""
+    if not hasattr(backend, "compile_train_step"):
+        pytest.skip(f"backend {backend.name!r} has no fused training step")
+    x, t = pixels((137, 20), dtype), np.random.default_rng(0).integers(0, 10, 137)
+    runs = []
+    for fast in (True, False):
+        net = fastdl.MultiLayerNet(20, hidden, 10, weight_init_std="he", dtype=dtype, backend=backend, seed=0)
+        tr = fastdl.Trainer(net, fastdl.optimizers.SGD(lr=0.05), x, t, epochs=3, batch_size=50, seed=0,
+                            progress=False, fast_path=fast)
+        assert tr.fast_path is fast
+        runs.append((np.array(tr.fit().loss), net.params_numpy()))
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=rtol)
+    for k in runs[1][1]:
+        np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=rtol, atol=rtol * 1e-2)

@@ -28,7 +28,10 @@ import os
 
 import numba
 import numpy as np
-from numba import njit, prange
+import llvmlite.ir as llvm_ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from . import numpy as _ref
 
@@ -413,6 +416,27 @@ def gather_rows_(out, src, idx):
         _gather(src, idx, out)
 
 
+@jit
+def _softmax_head(z, dz, h, W, b, t, dW, db, dh, db_h, relu):
+    np.dot(h, W, z)
+    _add_bias(z, b)
+    loss = _softmax_rows(z, t, dz, True)
+    _colsum(dz, db)
+    np.dot(h.T, dz, dW)
+    np.dot(dz, W.T, dh)
+    if relu:
+        _relu_grad_colsum(dh, h, db_h)
+    else:
+        _sigmoid_grad_colsum(dh, h, db_h)
+    return loss
+
+
+def softmax_head_(z, dz, h, W, b, t, dW, db, dh, db_h, relu):
+    """The last layer (its GEMMs are thin: 10 classes), softmax + loss and their backward, and the
+    hidden activation's backward, as one call: the book's whole middle in one dispatch."""
+    return _softmax_head(z, dz, h, W, b, t, dW, db, dh, db_h, relu)
+
+
 SMALL_GEMM = 1 << 22          # multiply-adds; a 256x1000x1000 layer is 64x above, 100x50x10 100x below
 
 
@@ -484,11 +508,71 @@ class InputLayer:
         _split_backward(self.cut, self.X, dz, self.dW)
 
 
+def _prefetch_row(a, i):
+    """Ask the CPU to start fetching row i of the 2-D array ``a`` into its caches (a hint: no
+    effect on results; a no-op in plain Python and wherever the LLVM intrinsic fails)."""
+
+
+@intrinsic
+def _llvm_prefetch_row(typingctx, a, i):
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        zero = context.get_constant(types.intp, 0)
+        row = cgutils.get_item_pointer2(context, builder, data=ary.data,
+                                        shape=cgutils.unpack_tuple(builder, ary.shape),
+                                        strides=cgutils.unpack_tuple(builder, ary.strides),
+                                        layout=aryty.layout, inds=[args[1], zero])
+        i8p = llvm_ir.IntType(8).as_pointer()
+        i32 = llvm_ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
+        base = builder.bitcast(row, i8p)
+        itemsize = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
+        nbytes = builder.mul(builder.extract_value(ary.shape, 1), context.get_constant(types.intp, itemsize))
+        # one hint per 64-byte cache line: read access, keep in all cache levels, data cache
+        with cgutils.for_range_slice(builder, zero, nbytes, context.get_constant(types.intp, 64)) as (off, _):
+            builder.call(fn, [builder.gep(base, [off]), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(a, types.intp), codegen
+
+
+_PREFETCH = None
+
+
+def _prefetch_compiles() -> bool:
+    global _PREFETCH
+    if _PREFETCH is None:
+        try:
+            njit(lambda a: _llvm_prefetch_row(a, 0))(np.zeros((1, 1), np.uint8))
+            _PREFETCH = True
+        except Exception:           # an LLVM without the intrinsic: gather without hints
+            _PREFETCH = False
+    return _PREFETCH
+
+
+@overload(_prefetch_row)
+def _prefetch_row_impl(a, i):
+    if _prefetch_compiles():
+        return lambda a, i: _llvm_prefetch_row(a, i)
+    return lambda a, i: None
+
+
+# Rows asked for ahead of the copy: a random MNIST row is a cache miss; hinting 4 rows ahead keeps
+# several misses in flight (measured: the split gather of a batch 13.8 -> 8.5 us).
+PREFETCH_AHEAD = 4
+
+
 @njit(cache=CACHE, nogil=True, error_model="numpy")
 def _gather_part(src, idx, scale, X):
     """X[r] = src[idx[r]] / scale (src: a column slice of the training set, codes or floats;
     dividing by 1 leaves floats exact). Indexing the slice from 0 lets LLVM vectorise the copy."""
-    for r in range(idx.shape[0]):
+    n = idx.shape[0]
+    for r in range(min(PREFETCH_AHEAD, n)):
+        _prefetch_row(src, idx[r])
+    for r in range(n):
+        if r + PREFETCH_AHEAD < n:
+            _prefetch_row(src, idx[r + PREFETCH_AHEAD])
         i = idx[r]
         for k in range(X.shape[1]):
             X[r, k] = X.dtype.type(src[i, k]) / scale
