@@ -227,7 +227,7 @@ def test_interleaved_ratios(benchmark, mnist):
 @pytest.mark.parametrize("kind", ["float32 rows", "byte codes"])
 def test_input_layer_forward(benchmark, kind, mnist):
     """The numba step's first layer, forward: 100 random MNIST rows gathered (from the float32
-    training set or from its byte codes, fastdl.fused.byte_codes) and multiplied by W1, split
+    training set or from its byte codes, fastdl.fused.byte_codes), multiplied by W1, b1 added, split
     across the threads by input feature; a new batch each call, as in training."""
     try:
         bk = get_backend("numba")
@@ -237,7 +237,8 @@ def test_input_layer_forward(benchmark, kind, mnist):
     (x, _), _ = mnist
     batches = np.random.default_rng(0).integers(0, x.shape[0], (1000, 100))
     W = np.random.default_rng(1).standard_normal((x.shape[1], 50)).astype(x.dtype)
-    layer = bk.InputLayer(bk, W, np.empty_like(W), x, 100, byte_coded=(kind == "byte codes"))
+    b = np.zeros(50, dtype=x.dtype)
+    layer = bk.InputLayer(bk, W, b, np.empty_like(W), x, 100, None, byte_coded=(kind == "byte codes"))
     assert layer.byte_coded is (kind == "byte codes")
     z = np.empty((100, 50), dtype=x.dtype)
     layer.forward(batches[1], z)

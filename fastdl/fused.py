@@ -27,9 +27,9 @@ and, optionally (the defaults here serve a backend that lacks them):
                                        hidden output h (after its activation, ReLU if relu else
                                        sigmoid) to dh, the gradient before that activation, and
                                        db_h its bias gradient (default: the kernels above)
-    InputLayer(bk, W, dW, x_train, batch_size)
+    InputLayer(bk, W, b, dW, x_train, batch_size, activation)
                                        the first layer, which reads the training set itself:
-                                       ``forward(idx, z)``: z = x_train[idx] @ W;
+                                       ``forward(idx, y)``: y = act(x_train[idx] @ W + b);
                                        ``backward(dz)``: dW = x_train[idx]^T @ dz, for the same idx
 
 No allocation and no host round trip happens per step; the loss stays where the backend computed
@@ -82,24 +82,28 @@ def _softmax_head(bk, matmul, act_grad):
 
 
 class InputLayer:
-    """The first layer as a gather then a GEMM: the batch's rows are copied out of the training
-    set into a preallocated buffer, which the backward GEMM reads again."""
+    """The first layer, ``y = act(x_train[idx] @ W + b)``, as a gather then a GEMM: the batch's
+    rows are copied out of the training set into a preallocated buffer, which the backward GEMM
+    reads again. ``activation``: "relu", "sigmoid", or None for the bias alone."""
 
     byte_coded = False
 
-    def __init__(self, bk, W, dW, x_train, batch_size: int):
+    def __init__(self, bk, W, b, dW, x_train, batch_size: int, activation):
         self.bk = bk
-        self.W, self.dW, self.x_train = W, dW, x_train
+        self.W, self.b, self.dW, self.x_train = W, b, dW, x_train
+        self.act = {"relu": bk.bias_relu_, "sigmoid": bk.bias_sigmoid_, None: bk.add_bias_}[activation]
         self.X = bk.xp.empty((batch_size, W.shape[0]), dtype=W.dtype)
         self.x = self.X
         self.matmul = _matmul(bk)
 
-    def forward(self, idx, z):
+    def forward(self, idx, y):
         self.x = self.X[:idx.shape[0]]
         self.bk.gather_rows_(self.x, self.x_train, idx)
-        self.matmul(z, self.x, self.W)
+        self.matmul(y, self.x, self.W)
+        self.act(y, self.b)
 
     def backward(self, dz):
+        """dW = x^T dz for the rows of the last forward (dz: the gradient before the activation)."""
         self.matmul(self.dW, self.x.T, dz)
 
 
@@ -135,7 +139,8 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
     for i in range(L):
         grads[f"W{i + 1}"], grads[f"b{i + 1}"] = dW[i], db[i]
     matmul = _matmul(bk)
-    first = getattr(bk, "InputLayer", InputLayer)(bk, W[0], dW[0], x_train, B)
+    first = getattr(bk, "InputLayer", InputLayer)(bk, W[0], b[0], dW[0], x_train, B,
+                                                  network.activation if L > 1 else None)
     # Views for the full batch are made once; only an epoch's last, partial batch makes new ones.
     full = (T, [h for h in H], [d for d in D])
 
@@ -154,8 +159,7 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
             t, Hn, Dn = views(idx.shape[0])
             bk.gather_rows_(t, t_train, idx)
             z, dz = Hn[0], Dn[0]
-            first.forward(idx, z)
-            bk.add_bias_(z, b[0])
+            first.forward(idx, z)                     # x_train[idx] @ W1 + b1
             loss = bk.softmax_xent_(dz, z, t)
             bk.colsum_(db[0], dz)
             first.backward(dz)
@@ -168,8 +172,7 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
         def step(idx):
             t, Hn, Dn = views(idx.shape[0])
             bk.gather_rows_(t, t_train, idx)
-            first.forward(idx, Hn[0])                 # x_train[idx] @ W1, the gather included
-            act(Hn[0], b[0])
+            first.forward(idx, Hn[0])                 # act(x_train[idx] @ W1 + b1), the gather included
             for i in range(1, L - 1):
                 matmul(Hn[i], Hn[i - 1], W[i])
                 act(Hn[i], b[i])

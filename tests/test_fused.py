@@ -101,7 +101,7 @@ def test_numba_step_keeps_its_blas_single_threaded():
     import os
     import scipy
     W = np.zeros((23, 7), np.float32)
-    layer = nb.InputLayer(nb, W, W.copy(), np.zeros((10, 23), np.float32), 4)
+    layer = nb.InputLayer(nb, W, np.zeros(7, np.float32), W.copy(), np.zeros((10, 23), np.float32), 4, "relu")
     scipy_root = os.path.realpath(os.path.dirname(scipy.__file__))
     libs = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
     own = [lib for lib in libs if os.path.realpath(lib["filepath"]).startswith(scipy_root)]
@@ -116,8 +116,9 @@ def test_numba_step_keeps_its_blas_single_threaded():
 @pytest.mark.parametrize("parts", [None, 1, 2, 3, 5])
 @pytest.mark.parametrize("data", ["gaussian", "pixels"])
 def test_input_layer_equals_gather_then_gemm(backend, dtype, data, parts, monkeypatch):
-    """The fused step's first layer: forward x[idx] @ W, backward x[idx]^T @ dz, for a full and
-    a partial batch; on numba split into 1, 2, 3 (uneven) or 5 parts by input feature."""
+    """The fused step's first layer: forward act(x[idx] @ W + b) for each activation, backward
+    x[idx]^T @ dz, for a full and a partial batch; on numba split into 1, 2, 3 (uneven) or 5
+    parts by input feature."""
     cls = input_layer_class(backend)
     if parts is not None:
         if not hasattr(backend, "SPLIT_PARTS"):
@@ -126,18 +127,22 @@ def test_input_layer_equals_gather_then_gemm(backend, dtype, data, parts, monkey
     rng = np.random.default_rng(3)
     x = rand((300, 23), dtype, 0) if data == "gaussian" else pixels((300, 23), dtype)
     W = rand((23, 7), dtype, 1)
-    Wd, dWd = backend.asarray(W), backend.asarray(np.zeros_like(W))
-    layer = cls(backend, Wd, dWd, backend.asarray(x), 40)
-    if parts is not None:
-        assert len(layer.cut) - 1 == parts
-    assert layer.byte_coded is (data == "pixels" and backend.name == "numba")
-    for n in (40, 13, 40):
-        idx = rng.integers(0, 300, n)
-        dz = rand((n, 7), dtype, n)
-        z = backend.asarray(np.full((n, 7), np.nan, dtype=dtype))
-        layer.forward(backend.asarray(idx), z)
-        layer.backward(backend.asarray(dz))
-        check_all([backend.to_numpy(z), backend.to_numpy(dWd)], [x[idx] @ W, x[idx].T @ dz], dtype)
+    b = rand(7, dtype, 2)
+    Wd, bd, dWd = backend.asarray(W), backend.asarray(b), backend.asarray(np.zeros_like(W))
+    layers = {act: cls(backend, Wd, bd, dWd, backend.asarray(x), 40, act) for act in (None, "relu", "sigmoid")}
+    want = {None: lambda a: a, "relu": lambda a: np.maximum(a, 0), "sigmoid": lambda a: 1 / (1 + np.exp(-a))}
+    for act, layer in layers.items():
+        if parts is not None:
+            assert len(layer.cut) - 1 == parts
+        assert layer.byte_coded is (data == "pixels" and backend.name == "numba")
+        for n in (40, 13, 40):
+            idx = rng.integers(0, 300, n)
+            dz = rand((n, 7), dtype, n)
+            y = backend.asarray(np.full((n, 7), np.nan, dtype=dtype))
+            layer.forward(backend.asarray(idx), y)
+            layer.backward(backend.asarray(dz))
+            check_all([backend.to_numpy(y), backend.to_numpy(dWd)],
+                      [want[act](x[idx] @ W + b), x[idx].T @ dz], dtype)
 
 
 @pytest.mark.parametrize("data", ["gaussian", "pixels"])
