@@ -193,3 +193,21 @@ def test_fused_train_step_any_depth(backend, dtype, hidden):
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=rtol)
     for k in runs[1][1]:
         np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=rtol, atol=rtol * 1e-2)
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 3), (300, 120, 130)], ids=["small", "split"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["a", "a.T"])
+def test_matmul_hook(backend, dtype, shape, transposed, monkeypatch):
+    """The step's GEMM hook, in the calling thread and split by output rows across threads
+    (the threshold lowered so a test-sized GEMM takes the split path), with the transposed
+    operands the step passes (h.T in dW = h.T @ dz, W.T in dh = dz @ W.T)."""
+    mm = getattr(backend, "matmul_", None)
+    if mm is None:
+        pytest.skip(f"backend {backend.name!r} uses xp.matmul in the fused step")
+    monkeypatch.setattr(backend, "SMALL_GEMM", 1000)
+    m, k, n = shape
+    a = rand((k, m), dtype, 0).T if transposed else rand((m, k), dtype, 0)
+    bt = rand((n, k), dtype, 1)
+    out = backend.asarray(np.full((m, n), np.nan, dtype=dtype))
+    mm(out, backend.asarray(a), backend.asarray(bt).T)
+    check_all([backend.to_numpy(out)], [a @ bt.T], dtype)

@@ -1,24 +1,25 @@
 """Numba backend: the kernel contract as JIT-compiled CPU loops, plus a fused training step.
 
 Choices, each measured on the book's shapes (see bench/):
-* GEMMs stay in BLAS (NumPy's ``@`` / ``np.matmul(out=)``): hand-written loops, even ones that
-  skip MNIST's zero pixels, measured slower at 100x784x50. Everything *between* GEMMs is a
-  single fused ``@njit`` pass: bias + ReLU,
-  softmax + cross-entropy + its gradient, activation backward + the bias-gradient column sum,
-  the optimizer updates.
-* The trainer's fast path is ``fastdl.fused.compile_train_step`` over the in-place kernels at the
-  end of this module: preallocated buffers, rows gathered straight from the training set (as
-  bytes and divided back when the data is k/255, as scaled MNIST is: see
-  ``fastdl.fused.byte_codes`` and bench's ``test_gather_batch``), BLAS for the GEMMs and one
-  fused pass between them; no allocation per step. The layer-by-layer path
-  remains and must agree with it (tests/test_fused.py).
-* Loops are serial: at these sizes (100 x 50) a parallel region costs more than it saves on
-  2 cores. BLAS never runs inside a Numba loop, so the two thread pools never compete.
+* GEMMs stay in BLAS: hand-written loops, even ones that skip MNIST's zero pixels, measured
+  slower at 100x784x50. The layer path uses NumPy's ``@``; everything *between* GEMMs is a
+  single fused ``@njit`` pass: bias + ReLU, softmax + cross-entropy + its gradient, activation
+  backward + the bias-gradient column sum, the optimizer updates.
+* The trainer's fast path is ``fastdl.fused.compile_train_step`` with this module's hooks:
+  ``InputLayer`` splits the first layer across the threads by input feature (each core gathers,
+  multiplies and updates its own slice of W1, calling BLAS single-threaded; the rows come from
+  uint8 codes when the data is k/255, see ``fastdl.fused.byte_codes``), ``softmax_head_`` does
+  the last layer and the loss in one call, ``fused_update`` updates every parameter in one
+  parallel call with the same split. No allocation per step. The layer-by-layer path remains
+  and must agree with it (tests/test_fused.py).
+* Parallel loops (``prange``) only where each thread gets a large piece of its own: the split
+  first layer and the update. At 100 x 50 an elementwise pass costs less than handing it out.
 * Constants are made in the array's type (``x.dtype.type(1)``): a bare ``1`` next to a float32
   promotes the whole expression to float64 in Numba, which halves the SIMD width.
 * Compiled code is cached on disk (``cache=True``); set ``FASTDL_NUMBA_CACHE=0`` to turn that off.
   float32 and float64 each compile once; hyperparameters are cast to the array dtype inside.
-* Threads: ``FASTDL_NUM_THREADS`` (default: all cores) sets Numba's threads and BLAS's.
+* Threads: ``FASTDL_NUM_THREADS`` (default: all cores) sets Numba's threads and BLAS's; the fused
+  step's parallel loops use Numba's and keep the BLAS they call single-threaded.
 """
 
 from __future__ import annotations
@@ -441,19 +442,30 @@ SMALL_GEMM = 1 << 22          # multiply-adds; a 256x1000x1000 layer is 64x abov
 
 
 def matmul_(out, a, b):
-    """out = a @ b. Small GEMMs (the book's 100x50x10) run in the calling thread through Numba's
-    BLAS, kept single-threaded (see InputLayer): waking a BLAS pool for a few microseconds of
-    work costs more than it saves, and its worker would fight Numba's for the cores. Large ones
-    go to NumPy's threaded BLAS."""
-    if a.shape[0] * a.shape[1] * b.shape[1] < SMALL_GEMM:
+    """out = a @ b, for the fused step. Small GEMMs (the book's 100x50x10) run in the calling
+    thread: waking any thread pool for a few microseconds of work costs more than it saves.
+    Large ones are split by output rows across Numba's threads, each calling BLAS
+    single-threaded, like the input layer: NumPy's threaded BLAS here would have its pool spin
+    against Numba's on the same cores (measured: the 784-1000-1000-10 step ran 1.9x slower)."""
+    m = a.shape[0]
+    if m * a.shape[1] * b.shape[1] < SMALL_GEMM:
         _dot(a, b, out)
     else:
-        np.matmul(a, b, out=out)
+        _split_dot(a, b, out, _cuts(m, _parts(m)))
 
 
 @jit
 def _dot(a, b, out):
     np.dot(a, b, out)
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
+def _split_dot(a, b, out, cut):
+    for p in prange(cut.shape[0] - 1):
+        r0, r1 = cut[p], cut[p + 1]
+        # a row block of a transposed operand (h.T in dW = h.T @ dz) is strided: BLAS wants it
+        # contiguous, a copy that costs ~1% of this GEMM
+        np.dot(np.ascontiguousarray(a[r0:r1]), b, out[r0:r1])
 
 
 # -- the fused step's input layer, split across threads by input feature -----------------------
@@ -463,8 +475,14 @@ def _dot(a, b, out):
 SPLIT_PARTS = None
 
 
+_BLAS_PINNED = None      # see _numba_blas_single_threaded; checked once, re-pinned per step built
+
+
 def _parts(n_rows: int) -> int:
-    if not _numba_blas_single_threaded():
+    global _BLAS_PINNED
+    if _BLAS_PINNED is None:
+        _BLAS_PINNED = _numba_blas_single_threaded()
+    if not _BLAS_PINNED:
         return 1
     return max(1, min(SPLIT_PARTS or numba.get_num_threads(), n_rows))
 
@@ -492,6 +510,8 @@ class InputLayer:
 
     def __init__(self, bk, W, b, dW, x_train, batch_size: int, activation, byte_coded: bool = True):
         from ..fused import byte_codes
+        global _BLAS_PINNED
+        _BLAS_PINNED = _numba_blas_single_threaded()
         K, N = W.shape
         self.W, self.b, self.dW = W, b, dW
         self.act = {None: 0, "relu": 1, "sigmoid": 2}[activation]
@@ -611,9 +631,6 @@ def _split_backward(cut, Xbuf, dz, dW):
         np.dot(X.T, dz, dW[k0:k1])
 
 
-_PINNED = None
-
-
 def _numba_blas_single_threaded() -> bool:
     """Set the BLAS that Numba's np.dot calls (SciPy's) to one thread; True when done.
 
@@ -621,24 +638,22 @@ def _numba_blas_single_threaded() -> bool:
     threads fight over the cores (measured on 2 cores: 19 ms a step instead of 0.2 ms). Only
     the copy SciPy ships is touched, so NumPy's BLAS (the layer path, large GEMMs) keeps its
     threads. Where the two are one library (or threadpoolctl is missing), the step is not split
-    and runs as one part."""
-    global _PINNED
-    if _PINNED is None:
-        _PINNED = False
-        try:
-            import scipy
-            import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            return False
-        root = os.path.realpath(os.path.dirname(scipy.__file__))
-        numpy_root = os.path.realpath(os.path.dirname(np.__file__))
-        for lib in ThreadpoolController().lib_controllers:
-            path = os.path.realpath(lib.filepath)
-            if lib.user_api == "blas" and path.startswith(root) and not path.startswith(numpy_root):
-                lib.set_num_threads(1)
-                _PINNED = True
-    return _PINNED
+    and runs as one part. Done again for every step built, in case something reset it."""
+    try:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return False
+    root = os.path.realpath(os.path.dirname(scipy.__file__))
+    numpy_root = os.path.realpath(os.path.dirname(np.__file__))
+    pinned = False
+    for lib in ThreadpoolController().lib_controllers:
+        path = os.path.realpath(lib.filepath)
+        if lib.user_api == "blas" and path.startswith(root) and not path.startswith(numpy_root):
+            lib.set_num_threads(1)
+            pinned = True
+    return pinned
 
 
 # -- optimizer updates in the fused step: one parallel call for all parameters -------------------
