@@ -10,10 +10,11 @@ from conftest import tol
 from test_kernels import labels, rand, run
 
 
-def check_all(got, want, dtype):
+def check_all(got, want, dtype, terms=1):
     for g, w in zip(got, want):
         g = np.asarray(g).reshape(np.shape(w)) if np.ndim(w) == 0 else g
-        np.testing.assert_allclose(np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64), **tol(dtype))
+        np.testing.assert_allclose(np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64),
+                                   **tol(dtype, terms))
 
 
 @pytest.mark.parametrize("n,d,m", [(1, 3, 2), (37, 13, 10), (100, 784, 50)])
@@ -21,10 +22,12 @@ def test_affine_activation_forward(backend, ref, dtype, n, d, m):
     x, W, b = rand((n, d), dtype, 0), rand((d, m), dtype, 1), rand(m, dtype, 2)
     y, mask = run(backend, "affine_relu_forward", x, W, b)
     y_ref, mask_ref = run(ref, "relu_forward", run(ref, "affine_forward", x, W, b))
-    check_all([y], [y_ref], dtype)
-    np.testing.assert_array_equal(mask.astype(bool), mask_ref)
+    check_all([y], [y_ref], dtype, d)
+    # the mask may differ only where the pre-activation is within rounding of 0
+    near_zero = np.abs(run(ref, "affine_forward", x, W, b)) <= tol(dtype, d)["atol"]
+    np.testing.assert_array_equal(mask.astype(bool)[~near_zero], mask_ref[~near_zero])
     check_all([run(backend, "affine_sigmoid_forward", x, W, b)],
-              [run(ref, "sigmoid_forward", run(ref, "affine_forward", x, W, b))], dtype)
+              [run(ref, "sigmoid_forward", run(ref, "affine_forward", x, W, b))], dtype, d)
 
 
 @pytest.mark.parametrize("n,m", [(1, 2), (37, 13), (100, 50)])

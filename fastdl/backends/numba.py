@@ -2,7 +2,9 @@
 
 Choices, each measured on the book's shapes (see bench/):
 * GEMMs stay in BLAS: hand-written loops, even ones that skip MNIST's zero pixels, measured
-  slower at 100x784x50. The layer path uses NumPy's ``@``; everything *between* GEMMs is a
+  slower at 100x784x50. Every GEMM goes through ``matmul_``: small ones in the calling thread,
+  large ones split across Numba's threads, BLAS single-threaded inside (one thread pool in the
+  process, never two spinning against each other). Everything *between* GEMMs is a
   single fused ``@njit`` pass: bias + ReLU, softmax + cross-entropy + its gradient, activation
   backward + the bias-gradient column sum, the optimizer updates.
 * The trainer's fast path is ``fastdl.fused.compile_train_step`` with this module's hooks:
@@ -60,6 +62,7 @@ def _threads() -> int:
 
 
 def check_usable() -> None:
+    global _BLAS_PINNED
     n = _threads()
     numba.set_num_threads(n)
     if os.environ.get("FASTDL_NUM_THREADS", "").strip():
@@ -68,6 +71,9 @@ def check_usable() -> None:
             threadpool_limits(n, user_api="blas")
         except ImportError:
             pass
+    # Every GEMM of this backend runs on Numba's threads, each calling BLAS single-threaded
+    # (see matmul_): one thread pool in the process, none spinning against another.
+    _BLAS_PINNED = _numba_blas_single_threaded()
 
 
 def describe() -> dict:
@@ -210,16 +216,16 @@ def _gather(src, idx, dst):
 # -- the contract ------------------------------------------------------------------------------
 
 def affine_forward(x, W, b):
-    y = x @ W
+    y = _gemm(x, W)
     _add_bias(y, b)
     return y
 
 
 def affine_backward(dy, x, W, need_dx=True):
-    dx = dy @ W.T if need_dx else None
+    dx = _gemm(dy, W.T) if need_dx else None
     db = np.empty(dy.shape[1], dtype=dy.dtype)
     _colsum(dy, db)
-    return dx, x.T @ dy, db
+    return dx, _gemm(x.T, dy), db
 
 
 @jit
@@ -292,13 +298,13 @@ def softmax_cross_entropy_backward(probs, t):
 # -- fused kernels (equal to the compositions in the NumPy backend) ----------------------------
 
 def affine_relu_forward(x, W, b):
-    y = x @ W
+    y = _gemm(x, W)
     _bias_relu(y, b)
     return y, y > 0
 
 
 def affine_sigmoid_forward(x, W, b):
-    y = x @ W
+    y = _gemm(x, W)
     _bias_sigmoid(y, b)
     return y
 
@@ -452,6 +458,20 @@ def matmul_(out, a, b):
         _dot(a, b, out)
     else:
         _split_dot(a, b, out, _cuts(m, _parts(m)))
+
+
+def _gemm(a, b):
+    """a @ b into a new array, through matmul_ (Numba's threads, BLAS single-threaded), so that
+    the layer path and evaluation do not wake NumPy's BLAS pool either: after an evaluation its
+    spinning workers slowed the next training steps by a third (measured). Anything BLAS cannot
+    take as it is (mixed or integer dtypes, empty or strided operands) goes to NumPy."""
+    if (a.dtype != b.dtype or a.dtype.char not in "fd" or a.size == 0 or b.size == 0
+            or not (a.flags.c_contiguous or a.flags.f_contiguous)
+            or not (b.flags.c_contiguous or b.flags.f_contiguous)):
+        return a @ b
+    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    matmul_(out, a, b)
+    return out
 
 
 @jit
