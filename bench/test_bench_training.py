@@ -182,7 +182,8 @@ def test_peak_memory_of_fastdl_train(benchmark, name, tmp_path):
 
 def test_interleaved_ratios(benchmark, mnist):
     """The book's 10,000-step run of each contender, interleaved round by round, so that slow
-    phases of a shared machine hit all of them alike; reports the median of per-round ratios."""
+    phases of a shared machine hit all of them alike, with the FLOP floor (the run's GEMMs alone
+    on NumPy's BLAS) measured in each round too; reports the median of per-round ratios."""
     import statistics
     import plain_numpy
     from fastdl.backends import backend_status
@@ -204,10 +205,14 @@ def test_interleaved_ratios(benchmark, mnist):
             _fit(bk, _trainer(bk, mnist, BOOK, 50))                       # compile + warm up
             contenders[name] = (lambda bk=bk: (lambda tr=_trainer(bk, mnist, BOOK, steps): _fit(bk, tr)))
     times = {k: [] for k in contenders}
+    times["gemm-floor"] = []
 
     def rounds():
         import time as _t
         for _ in range(max(ROUNDS, 3)):
+            # the FLOP floor, measured in every round beside the runs it is compared with
+            f = measure_gemm_floor(get_backend("numpy"), BOOK["sizes"], BOOK["batch"], repeats=300)
+            times["gemm-floor"].append(f["gemm_seconds_per_step"] * steps)
             for name, setup in contenders.items():
                 run = setup()
                 t0 = _t.perf_counter()
@@ -220,6 +225,8 @@ def test_interleaved_ratios(benchmark, mnist):
     info["ratio_numpy_over_plain"] = ratio("numpy", "plain-numpy")
     if "numba" in times:
         info["ratio_numba_over_numpy"] = ratio("numba", "numpy")
+        info["ratio_numba_over_floor"] = ratio("numba", "gemm-floor")
+    info["ratio_numpy_over_floor"] = ratio("numpy", "gemm-floor")
     benchmark.extra_info.update(backend_info(get_backend("numpy")), **info)
     print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))
 
