@@ -214,3 +214,31 @@ def test_matmul_hook(backend, dtype, shape, transposed, monkeypatch):
     out = backend.asarray(np.full((m, n), np.nan, dtype=dtype))
     mm(out, backend.asarray(a), backend.asarray(bt).T)
     check_all([backend.to_numpy(out)], [a @ bt.T], dtype)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_softmax_head_equals_the_composition(backend, ref, dtype, activation):
+    """The fused step's last layer + loss + the hidden activation's backward (the backend's
+    softmax_head_ or the composition in fastdl.fused), for a full and a partial batch, against
+    the NumPy kernels."""
+    from fastdl import fused
+    if not hasattr(backend, "compile_train_step"):
+        pytest.skip(f"backend {backend.name!r} has no fused training step")
+    act_grad = backend.relu_grad_colsum_ if activation == "relu" else backend.sigmoid_grad_colsum_
+    head = getattr(backend, "softmax_head_", None) or fused._softmax_head(backend, fused._matmul(backend), act_grad)
+    W, b = rand((12, 10), dtype, 1), rand(10, dtype, 2)
+    for n in (40, 7):
+        h = rand((n, 12), dtype, n)
+        h = np.maximum(h, 0) if activation == "relu" else 1 / (1 + np.exp(-h))
+        t = labels(n, 10, seed=n)
+        dev = backend.asarray
+        out = [dev(np.full(s, np.nan, dtype=dtype)) for s in ((n, 10), (n, 10), (12, 10), (10,), (n, 12), (12,))]
+        z, dz, dW, db, dh, db_h = out
+        loss = head(z, dz, dev(h), dev(W), dev(b), dev(t), dW, db, dh, db_h, activation == "relu")
+        loss_ref, probs = run(ref, "softmax_cross_entropy_forward", h @ W + b, t)
+        dz_ref = run(ref, "softmax_cross_entropy_backward", probs, t)
+        dh_ref = dz_ref @ W.T
+        dh_ref = dh_ref * (h > 0) if activation == "relu" else dh_ref * h * (1 - h)
+        check_all([float(loss)] + [backend.to_numpy(a) for a in (dz, dW, db, dh, db_h)],
+                  [loss_ref, dz_ref, h.T @ dz_ref, dz_ref.sum(axis=0), dh_ref, dh_ref.sum(axis=0)],
+                  dtype, n)
