@@ -65,6 +65,22 @@ def timed(bk, fn):
     return run
 
 
+def settle(seconds: float = 0.3) -> None:
+    """Let idle thread pools stop spinning before a timed run. A pool that just worked (NumPy's
+    OpenBLAS, Numba's OpenMP, PyTorch's) busy-waits for its next task for up to ~0.1 s, and in
+    one process that slows whichever contender runs next on the same cores (measured here: a
+    numba step 145 us alone, 250-400 us right after NumPy GEMMs; a NumPy GEMM 54 us alone, 65-100
+    us right after numba steps)."""
+    if not QUICK:
+        time.sleep(seconds)
+
+
+@pytest.fixture(autouse=True)
+def _settled():
+    """Every benchmark starts with the previous one's thread pools asleep."""
+    settle()
+
+
 def warm(fn, times: int = 3):
     for _ in range(times):
         fn()
@@ -100,7 +116,8 @@ def step_flops(sizes, batch) -> float:
 
 def measure_gemm_floor(bk, sizes, batch, dtype=np.float32, repeats: int = 30) -> dict:
     """The machine's roof for one training step: the time of exactly its GEMMs on this backend's
-    BLAS (median of ``repeats``), hence the FLOP rate at these shapes."""
+    BLAS (median of ``repeats``), hence the FLOP rate at these shapes; ``gemm_seconds_total``:
+    all ``repeats`` back to back, the floor of a run of that many steps."""
     xp = bk.xp
     rng = np.random.default_rng(0)
     ops = []
@@ -122,4 +139,5 @@ def measure_gemm_floor(bk, sizes, batch, dtype=np.float32, repeats: int = 30) ->
         times.append(time.perf_counter() - t0)
     t = float(np.median(times))
     flops = step_flops(sizes, batch)
-    return {"gemm_seconds_per_step": t, "gemm_flops_per_step": flops, "gemm_rate_gflops": flops / t / 1e9}
+    return {"gemm_seconds_per_step": t, "gemm_flops_per_step": flops, "gemm_rate_gflops": flops / t / 1e9,
+            "gemm_seconds_total": float(np.sum(times))}

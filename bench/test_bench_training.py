@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastdl
-from conftest import QUICK, ROUNDS, backend_info, measure_gemm_floor, step_flops, timed, warm
+from conftest import QUICK, ROUNDS, backend_info, measure_gemm_floor, settle, step_flops, timed, warm
 from fastdl.backends import get_backend
 from fastdl.optimizers import SGD
 
@@ -54,8 +54,13 @@ def test_training_run(benchmark, backend, mnist, spec):
     benchmark.group = f"train {'-'.join(map(str, spec['sizes']))} batch {spec['batch']} x{steps}"
     _fit(backend, _trainer(backend, mnist, spec, min(steps, 50)))     # compile + warm up, untimed
     _record(benchmark, backend, spec, steps)
-    benchmark.pedantic(lambda tr: _fit(backend, tr), setup=lambda: ((_trainer(backend, mnist, spec, steps),), {}),
-                       rounds=ROUNDS, iterations=1)
+
+    def setup():
+        tr = _trainer(backend, mnist, spec, steps)
+        settle()                          # after the floor's GEMMs, before each round
+        return (tr,), {}
+
+    benchmark.pedantic(lambda tr: _fit(backend, tr), setup=setup, rounds=ROUNDS, iterations=1)
 
 
 def test_training_step(benchmark, backend, mnist):
@@ -68,8 +73,9 @@ def test_training_step(benchmark, backend, mnist):
     else:
         step = lambda: tr.network.train_step(tr.x_train[idx], tr.t_train[idx], tr.optimizer)
     call = timed(backend, step)
-    warm(call, 20)
     _record(benchmark, backend, BOOK, 1)
+    settle()
+    warm(call, 20)
     benchmark(call)
 
 
@@ -83,6 +89,7 @@ def test_plain_numpy_loop(benchmark, mnist):
 
     def setup():
         net = fastdl.TwoLayerNet(784, 50, 10, seed=0)
+        settle()
         return tuple(net.params_numpy()[k] for k in ("W1", "b1", "W2", "b2")), {}
 
     # Same numbers as the trainer: proof that both do the same work.
@@ -107,6 +114,7 @@ def test_pytorch_cpu(benchmark, mnist):
     def setup():
         net = fastdl.TwoLayerNet(784, 50, 10, seed=0).params_numpy()
         W1, b1, W2, b2 = (torch.from_numpy(net[k].copy()).requires_grad_() for k in ("W1", "b1", "W2", "b2"))
+        settle()
         return (W1, b1, W2, b2), {}
 
     def run(W1, b1, W2, b2):
@@ -210,11 +218,14 @@ def test_interleaved_ratios(benchmark, mnist):
     def rounds():
         import time as _t
         for _ in range(max(ROUNDS, 3)):
-            # the FLOP floor, measured in every round beside the runs it is compared with
-            f = measure_gemm_floor(get_backend("numpy"), BOOK["sizes"], BOOK["batch"], repeats=300)
-            times["gemm-floor"].append(f["gemm_seconds_per_step"] * steps)
+            # the FLOP floor of the run, measured in every round beside the runs it is compared
+            # with: the same number of steps' GEMMs, back to back, on NumPy's BLAS
+            settle()
+            f = measure_gemm_floor(get_backend("numpy"), BOOK["sizes"], BOOK["batch"], repeats=steps)
+            times["gemm-floor"].append(f["gemm_seconds_total"])
             for name, setup in contenders.items():
                 run = setup()
+                settle()                  # the previous contender's thread pools asleep first
                 t0 = _t.perf_counter()
                 run()
                 times[name].append(_t.perf_counter() - t0)
@@ -227,8 +238,9 @@ def test_interleaved_ratios(benchmark, mnist):
         info["ratio_numba_over_numpy"] = ratio("numba", "numpy")
         info["ratio_numba_over_floor"] = ratio("numba", "gemm-floor")
     info["ratio_numpy_over_floor"] = ratio("numpy", "gemm-floor")
+    info["rounds_s"] = times
     benchmark.extra_info.update(backend_info(get_backend("numpy")), **info)
-    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))
+    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))
 
 
 @pytest.mark.parametrize("kind", ["float32 rows", "byte codes"])
