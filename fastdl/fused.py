@@ -1,8 +1,7 @@
 """The fused training step shared by the accelerated backends.
 
 ``compile_train_step(network, optimizer, batch_size, x_train, t_train)`` returns
-``step(idx, next_idx=None) -> loss`` (next_idx: the next step's batch, when known, so that its
-rows can be fetched from memory while this step computes): the same arithmetic as the layer path (forward, backward,
+``step(idx) -> loss``: the same arithmetic as the layer path (forward, backward,
 ``optimizer.update``) with every intermediate preallocated and each stretch between two GEMMs done
 by one fused in-place kernel. The step owns the training data from then on. A backend opts in by
 defining ``compile_train_step = fastdl.fused.compile_train_step`` and the functions below (a
@@ -30,8 +29,7 @@ and, optionally (the defaults here serve a backend that lacks them):
                                        db_h its bias gradient (default: the kernels above)
     InputLayer(bk, W, b, dW, x_train, batch_size, activation)
                                        the first layer, which reads the training set itself:
-                                       ``forward(idx, y, next_idx=None)``: y = act(x_train[idx] @ W + b)
-                                       (next_idx: the next step's rows, which it may prefetch);
+                                       ``forward(idx, y)``: y = act(x_train[idx] @ W + b);
                                        ``backward(dz)``: dW = x_train[idx]^T @ dz, for the same idx
 
 No allocation and no host round trip happens per step; the loss stays where the backend computed
@@ -98,7 +96,7 @@ class InputLayer:
         self.x = self.X
         self.matmul = _matmul(bk)
 
-    def forward(self, idx, y, next_idx=None):
+    def forward(self, idx, y):
         self.x = self.X[:idx.shape[0]]
         self.bk.gather_rows_(self.x, self.x_train, idx)
         self.matmul(y, self.x, self.W)
@@ -157,11 +155,11 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
             optimizer.update(params, grads, bk)
 
     if L == 1:              # no hidden layer: the input layer is the output layer
-        def step(idx, next_idx=None):
+        def step(idx):
             t, Hn, Dn = views(idx.shape[0])
             bk.gather_rows_(t, t_train, idx)
             z, dz = Hn[0], Dn[0]
-            first.forward(idx, z, next_idx)           # x_train[idx] @ W1 + b1
+            first.forward(idx, z)                     # x_train[idx] @ W1 + b1
             loss = bk.softmax_xent_(dz, z, t)
             bk.colsum_(db[0], dz)
             first.backward(dz)
@@ -171,10 +169,10 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
         head = getattr(bk, "softmax_head_", None) or _softmax_head(bk, matmul, act_grad)
         relu = network.activation == "relu"
 
-        def step(idx, next_idx=None):
+        def step(idx):
             t, Hn, Dn = views(idx.shape[0])
             bk.gather_rows_(t, t_train, idx)
-            first.forward(idx, Hn[0], next_idx)       # act(x_train[idx] @ W1 + b1), the gather included
+            first.forward(idx, Hn[0])                 # act(x_train[idx] @ W1 + b1), the gather included
             for i in range(1, L - 1):
                 matmul(Hn[i], Hn[i - 1], W[i])
                 act(Hn[i], b[i])

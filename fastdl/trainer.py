@@ -209,8 +209,7 @@ class Trainer:
                         s = self._pos
                         idx = epoch_idx[s * B:(s + 1) * B]
                         if self._fused is not None:
-                            nxt = epoch_idx[(s + 1) * B:(s + 2) * B] if s + 1 < end else None
-                            loss = self._fused(idx, nxt)
+                            loss = self._fused(idx)
                         else:
                             loss = net.train_step(self.x_train[idx], self.t_train[idx], opt)
                         losses[done] = loss

@@ -512,9 +512,6 @@ def _cuts(n: int, parts: int) -> np.ndarray:
     return np.array([n * p // parts for p in range(parts + 1)], dtype=np.int64)
 
 
-_NO_ROWS = np.empty(0, dtype=np.int64)
-
-
 class InputLayer:
     """The fused step's first layer, ``y = act(x_train[idx] @ W + b)`` and
     ``dW = x_train[idx]^T @ dz`` (as ``fastdl.fused.InputLayer``),
@@ -546,9 +543,8 @@ class InputLayer:
         self.X = np.empty(batch_size * K, dtype=W.dtype)            # part p: rows of its features
         self.Z = np.empty((len(self.cut) - 1) * batch_size * N, dtype=W.dtype)   # partial z's
 
-    def forward(self, idx, y, next_idx=None):
-        ahead = _NO_ROWS if next_idx is None else next_idx
-        _split_forward(self.src, idx, ahead, self.scale, self.cut, self.X, self.W, self.Z, y, self.b, self.act)
+    def forward(self, idx, y):
+        _split_forward(self.src, idx, self.scale, self.cut, self.X, self.W, self.Z, y, self.b, self.act)
 
     def backward(self, dz):
         _split_backward(self.cut, self.X, dz, self.dW)
@@ -625,15 +621,12 @@ def _gather_part(src, idx, scale, X):
 
 
 @njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
-def _split_forward(src, idx, ahead, scale, cut, Xbuf, W, Zbuf, z, b, act):
+def _split_forward(src, idx, scale, cut, Xbuf, W, Zbuf, z, b, act):
     n, N = z.shape
     for p in prange(cut.shape[0] - 1):
         k0, k1 = cut[p], cut[p + 1]
         X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
-        part = src[:, k0:k1]
-        _gather_part(part, idx, scale, X)
-        for r in range(ahead.shape[0]):      # the next batch's rows, on their way during the GEMMs
-            _prefetch_row(part, ahead[r])
+        _gather_part(src[:, k0:k1], idx, scale, X)
         out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
         np.dot(X, W[k0:k1], out)
     for p in range(1, cut.shape[0] - 1):
