@@ -242,3 +242,19 @@ def test_softmax_head_equals_the_composition(backend, ref, dtype, activation):
         check_all([float(loss)] + [backend.to_numpy(a) for a in (dz, dW, db, dh, db_h)],
                   [loss_ref, dz_ref, h.T @ dz_ref, dz_ref.sum(axis=0), dh_ref, dh_ref.sum(axis=0)],
                   dtype, n)
+
+
+def test_numba_layer_path_gemm_routes(monkeypatch):
+    """Tall layer-path products split across Numba's threads, batch-sized ones stay on NumPy's
+    BLAS; both equal NumPy's a @ b."""
+    nb = pytest.importorskip("fastdl.backends.numba")
+    calls = []
+    real = nb._split_dot
+    monkeypatch.setattr(nb, "_split_dot", lambda *args: (calls.append(args[0].shape), real(*args))[1])
+    monkeypatch.setattr(nb, "SMALL_GEMM", 1000)
+    for m, transposed in ((nb.SPLIT_MIN_ROWS * nb._parts(10**6), False), (300, True), (40, False)):
+        a = rand((60, m), np.float32, 0).T if transposed else rand((m, 60), np.float32, 0)
+        b = rand((60, 30), np.float32, 1)
+        check_all([nb._gemm(a, b)], [a @ b], np.float32, 60)
+    split = [s[0] for s in calls]
+    assert split == [m for m in (nb.SPLIT_MIN_ROWS * nb._parts(10**6), 300) if m >= nb.SPLIT_MIN_ROWS * nb._parts(m)]

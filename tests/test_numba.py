@@ -50,10 +50,14 @@ def test_info_reports_compiled_kernels():
 
 
 def test_num_threads_setting_is_honoured():
-    code = "import fastdl, numba; fastdl.get_backend('numba'); print(numba.get_num_threads())"
+    """FASTDL_NUM_THREADS=1: one Numba thread, and the fused step's input layer in one part."""
+    code = ("import fastdl, numba, numpy as np; bk = fastdl.get_backend('numba'); "
+            "W = np.zeros((30, 4), np.float32); "
+            "layer = bk.InputLayer(bk, W, np.zeros(4, np.float32), W.copy(), np.zeros((5, 30), np.float32), 5, 'relu'); "
+            "print(numba.get_num_threads(), len(layer.cut) - 1)")
     env = dict(os.environ, FASTDL_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "1"
+    assert out.stdout.split() == ["1", "1"]
 
 
 def test_no_recompiles_in_the_loop():

@@ -2,10 +2,10 @@
 
 Choices, each measured on the book's shapes (see bench/):
 * GEMMs stay in BLAS: hand-written loops, even ones that skip MNIST's zero pixels, measured
-  slower at 100x784x50. Every GEMM goes through ``matmul_``: small ones in the calling thread,
-  large ones split across Numba's threads, BLAS single-threaded inside (one thread pool in the
-  process, never two spinning against each other). Everything *between* GEMMs is a
-  single fused ``@njit`` pass: bias + ReLU, softmax + cross-entropy + its gradient, activation
+  slower at 100x784x50. The fused step's GEMMs and the layer path's tall ones (evaluation) run
+  on Numba's threads with BLAS single-threaded inside (``matmul_``, ``_gemm``), so training never
+  has two thread pools spinning against each other; the layer path's batch-sized GEMMs stay on
+  NumPy's threaded BLAS. Everything *between* GEMMs is a single fused ``@njit`` pass: bias + ReLU, softmax + cross-entropy + its gradient, activation
   backward + the bias-gradient column sum, the optimizer updates.
 * The trainer's fast path is ``fastdl.fused.compile_train_step`` with this module's hooks:
   ``InputLayer`` splits the first layer across the threads by input feature (each core gathers,
@@ -460,17 +460,24 @@ def matmul_(out, a, b):
         _split_dot(a, b, out, _cuts(m, _parts(m)))
 
 
+SPLIT_MIN_ROWS = 128          # rows per thread below which splitting by rows loses to NumPy's BLAS
+
+
 def _gemm(a, b):
-    """a @ b into a new array, through matmul_ (Numba's threads, BLAS single-threaded), so that
-    the layer path and evaluation do not wake NumPy's BLAS pool either: after an evaluation its
-    spinning workers slowed the next training steps by a third (measured). Anything BLAS cannot
-    take as it is (mixed or integer dtypes, empty or strided operands) goes to NumPy."""
-    if (a.dtype != b.dtype or a.dtype.char not in "fd" or a.size == 0 or b.size == 0
+    """a @ b for the layer path. Tall products (evaluation's 10,000-row chunks, dW = x.T @ dy)
+    are split by rows across Numba's threads like the fused step's, so that evaluating during
+    training does not wake NumPy's BLAS pool, whose spinning workers slowed the next training
+    steps by a third (measured). Shorter ones (a batch of 100) go to NumPy's threaded BLAS:
+    with under ~128 rows per thread, each thread re-packing all of b loses to it (measured:
+    100x784x4096 1.5x slower split). So are operands BLAS cannot take as they are."""
+    m = a.shape[0]
+    if (m < SPLIT_MIN_ROWS * _parts(m) or m * a.shape[1] * b.shape[1] < SMALL_GEMM
+            or a.dtype != b.dtype or a.dtype.char not in "fd" or a.size == 0 or b.size == 0
             or not (a.flags.c_contiguous or a.flags.f_contiguous)
             or not (b.flags.c_contiguous or b.flags.f_contiguous)):
         return a @ b
-    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    matmul_(out, a, b)
+    out = np.empty((m, b.shape[1]), dtype=a.dtype)
+    _split_dot(a, b, out, _cuts(m, _parts(m)))
     return out
 
 
@@ -521,8 +528,9 @@ class InputLayer:
     computes exactly those rows of dW, which ``fused_update`` has the same thread update (the
     same cuts). So each core keeps its own slice of W, of the batch and of dW in its cache from
     step to step, and nothing crosses between cores but the 100x50 z and dz. Each thread calls
-    BLAS single-threaded: measured, this runs the book's step in about 0.6x the time of gathering
-    the whole batch and calling NumPy's 2-thread BLAS (bench/results).
+    BLAS single-threaded. Measured on 2 cores: the book's step ~145 us, against ~195 us when the
+    whole batch was gathered and multiplied by NumPy's 2-thread BLAS (interleaved 10,000-step
+    runs: 0.55x the NumPy backend's time, was 0.72x; bench/results/2026-11-29-cpu-training-3).
 
     When the training set is k/255 pixels (``fastdl.fused.byte_codes``) the rows are kept and
     gathered as uint8 codes, divided back while gathering: the same floats, a quarter of the
