@@ -245,16 +245,14 @@ def test_softmax_head_equals_the_composition(backend, ref, dtype, activation):
 
 
 def test_numba_layer_path_gemm_routes(monkeypatch):
-    """Tall layer-path products split across Numba's threads, batch-sized ones stay on NumPy's
-    BLAS; both equal NumPy's a @ b."""
+    """Tall forward products (evaluation) split across Numba's threads, a batch's stay on
+    NumPy's BLAS; both equal NumPy's a @ b."""
     nb = pytest.importorskip("fastdl.backends.numba")
     calls = []
     real = nb._split_dot
-    monkeypatch.setattr(nb, "_split_dot", lambda *args: (calls.append(args[0].shape), real(*args))[1])
+    monkeypatch.setattr(nb, "_split_dot", lambda *args: (calls.append(args[0].shape[0]), real(*args))[1])
     monkeypatch.setattr(nb, "SMALL_GEMM", 1000)
-    for m, transposed in ((nb.SPLIT_MIN_ROWS * nb._parts(10**6), False), (300, True), (40, False)):
-        a = rand((60, m), np.float32, 0).T if transposed else rand((m, 60), np.float32, 0)
-        b = rand((60, 30), np.float32, 1)
-        check_all([nb._gemm(a, b)], [a @ b], np.float32, 60)
-    split = [s[0] for s in calls]
-    assert split == [m for m in (nb.SPLIT_MIN_ROWS * nb._parts(10**6), 300) if m >= nb.SPLIT_MIN_ROWS * nb._parts(m)]
+    for m in (nb.EVAL_ROWS, nb.EVAL_ROWS + 37, 100):
+        a, b = rand((m, 60), np.float32, 0), rand((60, 30), np.float32, 1)
+        check_all([nb._forward_gemm(a, b)], [a @ b], np.float32, 60)
+    assert calls == [nb.EVAL_ROWS, nb.EVAL_ROWS + 37]

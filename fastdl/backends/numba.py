@@ -2,10 +2,10 @@
 
 Choices, each measured on the book's shapes (see bench/):
 * GEMMs stay in BLAS: hand-written loops, even ones that skip MNIST's zero pixels, measured
-  slower at 100x784x50. The fused step's GEMMs and the layer path's tall ones (evaluation) run
-  on Numba's threads with BLAS single-threaded inside (``matmul_``, ``_gemm``), so training never
-  has two thread pools spinning against each other; the layer path's batch-sized GEMMs stay on
-  NumPy's threaded BLAS. Everything *between* GEMMs is a single fused ``@njit`` pass: bias + ReLU, softmax + cross-entropy + its gradient, activation
+  slower at 100x784x50. The fused step's GEMMs and the layer path's tall forward products
+  (evaluation) run on Numba's threads with BLAS single-threaded inside (``matmul_``,
+  ``_forward_gemm``), so training never has two thread pools spinning against each other; the
+  rest of the layer path stays on NumPy's threaded BLAS. Everything *between* GEMMs is a single fused ``@njit`` pass: bias + ReLU, softmax + cross-entropy + its gradient, activation
   backward + the bias-gradient column sum, the optimizer updates.
 * The trainer's fast path is ``fastdl.fused.compile_train_step`` with this module's hooks:
   ``InputLayer`` splits the first layer across the threads by input feature (each core gathers,
@@ -216,16 +216,16 @@ def _gather(src, idx, dst):
 # -- the contract ------------------------------------------------------------------------------
 
 def affine_forward(x, W, b):
-    y = _gemm(x, W)
+    y = _forward_gemm(x, W)
     _add_bias(y, b)
     return y
 
 
 def affine_backward(dy, x, W, need_dx=True):
-    dx = _gemm(dy, W.T) if need_dx else None
+    dx = dy @ W.T if need_dx else None
     db = np.empty(dy.shape[1], dtype=dy.dtype)
     _colsum(dy, db)
-    return dx, _gemm(x.T, dy), db
+    return dx, x.T @ dy, db
 
 
 @jit
@@ -298,13 +298,13 @@ def softmax_cross_entropy_backward(probs, t):
 # -- fused kernels (equal to the compositions in the NumPy backend) ----------------------------
 
 def affine_relu_forward(x, W, b):
-    y = _gemm(x, W)
+    y = _forward_gemm(x, W)
     _bias_relu(y, b)
     return y, y > 0
 
 
 def affine_sigmoid_forward(x, W, b):
-    y = _gemm(x, W)
+    y = _forward_gemm(x, W)
     _bias_sigmoid(y, b)
     return y
 
@@ -460,18 +460,19 @@ def matmul_(out, a, b):
         _split_dot(a, b, out, _cuts(m, _parts(m)))
 
 
-SPLIT_MIN_ROWS = 128          # rows per thread below which splitting by rows loses to NumPy's BLAS
+EVAL_ROWS = 1024      # forward products at least this tall are evaluation or prediction
 
 
-def _gemm(a, b):
-    """a @ b for the layer path. Tall products (evaluation's 10,000-row chunks, dW = x.T @ dy)
-    are split by rows across Numba's threads like the fused step's, so that evaluating during
-    training does not wake NumPy's BLAS pool, whose spinning workers slowed the next training
-    steps by a third (measured). Shorter ones (a batch of 100) go to NumPy's threaded BLAS:
-    with under ~128 rows per thread, each thread re-packing all of b loses to it (measured:
-    100x784x4096 1.5x slower split). So are operands BLAS cannot take as they are."""
+def _forward_gemm(a, b):
+    """x @ W for the layer path's forward kernels. Tall products (evaluation's 10,000-row
+    chunks) are split by rows across Numba's threads like the fused step's GEMMs, so that
+    evaluating during training never wakes NumPy's BLAS pool, whose spinning workers slowed the
+    next training steps by a third (measured). Everything else in the layer path, a batch's
+    forward and the whole backward, stays on NumPy's threaded BLAS: mixing the two pools inside
+    one training step made them spin against each other (an affine_backward 4x slower), and
+    splitting short products by rows loses to it (100x784x4096: 1.5x slower)."""
     m = a.shape[0]
-    if (m < SPLIT_MIN_ROWS * _parts(m) or m * a.shape[1] * b.shape[1] < SMALL_GEMM
+    if (m < EVAL_ROWS or m * a.shape[1] * b.shape[1] < SMALL_GEMM
             or a.dtype != b.dtype or a.dtype.char not in "fd" or a.size == 0 or b.size == 0
             or not (a.flags.c_contiguous or a.flags.f_contiguous)
             or not (b.flags.c_contiguous or b.flags.f_contiguous)):
