@@ -66,7 +66,7 @@ def byte_codes(x, xp, chunk: int = 512):
     return None
 
 
-def _softmax_head(bk, matmul, act_grad):
+def _softmax_head(bk, matmul):
     """The last layer and the loss, forward and backward, as the plain composition; a backend may
     provide it as one kernel (``softmax_head_``) with the same signature."""
     def head(z, dz, h, W, b, t, dW, db, dh, db_h, relu):
@@ -76,7 +76,8 @@ def _softmax_head(bk, matmul, act_grad):
         bk.colsum_(db, dz)
         matmul(dW, h.T, dz)
         matmul(dh, dz, W.T)
-        act_grad(dh, h, db_h)           # the hidden activation's backward + its bias gradient
+        # the hidden activation's backward + its bias gradient
+        (bk.relu_grad_colsum_ if relu else bk.sigmoid_grad_colsum_)(dh, h, db_h)
         return loss
     return head
 
@@ -166,7 +167,7 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
             update()
             return loss
     else:
-        head = getattr(bk, "softmax_head_", None) or _softmax_head(bk, matmul, act_grad)
+        head = getattr(bk, "softmax_head_", None) or _softmax_head(bk, matmul)
         relu = network.activation == "relu"
 
         def step(idx):
