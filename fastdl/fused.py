@@ -98,7 +98,8 @@ class InputLayer:
         self.matmul = _matmul(bk)
 
     def forward(self, idx, y):
-        self.x = self.X[:idx.shape[0]]
+        n = idx.shape[0]
+        self.x = self.X if n == self.X.shape[0] else self.X[:n]     # a new view for a partial batch only
         self.bk.gather_rows_(self.x, self.x_train, idx)
         self.matmul(y, self.x, self.W)
         self.act(y, self.b)

@@ -21,6 +21,7 @@ import cupy as cp
 import numpy as np
 
 from ..cuda_sources import combined_source, kernel_dir
+from .numpy import adam_step_size
 
 name = "cupy"
 xp = cp
@@ -274,5 +275,4 @@ def rmsprop_update(p, g, h, lr, decay, eps):
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
-    lr_t = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
-    _update("adam", p, (g, m, v), (lr_t, beta1, beta2, eps))
+    _update("adam", p, (g, m, v), (adam_step_size(lr, beta1, beta2, step), beta1, beta2, eps))

@@ -5,15 +5,19 @@ Choices, each measured on the book's shapes (see bench/):
   slower at 100x784x50. The fused step's GEMMs and the layer path's tall forward products
   (evaluation) run on Numba's threads with BLAS single-threaded inside (``matmul_``,
   ``_forward_gemm``), so training never has two thread pools spinning against each other; the
-  rest of the layer path stays on NumPy's threaded BLAS. Everything *between* GEMMs is a single fused ``@njit`` pass: bias + ReLU, softmax + cross-entropy + its gradient, activation
+  rest of the layer path stays on NumPy's threaded BLAS. Everything *between* GEMMs is a single
+  fused ``@njit`` pass: bias + ReLU, softmax + cross-entropy + its gradient, activation
   backward + the bias-gradient column sum, the optimizer updates.
 * The trainer's fast path is ``fastdl.fused.compile_train_step`` with this module's hooks:
   ``InputLayer`` splits the first layer across the threads by input feature (each core gathers,
   multiplies and updates its own slice of W1, calling BLAS single-threaded; the rows come from
   uint8 codes when the data is k/255, see ``fastdl.fused.byte_codes``), ``softmax_head_`` does
   the last layer and the loss in one call, ``fused_update`` updates every parameter in one
-  parallel call with the same split. No allocation per step. The layer-by-layer path remains
-  and must agree with it (tests/test_fused.py).
+  parallel call with the same split. No allocation per step, except the row-block copies
+  ``_split_dot`` makes of a transposed operand in the large GEMMs of deeper nets' middle layers.
+  The layer-by-layer path remains and must agree with it (tests/test_fused.py).
+* Figures quoted below without a bench/results folder were timed ad hoc on the 2-core machine
+  the benchmarks ran on; they explain a choice, the benchmarks back the speed claims.
 * Parallel loops (``prange``) only where each thread gets a large piece of its own: the split
   first layer and the update. At 100 x 50 an elementwise pass costs less than handing it out.
 * Constants are made in the array's type (``x.dtype.type(1)``): a bare ``1`` next to a float32
@@ -71,8 +75,8 @@ def check_usable() -> None:
             threadpool_limits(n, user_api="blas")
         except ImportError:
             pass
-    # Every GEMM of this backend runs on Numba's threads, each calling BLAS single-threaded
-    # (see matmul_): one thread pool in the process, none spinning against another.
+    # The fused step's GEMMs run on Numba's threads, each calling SciPy's BLAS single-threaded
+    # (see matmul_ and InputLayer); NumPy's BLAS keeps its threads for the layer path.
     _BLAS_PINNED = _numba_blas_single_threaded()
 
 
@@ -407,7 +411,7 @@ def rmsprop_update(p, g, h, lr, decay, eps):
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
-    lr_t = lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    lr_t = _ref.adam_step_size(lr, beta1, beta2, step)
     _adam(*_flat(p, g, m, v), *_scalars(p, lr_t, beta1, beta2, eps))
 
 
@@ -491,8 +495,8 @@ def _dot(a, b, out):
 def _split_dot(a, b, out, cut):
     for p in prange(cut.shape[0] - 1):
         r0, r1 = cut[p], cut[p + 1]
-        # a row block of a transposed operand (h.T in dW = h.T @ dz) is strided: BLAS wants it
-        # contiguous, a copy that costs ~1% of this GEMM
+        # a row block of a transposed operand (h.T in dW = h.T @ dz) is strided: Numba's np.dot
+        # wants it contiguous, a copy (and an allocation) that costs ~1% of this GEMM
         np.dot(np.ascontiguousarray(a[r0:r1]), b, out[r0:r1])
 
 
@@ -699,8 +703,7 @@ def _hyper(o, kind):
         return o.lr, o.eps
     if kind == 4:
         return o.lr, o.decay, o.eps
-    lr_t = o.lr * math.sqrt(1.0 - o.beta2 ** o.step) / (1.0 - o.beta1 ** o.step)
-    return lr_t, o.beta1, o.beta2, o.eps
+    return _ref.adam_step_size(o.lr, o.beta1, o.beta2, o.step), o.beta1, o.beta2, o.eps
 
 
 @jit

@@ -25,6 +25,8 @@ Kernels
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 name = "numpy"
@@ -165,9 +167,14 @@ def rmsprop_update(p, g, h, lr, decay, eps):
     p -= p.dtype.type(lr) * g / (np.sqrt(h) + p.dtype.type(eps))
 
 
+def adam_step_size(lr, beta1, beta2, step) -> float:
+    """Adam's bias correction folded into the step size, as in the book's (and Kingma & Ba's)
+    form; every backend's Adam uses this."""
+    return lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+
+
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
-    # Bias correction folded into the step size, as in the book's (and Kingma & Ba's) form.
-    lr_t = lr * np.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    lr_t = adam_step_size(lr, beta1, beta2, step)
     b1, b2 = p.dtype.type(beta1), p.dtype.type(beta2)
     m += (1 - b1) * (g - m)
     v += (1 - b2) * (g * g - v)
