@@ -26,9 +26,11 @@ def sources() -> list[Path]:
 
 
 def combined_source() -> str:
-    """The header once, then every .cu file: one translation unit, so NVRTC needs no include path."""
+    """The mode codes generated from the contract, the header once, then every .cu file: one
+    translation unit, so NVRTC needs no include path."""
+    from .backends.contract import cuda_defines
     folder = kernel_dir()
-    parts = [(folder / HEADER).read_text().replace("#pragma once", "")]
+    parts = [cuda_defines(), (folder / HEADER).read_text().replace("#pragma once", "")]
     for path in sources():
         parts.append(f"// ---- {path.name}\n" + path.read_text().replace(f'#include "{HEADER}"', ""))
     return "\n".join(parts)

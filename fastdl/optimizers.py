@@ -6,9 +6,16 @@ backend, and the state stays on the device the parameters live on.
 
 ``update(params, grads)`` has the book's signature; pass ``backend=`` (the trainer passes the
 network's) or the current backend is used.
+
+What a backend needs to run an optimizer its own way (numba updates every parameter in one
+parallel call) is public data, never the class name: ``kernel`` (the contract's update kernel),
+``state_names`` and ``state_arrays()`` (the state slots), and ``kernel_hyperparameters()`` (the
+kernel's scalar arguments for the coming step, Adam's bias-corrected step size included).
 """
 
 from __future__ import annotations
+
+import math
 
 from .backends import get_backend
 
@@ -32,7 +39,7 @@ class Optimizer:
     def config(self) -> dict:
         return {"name": type(self).__name__, **self.hyperparameters()}
 
-    def _state_for(self, key, p, xp):
+    def state_arrays(self, key, p, xp):
         """This parameter's state arrays, created (zeros, on p's device) on first use only."""
         out = []
         for name in self.state_names:
@@ -42,17 +49,18 @@ class Optimizer:
             out.append(slot[key])
         return out
 
+    def kernel_hyperparameters(self) -> dict:
+        """The update kernel's scalar arguments for the step ``self.step`` (1-based), in its
+        argument order, as Python floats (formed in float64; the kernel rounds them once)."""
+        return self.hyperparameters()
+
     def update(self, params: dict, grads: dict, backend=None) -> None:
         bk = get_backend(backend)
         kernel = getattr(bk, self.kernel)
         self.step += 1
-        extra = self._per_step()
-        hyper = self.hyperparameters()
+        hyper = self.kernel_hyperparameters()
         for key, p in params.items():
-            kernel(p, grads[key], *self._state_for(key, p, bk.xp), **hyper, **extra)
-
-    def _per_step(self) -> dict:
-        return {}
+            kernel(p, grads[key], *self.state_arrays(key, p, bk.xp), **hyper)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
@@ -126,8 +134,15 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
-    def _per_step(self):
-        return {"step": self.step}
+    def kernel_hyperparameters(self):
+        return {"lr_t": adam_step_size(self.lr, self.beta1, self.beta2, self.step),
+                "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+def adam_step_size(lr, beta1, beta2, step) -> float:
+    """Adam's bias correction folded into the step size, as in the book's (and Kingma & Ba's)
+    form: lr * sqrt(1 - beta2^step) / (1 - beta1^step), in float64."""
+    return lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
 
 
 _BY_NAME = {cls.__name__.lower(): cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)}

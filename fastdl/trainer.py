@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .backends.contract import FUSED_STEP
 from .errors import DivergenceError
+from .fused import compile_train_step
 from .validate import check_features, check_labels, host_view
 
 SAMPLING = ("shuffle", "replacement")
@@ -122,11 +124,11 @@ class Trainer:
             raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive multiple of sync_every={self.sync_every} "
                              f"(checkpoints are written only where the losses were checked finite)")
         self.checkpoint_every = checkpoint_every
-        # The backend may offer a fused whole-step kernel for this network and optimizer;
-        # it must give the same numbers as the layer-by-layer path (tests hold it to that).
-        compile_step = getattr(bk, "compile_train_step", None) if fast_path else None
-        self._fused = (compile_step(network, optimizer, self.batch_size, self.x_train, self.t_train)
-                       if compile_step else None)
+        # A backend that declares the fused step gets it: the same numbers as the layer-by-layer
+        # path (tests hold it to that) with every intermediate preallocated.
+        self._fused = None
+        if fast_path and FUSED_STEP in bk.CAPABILITIES:
+            self._fused = compile_train_step(network, optimizer, self.batch_size, self.x_train, self.t_train)
         self.fast_path = self._fused is not None
         self.history = History(backend=bk.name, dtype=network.dtype.name, device=bk.device,
                                batch_size=self.batch_size, sampling=sampling, seed=seed)
@@ -197,7 +199,9 @@ class Trainer:
         # A diverging run overflows on the way to NaN; we detect that ourselves and raise
         # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
         try:
-            with np.errstate(over="ignore", invalid="ignore"):
+            # train_scope: the process settings the backend's training needs (numba: its BLAS
+            # single-threaded under its own threads), restored when fit() returns
+            with np.errstate(over="ignore", invalid="ignore"), bk.train_scope():
                 while self.step < self.total_steps:
                     if self._epoch_host is None or self._pos >= spe:
                         self._epoch_host = self._epoch_indices()

@@ -35,9 +35,9 @@ __device__ void bias_sigmoid_impl(T* z, const T* b, long long n, int m) {
 }
 FASTDL_INSTANTIATE(bias_sigmoid, (T* z, const T* b, long long n, int m), (z, b, n, m))
 
-// mode 0: dh *= (h > 0)   (ReLU; h is its output)
-// mode 1: dh *= h (1 - h) (Sigmoid; h is its output)
-// mode 2: dh unchanged    (plain column sum)
+// mode FASTDL_ACT_RELU:     dh *= (h > 0)   (h is the ReLU's output)
+// mode FASTDL_ACT_SIGMOID:  dh *= h (1 - h) (h is the sigmoid's output)
+// mode FASTDL_ACT_IDENTITY: dh unchanged    (a plain column sum)
 template <typename T>
 __device__ void grad_colsum_impl(T* dh, const T* h, T* db, long long n, int m, int mode) {
     __shared__ T part[8][33];
@@ -47,9 +47,9 @@ __device__ void grad_colsum_impl(T* dh, const T* h, T* db, long long n, int m, i
         for (long long r = threadIdx.y; r < n; r += 8) {
             long long i = r * m + col;
             T v = dh[i];
-            if (mode == 0) v = h[i] > T(0) ? v : T(0);
-            else if (mode == 1) v = v * h[i] * (T(1) - h[i]);
-            if (mode != 2) dh[i] = v;
+            if (mode == FASTDL_ACT_RELU) v = h[i] > T(0) ? v : T(0);
+            else if (mode == FASTDL_ACT_SIGMOID) v = v * h[i] * (T(1) - h[i]);
+            if (mode != FASTDL_ACT_IDENTITY) dh[i] = v;
             acc += v;
         }
     }

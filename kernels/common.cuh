@@ -3,6 +3,12 @@
 // (NVRTC) finds them by plain name and nvcc compiles every instantiation in CI.
 #pragma once
 
+// The mode codes (FASTDL_ACT_*, FASTDL_SOFTMAX_*) are generated from fastdl/backends/contract.py
+// and put in front of these sources by fastdl.cuda_sources: Python and CUDA read one definition.
+#ifndef FASTDL_ACT_RELU
+#error "compile the kernels through fastdl.cuda_sources (or -include its generated defines)"
+#endif
+
 // PARAMS is the parameter list written with T; each namespace binds T to one type.
 #define FASTDL_INSTANTIATE(NAME, PARAMS, ARGS)                                               \
     namespace fastdl_f32 { typedef float T;                                                 \

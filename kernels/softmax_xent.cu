@@ -1,7 +1,7 @@
 // Softmax + cross-entropy, one warp per row (any number of classes: lanes stride the row).
 //   loss_i = log(sum_j exp(z_ij - max_i)) - (z_i,t_i - max_i)      (log-sum-exp: exact for
 //   confident mistakes, no log(p + 1e-7));
-//   mode 0: write probs;  mode 1: write dz = (softmax - onehot) / N.
+//   mode FASTDL_SOFTMAX_PROBS: write probs;  FASTDL_SOFTMAX_GRAD: write dz = (softmax - onehot) / N.
 // Per-row losses go to row_loss; their mean is taken on the device by the caller, so nothing
 // returns to the host. Labels t are int64 class indices in [0, C), validated on the host.
 #include "common.cuh"
@@ -22,10 +22,10 @@ __device__ void softmax_xent_impl(const T* z, const long long* t, T* out, T* row
     s = warp_sum(s);
     T inv = T(1) / s;
     long long label = t[row];
-    T scale = mode == 1 ? T(1) / T(n) : T(1);
+    T scale = mode == FASTDL_SOFTMAX_GRAD ? T(1) / T(n) : T(1);
     for (int j = lane; j < c; j += 32) {
         T p = exp(zr[j] - mx) * inv;
-        if (mode == 1 && j == label) p -= T(1);
+        if (mode == FASTDL_SOFTMAX_GRAD && j == label) p -= T(1);
         o[j] = p * scale;
     }
     if (lane == 0) row_loss[row] = log(s) - (zr[label] - mx);

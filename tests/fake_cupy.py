@@ -15,6 +15,7 @@ import types
 
 import numpy as np
 
+from fastdl.backends.contract import ACT_CODES, SOFTMAX_GRAD
 from fastdl.cuda_sources import combined_source
 
 __version__ = "0.0-emulated"
@@ -132,8 +133,9 @@ def _run(name, a):
     elif name == "grad_colsum":
         dh, h, db, n, m, mode = a
         d, hh = _mat(dh, n, m), _mat(h, n, m)
-        v = np.where(hh > 0, d, 0) if mode == 0 else d * hh * (1 - hh) if mode == 1 else d
-        if mode != 2:
+        v = (np.where(hh > 0, d, 0) if mode == ACT_CODES["relu"] else
+             d * hh * (1 - hh) if mode == ACT_CODES["sigmoid"] else d)
+        if mode != ACT_CODES["identity"]:
             d[...] = v
         db[:m] = v.sum(axis=0)
     elif name == "softmax_xent":
@@ -145,7 +147,7 @@ def _run(name, a):
         p = e / tot
         rows = np.arange(n)
         row_loss[:n] = np.log(tot[:, 0]) - s[rows, t[:n]]
-        if mode == 1:
+        if mode == SOFTMAX_GRAD:
             p[rows, t[:n]] -= 1
             p /= n
         _mat(out, n, c)[...] = p

@@ -1,9 +1,9 @@
 """The backend registry: one name -> one module meeting the kernel contract.
 
-A backend is a module (``fastdl.backends.numpy``, ``.numba``, ``.cupy``) exposing the same kernel
-names (see ``fastdl/backends/numpy.py`` for the contract) plus ``name``, ``xp``, ``device``,
-``asarray``, ``to_numpy``, ``synchronize`` and ``describe``. Modules are imported lazily, on first
-use, so ``import fastdl`` pulls in neither numba nor cupy.
+A backend is a module (``fastdl.backends.numpy``, ``.numba``, ``.cupy``) providing every entry of
+the contract (``fastdl/backends/contract.py``) that its ``CAPABILITIES`` call for; a module that
+lacks one is refused at load, naming what is missing. Modules are imported lazily, on first use,
+so ``import fastdl`` pulls in neither numba nor cupy.
 
 Which backend runs, highest precedence first:
   1. an explicit ``backend=`` argument (networks, layers, trainer, ``get_backend(name)``);
@@ -25,6 +25,7 @@ import types
 from typing import Iterator
 
 from ..errors import BackendUnavailableError, UnknownBackendError
+from . import contract
 
 NAMES = ("numpy", "numba", "cupy")
 DEFAULT = "numpy"
@@ -65,9 +66,10 @@ def _load(key: str, source: str) -> types.ModuleType:
     else:
         try:
             module = importlib.import_module(f"{__name__}.{key}")
-            check = getattr(module, "check_usable", None)
-            if check is not None:
-                check()  # raises with the hardware/driver reason
+            lacking = contract.missing(module)
+            if lacking:
+                raise TypeError(f"the module does not meet fastdl's kernel contract: it lacks {', '.join(lacking)}")
+            module.check_usable()  # raises with the hardware/driver reason
             _loaded[key] = module
             return module
         except Exception as exc:  # ImportError, CUDA runtime errors, ...

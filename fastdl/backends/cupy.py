@@ -7,25 +7,30 @@
   and the six optimizer updates. They are compiled with NVRTC at first use and cached by CuPy.
 * Every kernel handles any N and width (grid-stride loops; partial blocks are masked) and both
   float32 and float64 (``*_f32`` / ``*_f64`` instantiations of one template).
-* The trainer's fast path is ``fastdl.fused.compile_train_step``: the dataset stays on the GPU,
-  batches are gathered there, nothing is allocated per step and the loss stays on the device; the
-  host reads losses only at the trainer's sync points.
+* The trainer's fast path is ``fastdl.fused`` over this module's hooks (the builders are the
+  plain compositions of ``fastdl.backends.composed``): the dataset stays on the GPU, batches are
+  gathered there, and the loss stays on the device (a 0-d array per step, from CuPy's memory
+  pool); the host reads losses only at the trainer's sync points.
 * Labels are validated on the host before any kernel runs (``fastdl.validate``), so the kernels
   can index with them safely.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+
 import cupy as cp
 import numpy as np
 
 from ..cuda_sources import combined_source, kernel_dir
-from .numpy import adam_step_size
+from . import composed
+from .contract import ACT_CODES, FUSED_STEP, SOFTMAX_GRAD, SOFTMAX_PROBS
 
 name = "cupy"
 xp = cp
 device = "cuda"          # refined by check_usable() to the device's name
+CAPABILITIES = frozenset({FUSED_STEP})
 
 THREADS = 256
 
@@ -66,6 +71,11 @@ def is_backend_array(a) -> bool:
     return isinstance(a, cp.ndarray)
 
 
+def train_scope():
+    """The GPU needs no process settings for training."""
+    return contextlib.nullcontext()
+
+
 # -- the CUDA sources ----------------------------------------------------------------------------
 
 _MODULE = None
@@ -96,7 +106,7 @@ def _indices(t):
     return cp.ascontiguousarray(t, dtype=cp.int64)
 
 
-# -- in-place kernels (also the fused training step's; see fastdl/fused.py) ----------------------
+# -- in-place hooks of the fused step (outputs first; see the contract) ----------------------------
 
 def add_bias_(z, b):
     n, m = z.shape
@@ -113,27 +123,29 @@ def bias_sigmoid_(z, b):
     _launch("bias_sigmoid", z.dtype, n * m, z, b, np.int64(n), np.int32(m))
 
 
-def _grad_colsum(dh, h, db, mode):
+def _grad_colsum(dh, db, h, activation):
+    """One block of (32 x 8) threads per 32 columns (the kernel's layout; see activations.cu)."""
     n, m = dh.shape
-    _kernel("grad_colsum", dh.dtype)((math.ceil(m / 32),), (32, 8), (dh, h, db, np.int64(n), np.int32(m), np.int32(mode)))
+    _kernel("grad_colsum", dh.dtype)((math.ceil(m / 32),), (32, 8),
+                                     (dh, h, db, np.int64(n), np.int32(m), np.int32(ACT_CODES[activation])))
 
 
-def relu_grad_colsum_(dh, h, db):
-    _grad_colsum(dh, h, db, 0)
+def relu_grad_colsum_(dh, db, h):
+    _grad_colsum(dh, db, h, "relu")
 
 
-def sigmoid_grad_colsum_(dh, y, db):
-    _grad_colsum(dh, y, db, 1)
+def sigmoid_grad_colsum_(dh, db, y):
+    _grad_colsum(dh, db, y, "sigmoid")
 
 
 def colsum_(out, dy):
-    _grad_colsum(dy, dy, out, 2)
+    _grad_colsum(dy, out, dy, "identity")
 
 
 _row_loss = {}
 
 
-def _softmax(z, t, out, mode):
+def _softmax(out, z, t, mode):
     n, c = z.shape
     key = (n, z.dtype.char, cp.cuda.Device().id)
     row_loss = _row_loss.get(key)
@@ -146,7 +158,7 @@ def _softmax(z, t, out, mode):
 
 
 def softmax_xent_(dz, z, t):
-    return _softmax(z, t, dz, 1)
+    return _softmax(dz, z, t, SOFTMAX_GRAD)
 
 
 def gather_rows_(out, src, idx):
@@ -157,12 +169,13 @@ def gather_rows_(out, src, idx):
     _launch("gather_rows", src.dtype, n * d, out, src, idx, np.int64(n), np.int64(d))
 
 
-def fused_update(optimizer, params, grads):
-    """None: the per-parameter update kernels are already one launch each."""
-    return None
+def matmul_(out, a, b):
+    cp.matmul(a, b, out=out)                 # cuBLAS
 
 
-from ..fused import compile_train_step  # noqa: E402,F401  (the trainer's fast path)
+InputLayer = composed.InputLayer
+OutputLayer = composed.OutputLayer
+make_update = composed.make_update           # one launch per parameter already
 
 
 # -- the contract ---------------------------------------------------------------------------------
@@ -202,7 +215,7 @@ def sigmoid_backward(dy, y):
 def softmax_cross_entropy_forward(z, t):
     z = cp.ascontiguousarray(z)
     probs = cp.empty_like(z)
-    loss = _softmax(z, _indices(t), probs, 0)
+    loss = _softmax(probs, z, _indices(t), SOFTMAX_PROBS)
     return loss, probs
 
 
@@ -211,40 +224,6 @@ def softmax_cross_entropy_backward(probs, t):
     dz = cp.empty_like(probs)
     _launch("softmax_grad", probs.dtype, n * c, cp.ascontiguousarray(probs), _indices(t), dz, np.int64(n), np.int32(c))
     return dz
-
-
-# -- fused kernels (equal to the compositions in the NumPy backend) -------------------------------
-
-def affine_relu_forward(x, W, b):
-    y = x @ W
-    bias_relu_(y, b)
-    return y, y > 0
-
-
-def affine_sigmoid_forward(x, W, b):
-    y = x @ W
-    bias_sigmoid_(y, b)
-    return y
-
-
-def relu_backward_colsum(dy, mask):
-    dx = cp.ascontiguousarray(dy).copy()
-    db = cp.empty(dy.shape[1], dtype=dy.dtype)
-    relu_grad_colsum_(dx, cp.ascontiguousarray(mask, dtype=dy.dtype), db)
-    return dx, db
-
-
-def sigmoid_backward_colsum(dy, y):
-    dx = cp.ascontiguousarray(dy).copy()
-    db = cp.empty(dy.shape[1], dtype=dy.dtype)
-    sigmoid_grad_colsum_(dx, cp.ascontiguousarray(y), db)
-    return dx, db
-
-
-def softmax_cross_entropy(z, t):
-    z = cp.ascontiguousarray(z)
-    dz = cp.empty_like(z)
-    return softmax_xent_(dz, z, _indices(t)), dz
 
 
 # -- optimizer updates (in place) -----------------------------------------------------------------
@@ -274,5 +253,5 @@ def rmsprop_update(p, g, h, lr, decay, eps):
     _update("rmsprop", p, (g, h), (lr, decay, eps))
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
-    _update("adam", p, (g, m, v), (adam_step_size(lr, beta1, beta2, step), beta1, beta2, eps))
+def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
+    _update("adam", p, (g, m, v), (lr_t, beta1, beta2, eps))

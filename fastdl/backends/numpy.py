@@ -1,37 +1,28 @@
-"""NumPy reference backend: the kernel contract, written to be read.
+"""NumPy reference backend: every entry of the kernel contract, written to be read.
 
-Conventions shared by every backend (this module is the specification the others are tested
-against):
-
-* Shapes: x (N, D), W (D, M), b (M,); labels t are int class indices (N,) or one-hot rows (N, C).
-  The label form is decided by rank (1-D = indices, 2-D = one-hot), never by comparing sizes.
-  Label *values* are validated on the host before a kernel sees them (``fastdl.validate``).
-* Kernels are pure: they never modify their inputs and return what backward needs.
-  The exceptions are the optimizer updates (``*_update``), which update parameters and state in
-  place by design; their names say so.
-* dtype rule: float32 in -> float32 out, float64 in -> float64 out.
-
-Kernels
-    affine_forward(x, W, b)                  -> y                  y = x @ W + b
-    affine_backward(dy, x, W, need_dx=True)  -> dx, dW, db         dx is None when not needed
-    relu_forward(x)                          -> y, mask
-    relu_backward(dy, mask)                  -> dx
-    sigmoid_forward(x)                       -> y                  stable for any finite x
-    sigmoid_backward(dy, y)                  -> dx                 dy * y * (1 - y)
-    softmax_cross_entropy_forward(z, t)      -> loss, probs        log-sum-exp; mean over batch
-    softmax_cross_entropy_backward(probs, t) -> dz                 (probs - onehot(t)) / N
-    <opt>_update(param, grad, *state, **hyper)                     in place, for the six optimizers
+The contract itself (names, signatures, what each writes, the dtype rule) is the table in
+``fastdl/backends/contract.py``; this module is the oracle every other backend is tested against,
+kernel by kernel and hook by hook. It declares the fused step too, so NumPy runs the trainer's
+whole-step path itself and that path has an oracle in the layer-by-layer one.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 
 import numpy as np
+
+from . import composed
+from .contract import FUSED_STEP
 
 name = "numpy"
 xp = np
 device = "cpu"
+CAPABILITIES = frozenset({FUSED_STEP})
+
+
+def check_usable() -> None:
+    """NumPy always runs."""
 
 
 # -- arrays ------------------------------------------------------------------------------------
@@ -51,6 +42,11 @@ def synchronize():
 
 def is_backend_array(a) -> bool:
     return isinstance(a, np.ndarray)
+
+
+def train_scope():
+    """NumPy needs no process settings for training."""
+    return contextlib.nullcontext()
 
 
 def describe() -> dict:
@@ -134,7 +130,7 @@ def softmax_cross_entropy_backward(probs, t):
 
 # -- optimizer updates (in place) --------------------------------------------------------------
 # Hyperparameters arrive as Python floats and are cast to the parameter dtype so float32 stays
-# float32. `step` is the 1-based update count (Adam's bias correction).
+# float32. Their values come from Optimizer.kernel_hyperparameters().
 
 def sgd_update(p, g, lr):
     p -= p.dtype.type(lr) * g
@@ -167,44 +163,68 @@ def rmsprop_update(p, g, h, lr, decay, eps):
     p -= p.dtype.type(lr) * g / (np.sqrt(h) + p.dtype.type(eps))
 
 
-def adam_step_size(lr, beta1, beta2, step) -> float:
-    """Adam's bias correction folded into the step size, as in the book's (and Kingma & Ba's)
-    form; every backend's Adam uses this."""
-    return lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
-
-
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
-    lr_t = adam_step_size(lr, beta1, beta2, step)
+def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
+    # lr_t: the step size with Adam's bias correction folded in (Optimizer.kernel_hyperparameters)
     b1, b2 = p.dtype.type(beta1), p.dtype.type(beta2)
     m += (1 - b1) * (g - m)
     v += (1 - b2) * (g * g - v)
     p -= p.dtype.type(lr_t) * m / (np.sqrt(v) + p.dtype.type(eps))
 
 
-# -- fused kernels -----------------------------------------------------------------------------
-# Here they are the plain compositions: the definitions the fused versions of the other backends
-# must equal within the dtype's tolerance. `db` is the column sum of `dx`: the bias gradient of
-# the Affine layer that produced the activation's input.
+# -- in-place hooks of the fused step (outputs first; see the contract) -------------------------
 
-def affine_relu_forward(x, W, b):
-    return relu_forward(affine_forward(x, W, b))
+def gather_rows_(out, src, idx):
+    np.take(src, idx, axis=0, out=out)
 
 
-def affine_sigmoid_forward(x, W, b):
-    return sigmoid_forward(affine_forward(x, W, b))
+def matmul_(out, a, b):
+    np.matmul(a, b, out=out)
 
 
-def relu_backward_colsum(dy, mask):
-    dx = relu_backward(dy, mask)
-    return dx, dx.sum(axis=0)
+def add_bias_(z, b):
+    z += b
 
 
-def sigmoid_backward_colsum(dy, y):
-    dx = sigmoid_backward(dy, y)
-    return dx, dx.sum(axis=0)
+def bias_relu_(z, b):
+    z += b
+    np.maximum(z, z.dtype.type(0), out=z)
 
 
-def softmax_cross_entropy(z, t):
-    """Forward and backward at once: (loss, dz)."""
-    loss, probs = softmax_cross_entropy_forward(z, t)
-    return loss, softmax_cross_entropy_backward(probs, t)
+def bias_sigmoid_(z, b):
+    z += b
+    z[...] = sigmoid_forward(z)
+
+
+def colsum_(out, dy):
+    dy.sum(axis=0, out=out)
+
+
+def relu_grad_colsum_(dh, db, h):
+    dh *= h > 0                      # h is the ReLU's output: h > 0 exactly where its input was
+    dh.sum(axis=0, out=db)
+
+
+def sigmoid_grad_colsum_(dh, db, y):
+    dh *= y * (y.dtype.type(1) - y)
+    dh.sum(axis=0, out=db)
+
+
+def softmax_xent_(dz, z, t):
+    n = z.shape[0]
+    rows = np.arange(n)
+    np.subtract(z, z.max(axis=1, keepdims=True), out=dz)       # the shifted logits, then exp
+    picked = dz[rows, t]
+    np.exp(dz, out=dz)
+    total = dz.sum(axis=1, keepdims=True)
+    loss = (np.log(total[:, 0]) - picked).mean()              # as the kernel: log-sum-exp
+    dz /= total
+    dz[rows, t] -= 1
+    dz /= z.dtype.type(n)
+    return np.asarray(loss, dtype=z.dtype)
+
+
+# -- builders of the fused step: the plain compositions ----------------------------------------
+
+InputLayer = composed.InputLayer
+OutputLayer = composed.OutputLayer
+make_update = composed.make_update

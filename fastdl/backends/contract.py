@@ -1,0 +1,147 @@
+"""The kernel contract: every name a backend module provides, stated once.
+
+The registry reads this table when it loads a backend (one that lacks a name it must have is
+refused, naming what is missing), the tests read it to run every entry of every backend against
+NumPy's, and the CUDA sources read its mode constants (``cuda_defines``). Nothing else states it.
+
+Conventions, for every backend:
+
+* Shapes: x (N, D), W (D, M), b (M,); labels t are int class indices (N,) (one-hot (N, C) rows
+  too, for the pure kernels; the rank decides the form). Label values are validated on the host
+  before any kernel sees them (``fastdl.validate``), so kernels index with them unchecked.
+* dtype rule: float32 in, float32 out; float64 in, float64 out. Hyperparameters arrive as Python
+  floats, formed in float64, and are rounded once to the parameter's type.
+* Kernels (kind "kernel") are pure: they never modify their inputs and return what backward needs.
+* Updates (kind "update") change the parameter and its state arrays in place.
+* Hooks (kind "hook", names ending in ``_``) write into the arrays named in ``writes``, which
+  come first in the argument list (outputs first, then inputs); they allocate nothing per call
+  on numba and cupy (NumPy's may make small temporaries: it is the readable reference).
+* Builders (kind "builder") are made once per training run with the run's buffers and are then
+  called per step with the step's arrays only; they take the backend module first.
+* Capabilities are declared by each backend in ``CAPABILITIES``; a backend provides every entry
+  of ``core`` and of each capability it declares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CORE = "core"
+FUSED_STEP = "fused_step"          # the trainer's whole-step path (fastdl.fused)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    kind: str            # attribute | function | kernel | update | hook | builder
+    signature: str
+    rule: str            # the formula, or what it is
+    writes: str = ""     # the arguments it writes, for updates and hooks
+    capability: str = CORE
+
+
+ENTRIES: tuple[Entry, ...] = (
+    # -- module attributes and array plumbing ---------------------------------------------------
+    Entry("name", "attribute", "str", "the registry name"),
+    Entry("xp", "attribute", "module", "the array module (numpy or cupy)"),
+    Entry("device", "attribute", "str", "where arrays live, for messages and reports"),
+    Entry("CAPABILITIES", "attribute", "frozenset[str]", "what beyond core this backend provides"),
+    Entry("check_usable", "function", "check_usable()", "raises, with the reason, when it cannot run here"),
+    Entry("asarray", "function", "asarray(a, dtype=None) -> array", "C-contiguous, on the device"),
+    Entry("to_numpy", "function", "to_numpy(a) -> numpy.ndarray", "a host copy or view"),
+    Entry("synchronize", "function", "synchronize()", "wait for queued device work"),
+    Entry("is_backend_array", "function", "is_backend_array(a) -> bool", "a is this backend's array type"),
+    Entry("describe", "function", "describe() -> dict", "versions, device, threads, for `fastdl info`"),
+    Entry("train_scope", "function", "train_scope() -> context manager",
+          "process settings (threads, BLAS) a training run needs; restored on exit"),
+    # -- pure kernels of the layers -------------------------------------------------------------
+    Entry("affine_forward", "kernel", "affine_forward(x, W, b) -> y", "y = x @ W + b"),
+    Entry("affine_backward", "kernel", "affine_backward(dy, x, W, need_dx=True) -> dx, dW, db",
+          "dx = dy @ W.T (None unless need_dx), dW = x.T @ dy, db = dy.sum(0)"),
+    Entry("relu_forward", "kernel", "relu_forward(x) -> y, mask", "y = max(x, 0), mask = x > 0"),
+    Entry("relu_backward", "kernel", "relu_backward(dy, mask) -> dx", "dx = dy * mask"),
+    Entry("sigmoid_forward", "kernel", "sigmoid_forward(x) -> y", "1 / (1 + exp(-x)), stable for any finite x"),
+    Entry("sigmoid_backward", "kernel", "sigmoid_backward(dy, y) -> dx", "dx = dy * y * (1 - y)"),
+    Entry("softmax_cross_entropy_forward", "kernel", "softmax_cross_entropy_forward(z, t) -> loss, probs",
+          "loss = mean(logsumexp(z) - z[t]), probs = softmax(z)"),
+    Entry("softmax_cross_entropy_backward", "kernel", "softmax_cross_entropy_backward(probs, t) -> dz",
+          "dz = (probs - onehot(t)) / N"),
+    # -- optimizer updates (the book's formulas; hyperparameters as Optimizer.kernel_hyperparameters) --
+    Entry("sgd_update", "update", "sgd_update(p, g, lr)", "p -= lr g", "p"),
+    Entry("momentum_update", "update", "momentum_update(p, g, v, lr, momentum)",
+          "v = momentum v - lr g; p += v", "p, v"),
+    Entry("nesterov_update", "update", "nesterov_update(p, g, v, lr, momentum)",
+          "v = momentum v - lr g; p += momentum^2 v - (1 + momentum) lr g", "p, v"),
+    Entry("adagrad_update", "update", "adagrad_update(p, g, h, lr, eps)",
+          "h += g^2; p -= lr g / (sqrt(h) + eps)", "p, h"),
+    Entry("rmsprop_update", "update", "rmsprop_update(p, g, h, lr, decay, eps)",
+          "h = decay h + (1 - decay) g^2; p -= lr g / (sqrt(h) + eps)", "p, h"),
+    Entry("adam_update", "update", "adam_update(p, g, m, v, lr_t, beta1, beta2, eps)",
+          "m += (1 - beta1)(g - m); v += (1 - beta2)(g^2 - v); p -= lr_t m / (sqrt(v) + eps)", "p, m, v"),
+    # -- in-place hooks of the fused step ------------------------------------------------------
+    Entry("gather_rows_", "hook", "gather_rows_(out, src, idx)", "out[r] = src[idx[r]] (rows or elements)",
+          "out", FUSED_STEP),
+    Entry("matmul_", "hook", "matmul_(out, a, b)", "out = a @ b (a, b may be transposed views)", "out", FUSED_STEP),
+    Entry("add_bias_", "hook", "add_bias_(z, b)", "z += b", "z", FUSED_STEP),
+    Entry("bias_relu_", "hook", "bias_relu_(z, b)", "z = max(z + b, 0)", "z", FUSED_STEP),
+    Entry("bias_sigmoid_", "hook", "bias_sigmoid_(z, b)", "z = sigmoid(z + b)", "z", FUSED_STEP),
+    Entry("colsum_", "hook", "colsum_(out, dy)", "out = dy.sum(0)", "out", FUSED_STEP),
+    Entry("relu_grad_colsum_", "hook", "relu_grad_colsum_(dh, db, h)",
+          "dh *= (h > 0); db = dh.sum(0)  (h: the ReLU's output)", "dh, db", FUSED_STEP),
+    Entry("sigmoid_grad_colsum_", "hook", "sigmoid_grad_colsum_(dh, db, y)",
+          "dh *= y (1 - y); db = dh.sum(0)  (y: the sigmoid's output)", "dh, db", FUSED_STEP),
+    Entry("softmax_xent_", "hook", "softmax_xent_(dz, z, t) -> loss",
+          "dz = (softmax(z) - onehot(t)) / N; returns the mean loss (on a GPU, a 0-d device array)",
+          "dz", FUSED_STEP),
+    # -- builders of the fused step ------------------------------------------------------------
+    Entry("InputLayer", "builder", "InputLayer(bk, W, b, dW, x_train, batch_size, activation)",
+          ".forward(idx, y): y = act(x_train[idx] @ W + b); .backward(dz): dW = x_train[idx].T @ dz",
+          "y; dW", FUSED_STEP),
+    Entry("OutputLayer", "builder", "OutputLayer(bk, W, b, dW, db, batch_size, activation)",
+          ".forward_backward(dh, db_h, h, t) -> loss: z = h @ W + b, the loss, dz, dW, db, and "
+          "dh = act'(dz @ W.T), db_h = dh.sum(0) for the hidden activation whose output is h",
+          "dW, db, dh, db_h", FUSED_STEP),
+    Entry("make_update", "builder", "make_update(bk, optimizer, params, grads) -> update()",
+          "update() == optimizer.update(params, grads, bk)", "params, optimizer state", FUSED_STEP),
+)
+
+BY_NAME = {e.name: e for e in ENTRIES}
+CAPABILITIES = frozenset(e.capability for e in ENTRIES) - {CORE}
+
+# An activation is chosen once, as the pair of hooks that apply it and its gradient.
+ACTIVATIONS = {
+    "relu": ("bias_relu_", "relu_grad_colsum_"),
+    "sigmoid": ("bias_sigmoid_", "sigmoid_grad_colsum_"),
+    "identity": ("add_bias_", None),
+}
+
+# Integer codes the compiled kernels (numba loops, kernels/*.cu) use for an activation's
+# gradient and for what the softmax kernel writes; the CUDA sources get them as #defines.
+ACT_CODES = {"relu": 0, "sigmoid": 1, "identity": 2}
+SOFTMAX_PROBS, SOFTMAX_GRAD = 0, 1
+
+
+def required(capabilities) -> list[Entry]:
+    """The entries a backend declaring ``capabilities`` must provide."""
+    return [e for e in ENTRIES if e.capability == CORE or e.capability in capabilities]
+
+
+def missing(module) -> list[str]:
+    """What ``module`` lacks of what its own ``CAPABILITIES`` declare (and of core)."""
+    declared = getattr(module, "CAPABILITIES", None)
+    if not isinstance(declared, frozenset):
+        return ["CAPABILITIES (a frozenset)"]
+    unknown = sorted(declared - CAPABILITIES)
+    return [f"unknown capability {c!r}" for c in unknown] + [
+        e.name for e in required(declared) if not hasattr(module, e.name)]
+
+
+def names(kind: str) -> list[str]:
+    return [e.name for e in ENTRIES if e.kind == kind]
+
+
+def cuda_defines() -> str:
+    """The codes above as C preprocessor definitions, prepended to the CUDA sources."""
+    lines = [f"#define FASTDL_ACT_{k.upper()} {v}" for k, v in ACT_CODES.items()]
+    lines += [f"#define FASTDL_SOFTMAX_PROBS {SOFTMAX_PROBS}", f"#define FASTDL_SOFTMAX_GRAD {SOFTMAX_GRAD}"]
+    return "// generated from fastdl/backends/contract.py\n" + "\n".join(lines) + "\n"

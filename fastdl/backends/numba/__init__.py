@@ -1,0 +1,179 @@
+"""Numba backend: the kernel contract as JIT-compiled CPU loops, and a fused training step.
+
+Layout: ``loops`` (the ``@njit`` loops, one formula each), ``threads`` (Numba's threads and the
+BLAS its ``np.dot`` calls, set only inside ``train_scope()``), ``gather`` (the step's row gather
+with software prefetch), ``step`` (the fused step's builders and GEMM routing). This module
+binds them to the contract's names (``fastdl/backends/contract.py``).
+
+Choices, each measured on the book's shapes (bench/results):
+* GEMMs stay in BLAS: hand-written loops, even ones that skip MNIST's zero pixels, measured
+  slower at 100x784x50. Everything *between* GEMMs is one fused ``@njit`` pass.
+* Parallel loops (``prange``) only where each thread gets a large piece of its own: the split
+  first layer, large GEMMs and the update. At 100 x 50 an elementwise pass costs less than
+  handing it out.
+* ``FASTDL_NUM_THREADS`` (default: all cores) sets Numba's threads and, during training, caps
+  BLAS's; compiled code is cached on disk (``FASTDL_NUMBA_CACHE=0`` turns that off).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .. import numpy as _ref
+from ..contract import FUSED_STEP
+from . import gather, loops, step, threads
+
+name = "numba"
+xp = np
+device = "cpu"
+CAPABILITIES = frozenset({FUSED_STEP})
+
+asarray = _ref.asarray
+to_numpy = _ref.to_numpy
+synchronize = _ref.synchronize
+is_backend_array = _ref.is_backend_array
+train_scope = threads.train_scope
+_as_indices = _ref._as_indices
+
+
+def check_usable() -> None:
+    """Numba imported (this module did); its thread count from FASTDL_NUM_THREADS. Numba's own
+    setting only: no BLAS is touched here."""
+    numba.set_num_threads(threads.configured_threads())
+
+
+def describe() -> dict:
+    info = _ref.describe()
+    info.update(backend=name, numba=numba.__version__, threads=numba.get_num_threads(),
+                disk_cache="on" if loops.CACHE else "off", compiled=compiled_status(),
+                split_parts=threads.split_parts(1 << 30),
+                prefetch=f"{gather.PREFETCH_AHEAD} rows ahead" if gather.PREFETCH_AHEAD and gather.prefetch_available()
+                else "off")
+    return info
+
+
+def jitted() -> list:
+    """Every compiled function of the backend."""
+    return [v for mod in (loops, gather, step) for v in vars(mod).values()
+            if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == mod.__name__]
+
+
+def compiled_status() -> str:
+    """How many of the JIT kernels have compiled code loaded in this process."""
+    funcs = jitted()
+    return f"{sum(1 for f in funcs if f.signatures)}/{len(funcs)} kernels compiled"
+
+
+# -- the contract's kernels ------------------------------------------------------------------------
+
+def affine_forward(x, W, b):
+    y = step.forward_gemm(x, W)
+    loops.add_bias(y, b)
+    return y
+
+
+def affine_backward(dy, x, W, need_dx=True):
+    dx = dy @ W.T if need_dx else None
+    db = np.empty(dy.shape[1], dtype=dy.dtype)
+    loops.colsum(db, dy)
+    return dx, x.T @ dy, db
+
+
+def relu_forward(x):
+    y = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.bool_)
+    loops.relu_forward(y, mask, x)
+    return y, mask
+
+
+def relu_backward(dy, mask):
+    dx = np.empty_like(dy)
+    loops.relu_backward(dx, dy, mask)
+    return dx
+
+
+def sigmoid_forward(x):
+    y = np.array(x, copy=True, order="C")
+    loops.bias_sigmoid(y, np.zeros(x.shape[1], dtype=x.dtype))
+    return y
+
+
+def sigmoid_backward(dy, y):
+    dx = np.empty_like(dy)
+    loops.sigmoid_backward(dx, dy, y)
+    return dx
+
+
+def softmax_cross_entropy_forward(z, t):
+    probs = np.empty_like(z)
+    loss = loops.softmax_rows(probs, z, np.ascontiguousarray(_as_indices(t)), False)
+    return z.dtype.type(loss), probs
+
+
+def softmax_cross_entropy_backward(probs, t):
+    dz = np.empty_like(probs)
+    loops.softmax_grad(dz, probs, np.ascontiguousarray(_as_indices(t)))
+    return dz
+
+
+# -- optimizer updates (in place, one pass each over flat arrays) ----------------------------------
+
+def _update(kernel, arrays, scalars):
+    """Run an update loop over flat views; arrays that are not C-contiguous (a column slice, a
+    Fortran-ordered array) are updated through contiguous copies written back, so the update is
+    in place on every layout, never on a silent copy."""
+    dense = [np.ascontiguousarray(a) for a in arrays]
+    t = arrays[0].dtype.type
+    kernel(*[a.reshape(-1) for a in dense], *[t(s) for s in scalars])
+    for a, d in zip(arrays, dense):
+        if d is not a:
+            a[...] = d
+
+
+def sgd_update(p, g, lr):
+    _update(loops.sgd, (p, g), (lr,))
+
+
+def momentum_update(p, g, v, lr, momentum):
+    _update(loops.momentum, (p, g, v), (lr, momentum))
+
+
+def nesterov_update(p, g, v, lr, momentum):
+    _update(loops.nesterov, (p, g, v), (lr, momentum))
+
+
+def adagrad_update(p, g, h, lr, eps):
+    _update(loops.adagrad, (p, g, h), (lr, eps))
+
+
+def rmsprop_update(p, g, h, lr, decay, eps):
+    _update(loops.rmsprop, (p, g, h), (lr, decay, eps))
+
+
+def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
+    _update(loops.adam, (p, g, m, v), (lr_t, beta1, beta2, eps))
+
+
+# -- the fused step's hooks and builders -------------------------------------------------------------
+
+def gather_rows_(out, src, idx):
+    (loops.gather_rows if src.ndim == 2 else loops.gather)(out, src, idx)
+
+
+matmul_ = step.matmul_
+add_bias_ = loops.add_bias
+bias_relu_ = loops.bias_relu
+bias_sigmoid_ = loops.bias_sigmoid
+colsum_ = loops.colsum
+relu_grad_colsum_ = loops.relu_grad_colsum
+sigmoid_grad_colsum_ = loops.sigmoid_grad_colsum
+
+
+def softmax_xent_(dz, z, t):
+    return loops.softmax_rows(dz, z, t, True)
+
+
+InputLayer = step.InputLayer
+OutputLayer = step.OutputLayer
+make_update = step.make_update

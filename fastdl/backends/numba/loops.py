@@ -1,0 +1,279 @@
+"""The numba backend's loops: small pure ``@njit`` functions, one formula each, outputs first.
+
+* Constants are made in the array's type (``x.dtype.type(1)``): a bare ``1`` next to a float32
+  promotes the whole expression to float64 in Numba, which halves the SIMD width.
+* ``error_model="numpy"``: a float division by zero gives inf/nan as in NumPy, instead of a
+  Python exception whose check in every iteration keeps LLVM from vectorising the loop.
+* No bounds checks: callers pass shapes the contract promises (validated on the host).
+* Compiled code is cached on disk (``FASTDL_NUMBA_CACHE=0`` turns that off); float32 and float64
+  each compile once, hyperparameters arrive cast to the array's type.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from numba import njit, prange
+
+CACHE = os.environ.get("FASTDL_NUMBA_CACHE", "1").strip() not in ("0", "false", "no", "off")
+jit = njit(cache=CACHE, nogil=True, error_model="numpy")
+# A row's sum may be reassociated, which lets LLVM vectorise the float64 sum of exp() as NumPy's
+# pairwise sum is vectorised; nothing else about the arithmetic changes.
+jit_reassoc = njit(cache=CACHE, nogil=True, error_model="numpy", fastmath={"reassoc"})
+jit_parallel = njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
+
+
+# -- elementwise, in place ---------------------------------------------------------------------
+
+@jit
+def add_bias(z, b):
+    """z += b"""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            z[i, j] += b[j]
+
+
+@jit
+def bias_relu(z, b):
+    """z = max(z + b, 0)"""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            v = z[i, j] + b[j]
+            z[i, j] = v if v > 0 else 0
+
+
+@jit
+def bias_sigmoid(z, b):
+    """z = sigmoid(z + b), from exp(-|v|), which never overflows"""
+    n, m = z.shape
+    one = z.dtype.type(1)
+    for i in range(n):
+        for j in range(m):
+            v = z[i, j] + b[j]
+            e = np.exp(-abs(v))
+            z[i, j] = one / (one + e) if v >= 0 else e / (one + e)
+
+
+@jit
+def colsum(out, dy):
+    """out = dy.sum(0)"""
+    n, m = dy.shape
+    out[:] = 0
+    for i in range(n):
+        for j in range(m):
+            out[j] += dy[i, j]
+
+
+@jit
+def relu_grad_colsum(dh, db, h):
+    """dh *= (h > 0); db = dh.sum(0). h: the ReLU's output, or its boolean mask."""
+    n, m = dh.shape
+    zero = dh.dtype.type(0)
+    db[:] = 0
+    for i in range(n):
+        for j in range(m):
+            v = dh[i, j] if h[i, j] > 0 else zero
+            dh[i, j] = v
+            db[j] += v
+
+
+@jit
+def sigmoid_grad_colsum(dh, db, y):
+    """dh *= y (1 - y); db = dh.sum(0)"""
+    n, m = dh.shape
+    one = dh.dtype.type(1)
+    db[:] = 0
+    for i in range(n):
+        for j in range(m):
+            v = dh[i, j] * y[i, j] * (one - y[i, j])
+            dh[i, j] = v
+            db[j] += v
+
+
+@jit
+def relu_forward(y, mask, x):
+    """y = max(x, 0); mask = x > 0"""
+    n, m = x.shape
+    zero = x.dtype.type(0)
+    for i in range(n):
+        for j in range(m):
+            v = x[i, j]
+            pos = v > 0
+            mask[i, j] = pos
+            y[i, j] = v if pos else zero
+
+
+@jit
+def relu_backward(dx, dy, mask):
+    """dx = dy * mask"""
+    n, m = dy.shape
+    zero = dy.dtype.type(0)
+    for i in range(n):
+        for j in range(m):
+            dx[i, j] = dy[i, j] if mask[i, j] else zero
+
+
+@jit
+def sigmoid_backward(dx, dy, y):
+    """dx = dy * y * (1 - y)"""
+    n, m = dy.shape
+    one = dy.dtype.type(1)
+    for i in range(n):
+        for j in range(m):
+            dx[i, j] = dy[i, j] * y[i, j] * (one - y[i, j])
+
+
+# -- softmax with cross-entropy ------------------------------------------------------------------
+
+@jit_reassoc
+def softmax_rows(out, z, t, grad):
+    """out = softmax(z), or with ``grad`` (softmax(z) - onehot(t)) / N; returns the mean loss
+    mean(logsumexp(z) - z[t]), one pass per row, sums in float64, scaling in the data's type."""
+    n, c = z.shape
+    scale = 1.0 / n if grad else 1.0
+    total = 0.0
+    for i in range(n):
+        mx = z[i, 0]
+        for j in range(1, c):
+            mx = max(mx, z[i, j])
+        for j in range(c):
+            out[i, j] = np.exp(z[i, j] - mx)
+        s = 0.0
+        for j in range(c):
+            s += out[i, j]
+        total += math.log(s) - (z[i, t[i]] - mx)
+        inv = out.dtype.type(scale / s)
+        for j in range(c):
+            out[i, j] *= inv
+        if grad:
+            out[i, t[i]] -= scale
+    return total / n
+
+
+@jit
+def softmax_grad(dz, probs, t):
+    """dz = (probs - onehot(t)) / N"""
+    n, c = probs.shape
+    inv_n = probs.dtype.type(1.0 / n)
+    for i in range(n):
+        for j in range(c):
+            dz[i, j] = probs[i, j] * inv_n
+        dz[i, t[i]] -= inv_n
+
+
+# -- gathers -------------------------------------------------------------------------------------
+
+@jit
+def gather_rows(out, src, idx):
+    """out[r, :] = src[idx[r], :]"""
+    d = src.shape[1]
+    for r in range(idx.shape[0]):
+        k = idx[r]
+        for j in range(d):
+            out[r, j] = src[k, j]
+
+
+@jit
+def gather(out, src, idx):
+    """out[r] = src[idx[r]]"""
+    for r in range(idx.shape[0]):
+        out[r] = src[idx[r]]
+
+
+# -- optimizer updates, on flat arrays (the book's formulas) --------------------------------------
+
+@jit
+def sgd(p, g, lr):
+    """p -= lr g"""
+    for i in range(p.size):
+        p[i] -= lr * g[i]
+
+
+@jit
+def momentum(p, g, v, lr, mu):
+    """v = mu v - lr g; p += v"""
+    for i in range(p.size):
+        v[i] = mu * v[i] - lr * g[i]
+        p[i] += v[i]
+
+
+@jit
+def nesterov(p, g, v, lr, mu):
+    """v = mu v - lr g; p += mu^2 v - (1 + mu) lr g"""
+    one = p.dtype.type(1)
+    for i in range(p.size):
+        v[i] = mu * v[i] - lr * g[i]
+        p[i] += mu * mu * v[i] - (one + mu) * lr * g[i]
+
+
+@jit
+def adagrad(p, g, h, lr, eps):
+    """h += g^2; p -= lr g / (sqrt(h) + eps)"""
+    for i in range(p.size):
+        h[i] += g[i] * g[i]
+        p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
+
+
+@jit
+def rmsprop(p, g, h, lr, decay, eps):
+    """h = decay h + (1 - decay) g^2; p -= lr g / (sqrt(h) + eps)"""
+    one = p.dtype.type(1)
+    for i in range(p.size):
+        h[i] = decay * h[i] + (one - decay) * g[i] * g[i]
+        p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
+
+
+@jit
+def adam(p, g, m, v, lr_t, b1, b2, eps):
+    """m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); p -= lr_t m / (sqrt(v) + eps)"""
+    one = p.dtype.type(1)
+    for i in range(p.size):
+        m[i] += (one - b1) * (g[i] - m[i])
+        v[i] += (one - b2) * (g[i] * g[i] - v[i])
+        p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
+
+
+# Codes of the update kernels for ``apply``, keyed by the contract's kernel name (the
+# optimizer's ``kernel``); h holds the kernel's scalar arguments in its order.
+UPDATE_CODES = {"sgd_update": 0, "momentum_update": 1, "nesterov_update": 2, "adagrad_update": 3,
+                "rmsprop_update": 4, "adam_update": 5}
+
+
+@jit
+def apply(code, p, g, s0, s1, h):
+    """One update kernel chosen by ``code`` (UPDATE_CODES), state slots s0, s1, scalars h."""
+    if code == 0:
+        sgd(p, g, h[0])
+    elif code == 1:
+        momentum(p, g, s0, h[0], h[1])
+    elif code == 2:
+        nesterov(p, g, s0, h[0], h[1])
+    elif code == 3:
+        adagrad(p, g, s0, h[0], h[1])
+    elif code == 4:
+        rmsprop(p, g, s0, h[0], h[1], h[2])
+    else:
+        adam(p, g, s0, s1, h[0], h[1], h[2], h[3])
+
+
+# -- GEMMs (BLAS through SciPy) --------------------------------------------------------------------
+
+@jit
+def dot(out, a, b):
+    """out = a @ b, BLAS in the calling thread"""
+    np.dot(a, b, out)
+
+
+@jit_parallel
+def split_dot(out, a, b, cut):
+    """out = a @ b, output rows [cut[p], cut[p+1]) on thread p, each calling BLAS"""
+    for p in prange(cut.shape[0] - 1):
+        r0, r1 = cut[p], cut[p + 1]
+        # a row block of a transposed operand (h.T in dW = h.T @ dz) is strided: Numba's np.dot
+        # wants it contiguous, a copy (and an allocation) that costs ~1% of this GEMM
+        np.dot(np.ascontiguousarray(a[r0:r1]), b, out[r0:r1])
+

@@ -1,0 +1,201 @@
+"""Numba's builders of the fused step and its GEMM routing.
+
+* ``InputLayer`` splits the first layer across Numba's threads by input feature: thread p gathers
+  features [k_p, k_p+1) of the batch's rows, multiplies them by W's rows [k_p, k_p+1) into its
+  own partial z (thread 0 writes z itself; the others' partials are added after the join), and in
+  the backward pass computes exactly those rows of dW, which ``make_update`` has the same thread
+  update (the same cuts). Each core keeps its slice of W, of the batch and of dW in its cache
+  from step to step; only the 100x50 z and dz cross between cores. BLAS runs single-threaded
+  inside (``threads.train_scope``). When the training set is k/255 pixels
+  (``composed.byte_codes``) its rows are kept and gathered as uint8 codes, divided back while
+  gathering: the same floats, a quarter of the memory traffic.
+* ``OutputLayer``: the last layer (thin GEMMs: 10 classes), the loss and the hidden activation's
+  backward in one call.
+* ``make_update``: every parameter in one parallel call, part p of each parameter's rows on
+  thread p, cut as ``InputLayer`` cuts W1.
+* ``matmul_``: small GEMMs (the book's 100x50x10) in the calling thread, large ones split by
+  output rows; ``forward_gemm``: the layer path's tall forward products (evaluation) split alike,
+  so evaluating during training never wakes NumPy's BLAS pool, whose spinning workers slowed the
+  next steps by a third (timed ad hoc). A batch's forward and the whole layer-path backward stay
+  on NumPy's threaded BLAS: mixing the two pools inside one step made them spin against each
+  other (an affine_backward 4x slower, timed ad hoc).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .. import composed
+from ..contract import ACT_CODES
+from . import gather, loops, threads
+from .loops import jit, jit_parallel
+
+SMALL_GEMM = 1 << 22          # multiply-adds; a 256x1000x1000 layer is 64x above, 100x50x10 100x below
+EVAL_ROWS = 1024              # forward products at least this tall are evaluation or prediction
+
+
+def cuts(n: int, parts: int) -> np.ndarray:
+    """Bounds of ``parts`` contiguous near-equal slices of range(n)."""
+    return np.array([n * p // parts for p in range(parts + 1)], dtype=np.int64)
+
+
+def matmul_(out, a, b):
+    m = a.shape[0]
+    parts = threads.parts(m) if m * a.shape[1] * b.shape[1] >= SMALL_GEMM else 1
+    if parts == 1:
+        loops.dot(out, a, b)
+    else:
+        loops.split_dot(out, a, b, cuts(m, parts))
+
+
+def forward_gemm(a, b):
+    """x @ W for the layer path's forward kernels (see the module's notes)."""
+    m = a.shape[0]
+    if (m < EVAL_ROWS or m * a.shape[1] * b.shape[1] < SMALL_GEMM or threads.parts(m) == 1
+            or a.dtype != b.dtype or a.dtype.char not in "fd" or a.size == 0 or b.size == 0
+            or not (a.flags.c_contiguous or a.flags.f_contiguous)
+            or not (b.flags.c_contiguous or b.flags.f_contiguous)):
+        return a @ b
+    out = np.empty((m, b.shape[1]), dtype=a.dtype)
+    loops.split_dot(out, a, b, cuts(m, threads.parts(m)))
+    return out
+
+
+# -- the first layer, split by input feature -------------------------------------------------------
+
+@jit_parallel
+def split_forward(z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, act):
+    """z = act(src[idx] / scale @ W + b), features [cut[p], cut[p+1]) gathered and multiplied
+    on thread p (its rows of the batch into Xbuf, its partial product into Zbuf)."""
+    n, N = z.shape
+    for p in prange(cut.shape[0] - 1):
+        k0, k1 = cut[p], cut[p + 1]
+        X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
+        gather.gather_part(X, src[:, k0:k1], idx, scale, ahead)
+        out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
+        np.dot(X, W[k0:k1], out)
+    for p in range(1, cut.shape[0] - 1):
+        part = Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
+        for r in range(n):
+            for j in range(N):
+                z[r, j] += part[r, j]
+    if act == 0:
+        loops.bias_relu(z, b)
+    elif act == 1:
+        loops.bias_sigmoid(z, b)
+    else:
+        loops.add_bias(z, b)
+
+
+@jit_parallel
+def split_backward(dW, Xbuf, dz, cut):
+    """dW[cut[p]:cut[p+1]] = X_p.T @ dz on thread p (X_p: its part of the last forward's rows)."""
+    n = dz.shape[0]
+    for p in prange(cut.shape[0] - 1):
+        k0, k1 = cut[p], cut[p + 1]
+        X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
+        np.dot(X.T, dz, dW[k0:k1])
+
+
+class InputLayer:
+    """The contract's ``InputLayer``, split across Numba's threads (see the module's notes).
+    Outside ``train_scope()`` it runs as one part (BLAS is not pinned there)."""
+
+    def __init__(self, bk, W, b, dW, x_train, batch_size: int, activation: str, byte_coded: bool = True):
+        K, N = W.shape
+        self.W, self.b, self.dW = W, b, dW
+        self.act = ACT_CODES[activation]
+        self.cut = cuts(K, threads.split_parts(K))
+        self.one_cut = cuts(K, 1)
+        self._cut = self.one_cut
+        coded = composed.byte_codes(x_train, np) if byte_coded else None
+        self.byte_coded = coded is not None
+        self.src, scale = coded if coded is not None else (x_train, 1)
+        self.scale = W.dtype.type(scale)
+        self.X = np.empty(batch_size * K, dtype=W.dtype)                         # part p: its features
+        self.Z = np.empty((len(self.cut) - 1) * batch_size * N, dtype=W.dtype)   # partial z's
+
+    def forward(self, idx, y):
+        self._cut = self.cut if threads.active() else self.one_cut
+        split_forward(y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD, self._cut,
+                      self.W, self.b, self.act)
+
+    def backward(self, dz):
+        split_backward(self.dW, self.X, dz, self._cut)           # the rows of the last forward
+
+
+# -- the last layer and the loss ---------------------------------------------------------------------
+
+@jit
+def output_layer(dW, db, dh, db_h, z, dz, h, W, b, t, act):
+    """z = h @ W + b; dz = softmax'(z); dW = h.T dz; db = sum dz; dh = act'(dz @ W.T); db_h = sum dh.
+    Returns the mean loss."""
+    np.dot(h, W, z)
+    loops.add_bias(z, b)
+    loss = loops.softmax_rows(dz, z, t, True)
+    loops.colsum(db, dz)
+    np.dot(h.T, dz, dW)
+    np.dot(dz, W.T, dh)
+    if act == 0:
+        loops.relu_grad_colsum(dh, db_h, h)
+    else:
+        loops.sigmoid_grad_colsum(dh, db_h, h)
+    return loss
+
+
+class OutputLayer:
+    """The contract's ``OutputLayer`` as one compiled call."""
+
+    def __init__(self, bk, W, b, dW, db, batch_size: int, activation: str):
+        self.W, self.b, self.dW, self.db = W, b, dW, db
+        self.act = ACT_CODES[activation]
+        self.Z = np.empty((batch_size, W.shape[1]), dtype=W.dtype)
+        self.DZ = np.empty_like(self.Z)
+
+    def forward_backward(self, dh, db_h, h, t):
+        n = h.shape[0]
+        z, dz = (self.Z, self.DZ) if n == self.Z.shape[0] else (self.Z[:n], self.DZ[:n])
+        return output_layer(self.dW, self.db, dh, db_h, z, dz, h, self.W, self.b, t, self.act)
+
+
+# -- every parameter's update in one parallel call -----------------------------------------------------
+
+@jit_parallel
+def update_parts(code, P, G, S0, S1, h, cut):
+    """Update kernel ``code`` on every parameter; part p of each on thread p (cut[a]: parameter
+    a's flat bounds). P, G, S0, S1: tuples of flat arrays, one per parameter."""
+    for part in prange(cut.shape[1] - 1):
+        for a in range(len(P)):
+            lo, hi = cut[a, part], cut[a, part + 1]
+            loops.apply(code, P[a][lo:hi], G[a][lo:hi], S0[a][lo:hi], S1[a][lo:hi], h)
+
+
+def make_update(bk, optimizer, params, grads):
+    """The contract's ``make_update``: one parallel call for the book's six update kernels (known
+    by ``optimizer.kernel``); any other kernel keeps one call per parameter. Reads the
+    hyperparameters at every call, so changing ``optimizer.lr`` between steps works."""
+    code = loops.UPDATE_CODES.get(optimizer.kernel)
+    if code is None:
+        return composed.make_update(bk, optimizer, params, grads)
+    keys = list(params)
+    dt = params[keys[0]].dtype
+    parts = threads.split_parts(params[keys[0]].shape[0])
+    # Tuples of flat views: a call unboxes them in ~1 us; typed Lists took ~3 us more (ad hoc).
+    flat = lambda arrays: tuple(a.reshape(-1) for a in arrays)
+    P, G = flat(params[k] for k in keys), flat(grads[k] for k in keys)
+    states = [flat(optimizer.state_arrays(k, params[k], np)[i] for k in keys)
+              for i in range(len(optimizer.state_names))]
+    while len(states) < 2:
+        states.append(flat(np.empty(0, dtype=dt) for k in keys))    # unused slots: empty slices
+    cut = np.stack([cuts(params[k].shape[0], parts) * (params[k].size // max(params[k].shape[0], 1))
+                    for k in keys])
+    h = np.zeros(4, dtype=dt)
+
+    def update():
+        optimizer.step += 1
+        values = tuple(optimizer.kernel_hyperparameters().values())
+        h[:len(values)] = values
+        update_parts(code, P, G, states[0], states[1], h, cut)
+
+    return update

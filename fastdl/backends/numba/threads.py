@@ -1,0 +1,106 @@
+"""Numba's threads and the BLAS its ``np.dot`` calls: one policy, in effect only while training.
+
+The fused step splits its large GEMMs across Numba's threads, each calling BLAS from inside a
+parallel loop. That BLAS is the copy of OpenBLAS SciPy ships; with its own thread pool on top the
+threads fight over the cores (timed ad hoc on 2 cores: 19 ms a step instead of 0.2 ms). So:
+
+* ``train_scope()`` (what the trainer enters around ``fit()``) sets that copy to one thread, and
+  with ``FASTDL_NUM_THREADS`` caps every BLAS at that many; on exit everything is as before.
+  Loading the backend, ``fastdl info`` or building a network change nothing.
+* ``parts(n)``: how many parts a split GEMM uses *now*: one outside the scope, so a ``predict``
+  called by a user never splits over an unpinned BLAS.
+* NumPy's BLAS is never pinned: the layer path's batch-sized GEMMs run on it.
+Where SciPy shares NumPy's BLAS (or threadpoolctl is missing) nothing is split or pinned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numba
+import numpy as np
+
+# How many parts a split uses (None: one per Numba thread). Tests set it to check uneven splits.
+SPLIT_PARTS = None
+
+_depth = 0                 # nesting of train_scope()
+_scipy_blas = None         # SciPy's own BLAS controllers, found once
+
+
+def configured_threads() -> int:
+    """``FASTDL_NUM_THREADS``, else all of Numba's threads."""
+    value = os.environ.get("FASTDL_NUM_THREADS", "").strip()
+    if not value:
+        return numba.config.NUMBA_NUM_THREADS
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"FASTDL_NUM_THREADS={value!r} must be a positive integer (or unset: all cores)")
+    return min(n, numba.config.NUMBA_NUM_THREADS)
+
+
+def scipy_blas() -> list:
+    """threadpoolctl controllers of the BLAS SciPy ships apart from NumPy's (the one ``np.dot``
+    in ``@njit`` calls); empty where there is none. Only looks, changes nothing."""
+    global _scipy_blas
+    if _scipy_blas is None:
+        try:
+            import scipy
+            import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _scipy_blas = []
+            return _scipy_blas
+        root = os.path.realpath(os.path.dirname(scipy.__file__))
+        numpy_root = os.path.realpath(os.path.dirname(np.__file__))
+        _scipy_blas = [lib for lib in ThreadpoolController().lib_controllers
+                       if lib.user_api == "blas" and os.path.realpath(lib.filepath).startswith(root)
+                       and not os.path.realpath(lib.filepath).startswith(numpy_root)]
+    return _scipy_blas
+
+
+def split_parts(n_rows: int) -> int:
+    """How many parts a split of ``n_rows`` rows uses inside ``train_scope()``."""
+    if not scipy_blas():
+        return 1
+    return max(1, min(SPLIT_PARTS or numba.get_num_threads(), n_rows))
+
+
+def active() -> bool:
+    return _depth > 0
+
+
+def parts(n_rows: int) -> int:
+    """How many parts a split of ``n_rows`` rows uses now: one outside ``train_scope()``."""
+    return split_parts(n_rows) if _depth else 1
+
+
+@contextlib.contextmanager
+def train_scope():
+    """SciPy's BLAS single-threaded (and every BLAS capped by FASTDL_NUM_THREADS) for the block;
+    nests; the outermost exit restores what it found."""
+    global _depth
+    restore = []
+    if _depth == 0:
+        if os.environ.get("FASTDL_NUM_THREADS", "").strip():       # the cap first, then the pin
+            try:
+                from threadpoolctl import threadpool_limits
+                restore.append((threadpool_limits(configured_threads(), user_api="blas"), None))
+            except ImportError:
+                pass
+        for lib in scipy_blas():
+            restore.append((lib, lib.num_threads))
+            lib.set_num_threads(1)
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        for obj, n in reversed(restore):
+            if n is None:
+                obj.restore_original_limits()
+            else:
+                obj.set_num_threads(n)
