@@ -26,12 +26,28 @@ def tol(dtype, terms: int = 1):
     return dict(rtol=t["rtol"], atol=t["atol"] * max(1.0, float(np.sqrt(terms))))
 
 
-@pytest.fixture(params=NAMES)
-def backend(request):
-    ok, reason = backend_status(request.param)
+def backend_params(names=NAMES):
+    """Backend names as test parameters, built at collection: cupy carries the ``gpu`` mark, so
+    ``-m "not gpu"`` leaves it out and ``-m gpu`` selects it."""
+    return [pytest.param(n, marks=pytest.mark.gpu) if n == "cupy" else n for n in names]
+
+
+def load_or_skip(name):
+    ok, reason = backend_status(name)
     if not ok:
-        pytest.skip(f"backend {request.param!r} unavailable: {reason}")
-    return get_backend(request.param)
+        pytest.skip(f"backend {name!r} unavailable: {reason}")
+    return get_backend(name)
+
+
+@pytest.fixture(params=backend_params())
+def backend(request):
+    return load_or_skip(request.param)
+
+
+@pytest.fixture(params=backend_params([n for n in NAMES if n != "numpy"]))
+def accelerated(request):
+    """Each backend other than the NumPy oracle, for end-to-end comparisons with it."""
+    return load_or_skip(request.param)
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])

@@ -103,10 +103,3 @@ def test_no_silent_fallback_from_env(monkeypatch):
 def test_backend_module_passes_through():
     bk = fastdl.get_backend("numpy")
     assert fastdl.get_backend(bk) is bk
-
-
-def test_every_backend_exposes_the_same_kernel_names(backend, ref):
-    contract = [n for n in dir(ref) if n.endswith(("_forward", "_backward", "_update"))]
-    contract += ["name", "xp", "device", "asarray", "to_numpy", "synchronize", "describe", "is_backend_array"]
-    missing = [n for n in contract if not hasattr(backend, n)]
-    assert not missing, f"{backend.name} lacks {missing}"

@@ -22,9 +22,9 @@ def blobs(n=330, d=8, c=3, seed=0):
     return (rng.standard_normal((c, d))[t] * 3 + rng.standard_normal((n, d))).astype(np.float32), t
 
 
-def trainer(opt, ckpt=None, every=None, steps=40, sampling="shuffle"):
+def trainer(opt, ckpt=None, every=None, steps=40, sampling="shuffle", backend="numpy"):
     x, t = blobs()
-    net = fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", seed=0)
+    net = fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", seed=0, backend=backend)
     return fastdl.Trainer(net, opt, x, t, x[:60], t[:60], iterations=steps, batch_size=50, seed=3, sampling=sampling,
                           progress=False, sync_every=5, checkpoint=ckpt, checkpoint_every=every)
 
@@ -32,13 +32,17 @@ def trainer(opt, ckpt=None, every=None, steps=40, sampling="shuffle"):
 @pytest.mark.parametrize("sampling", ["shuffle", "replacement"])
 @pytest.mark.parametrize("make_opt", [lambda: SGD(0.1), lambda: Adam(0.01)], ids=["sgd", "adam"])
 @pytest.mark.parametrize("stop_at", [15, 21])      # mid-epoch (7 steps per epoch), and right after one
-def test_resume_is_bit_for_bit_the_uninterrupted_run(tmp_path, make_opt, stop_at, sampling):
-    full = trainer(make_opt(), sampling=sampling)
+def test_resume_is_bit_for_bit_the_uninterrupted_run(tmp_path, backend, make_opt, stop_at, sampling):
+    """On every backend, through its fused step (which must pick up the restored optimizer
+    state): the resumed run ends bit for bit where the uninterrupted one ends."""
+    full = trainer(make_opt(), sampling=sampling, backend=backend)
+    assert full.fast_path
     h_full = full.fit()
     ckpt = tmp_path / "c.npz"
-    first = trainer(make_opt(), ckpt, every=5 if stop_at % 5 == 0 else None, steps=stop_at, sampling=sampling)
+    first = trainer(make_opt(), ckpt, every=5 if stop_at % 5 == 0 else None, steps=stop_at, sampling=sampling,
+                    backend=backend)
     first.fit()
-    second = trainer(make_opt(), sampling=sampling).resume(ckpt)
+    second = trainer(make_opt(), sampling=sampling, backend=backend).resume(ckpt)
     assert second.step == stop_at
     h = second.fit()
     for k, v in full.network.params_numpy().items():

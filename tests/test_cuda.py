@@ -12,6 +12,7 @@ import pytest
 
 import fastdl
 from fastdl import backends
+from fastdl.backends.contract import cuda_defines
 from fastdl.cuda_sources import combined_source, kernel_dir, sources
 
 NVCC = shutil.which("nvcc")
@@ -29,7 +30,10 @@ def test_sources_are_found():
 def nvcc(src: Path, out: Path, include: Path | None = None):
     cmd = [NVCC, "-c", f"-arch={ARCH}", "-std=c++14", "-Werror", "all-warnings", "-o", str(out), str(src)]
     if include:
-        cmd[1:1] = ["-I", str(include)]
+        # a single .cu file gets the contract's generated mode codes as the module gets them
+        defines = out.parent / "fastdl_defines.h"
+        defines.write_text(cuda_defines())
+        cmd[1:1] = ["-I", str(include), "-include", str(defines)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, f"nvcc failed on {src.name}:\n{r.stdout}\n{r.stderr}"
 

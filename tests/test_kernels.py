@@ -8,6 +8,7 @@ import pytest
 
 from conftest import tol
 from fastdl.gradcheck import numerical_gradient, relative_error
+from fastdl.optimizers import Adam
 
 SIZES = [(1, 5, 3), (37, 13, 10), (100, 784, 50)]   # batch of 1, odd sizes, the book's layer
 
@@ -168,7 +169,7 @@ UPDATES = {
     "nesterov_update": (1, dict(lr=0.1, momentum=0.9)),
     "adagrad_update": (1, dict(lr=0.1, eps=1e-7)),
     "rmsprop_update": (1, dict(lr=0.01, decay=0.99, eps=1e-7)),
-    "adam_update": (2, dict(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, step=3)),
+    "adam_update": (2, dict(lr_t=0.0003, beta1=0.9, beta2=0.999, eps=1e-7)),
 }
 
 
@@ -200,6 +201,7 @@ def test_update_formulas_match_the_book(ref):
     ref.adagrad_update(p, g, h, lr=0.1, eps=1e-7)
     np.testing.assert_allclose(p, p0 - 0.1 * g / (np.abs(g) + 1e-7))
     p, m, v = p0.copy(), np.zeros(6), np.zeros(6)
-    ref.adam_update(p, g, m, v, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, step=1)
+    adam = Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7)
+    adam.update({"p": p}, {"p": g}, ref)                  # step 1: the optimizer folds lr_t
     lr_t = 0.001 * np.sqrt(1 - 0.999) / (1 - 0.9)
     np.testing.assert_allclose(p, p0 - lr_t * (0.1 * g) / (np.sqrt(0.001 * g * g) + 1e-7))

@@ -1,0 +1,109 @@
+"""The contract table (fastdl/backends/contract.py) is what the backends provide, what the
+registry enforces, what the tests run, and what the CUDA sources read."""
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+import fastdl
+from fastdl import backends
+from fastdl.backends import contract
+from fastdl.cuda_sources import combined_source
+from fastdl.errors import BackendUnavailableError
+
+
+def test_every_backend_provides_what_it_declares(backend):
+    assert isinstance(backend.CAPABILITIES, frozenset)
+    assert contract.missing(backend) == []
+    for entry in contract.required(backend.CAPABILITIES):
+        assert hasattr(backend, entry.name), f"{backend.name} lacks {entry.name}"
+
+
+def test_numpy_is_the_oracle_for_every_entry(ref):
+    assert ref.CAPABILITIES == contract.CAPABILITIES
+    assert contract.missing(ref) == []
+
+
+def test_the_registry_refuses_a_backend_that_lacks_a_declared_hook(monkeypatch):
+    fake = types.ModuleType("fastdl.backends.numba")
+    numpy_backend = fastdl.get_backend("numpy")
+    for entry in contract.required(numpy_backend.CAPABILITIES):
+        setattr(fake, entry.name, getattr(numpy_backend, entry.name))
+    del fake.softmax_xent_                                   # declared (fused_step), not provided
+    monkeypatch.setattr(backends, "_loaded", {k: v for k, v in backends._loaded.items() if k != "numba"})
+    monkeypatch.setattr(backends, "_failed", {})
+    monkeypatch.setattr(backends.importlib, "import_module", lambda name: fake)
+    with pytest.raises(BackendUnavailableError, match="kernel contract: it lacks softmax_xent_"):
+        fastdl.get_backend("numba")
+
+
+def test_undeclared_or_unknown_capabilities_are_reported():
+    fake = types.ModuleType("x")
+    assert contract.missing(fake) == ["CAPABILITIES (a frozenset)"]
+    fake.CAPABILITIES = frozenset({"warp_drive"})
+    assert "unknown capability 'warp_drive'" in contract.missing(fake)
+
+
+def test_hooks_follow_the_naming_rule():
+    for entry in contract.ENTRIES:
+        assert entry.name.endswith("_") == (entry.kind == "hook"), entry.name
+        if entry.kind in ("hook", "update"):
+            assert entry.writes, f"{entry.name} must say what it writes"
+            first = entry.signature.split("(")[1].split(",")[0]
+            assert first == entry.writes.split(",")[0].strip(), f"{entry.name}: outputs come first"
+
+
+def test_every_hook_and_builder_has_a_parity_test():
+    import test_hooks
+    assert set(test_hooks.CASES) == set(contract.names("hook")) | set(contract.names("builder"))
+
+
+def test_the_cuda_sources_read_the_contract_codes():
+    src = combined_source()
+    for act, code in contract.ACT_CODES.items():
+        assert f"#define FASTDL_ACT_{act.upper()} {code}" in src
+    assert f"#define FASTDL_SOFTMAX_GRAD {contract.SOFTMAX_GRAD}" in src
+    assert src.index("#define FASTDL_ACT_RELU") < src.index("grad_colsum_impl")
+
+
+PROBE = """
+import json, sys
+import scipy.linalg, numpy as np          # SciPy's BLAS loaded before anything, as in a user's program
+from threadpoolctl import threadpool_info
+import fastdl
+from fastdl.cli import main
+def blas():
+    return sorted((p["filepath"], p["num_threads"]) for p in threadpool_info() if p["user_api"] == "blas")
+before = blas()
+fastdl.available_backends()
+main(["info"])
+net = fastdl.TwoLayerNet(20, 8, 3, backend="numba", seed=0)
+after_building = blas()
+x = np.random.default_rng(0).standard_normal((64, 20)).astype(np.float32)
+tr = fastdl.Trainer(net, fastdl.optimizers.SGD(0.1), x, np.arange(64) % 3, iterations=3, progress=False)
+inside = []
+tr.callbacks.append(lambda trainer, record: inside.append(blas()))
+tr.fit()
+print(json.dumps({"before": before, "after_building": after_building, "after_fit": blas(), "inside": inside[0]}))
+"""
+
+
+def test_backends_leave_the_process_blas_settings_alone():
+    """Loading backends, `fastdl info` and building a network change no thread pool; training on
+    numba pins SciPy's BLAS for the run only and restores it after."""
+    pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy")
+    ok, why = backends.backend_status("numba")
+    if not ok:
+        pytest.skip(f"numba backend unavailable: {why}")
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["after_building"] == res["before"]
+    assert res["after_fit"] == res["before"]
+    from fastdl.backends.numba import threads
+    scipy_own = {lib.filepath for lib in threads.scipy_blas()}
+    inside = [n for path, n in res["inside"] if path in scipy_own]
+    assert inside == [1] * len(scipy_own), "inside fit() SciPy's own BLAS runs single-threaded"

@@ -1,0 +1,139 @@
+"""The numba backend's own policy: how it splits work across its threads, and when. (Its numbers
+are tested against NumPy's with every other backend's, in test_kernels and test_hooks.)"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import load_or_skip, tol
+from test_hooks import pixels, same
+from test_kernels import rand
+
+
+@pytest.fixture
+def nb():
+    return load_or_skip("numba")
+
+
+@pytest.fixture
+def threads(nb):
+    from fastdl.backends.numba import threads
+    if not threads.scipy_blas():
+        pytest.skip("SciPy shares NumPy's BLAS here (or threadpoolctl is missing): numba never splits")
+    return threads
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 5])
+@pytest.mark.parametrize("data", ["gaussian", "pixels"])
+def test_split_input_layer_equals_numpy(nb, ref, threads, dtype, data, parts, monkeypatch):
+    """The first layer split into 1, 2, 3 (uneven) or 5 parts by input feature, from float rows
+    or byte codes, for each activation and a full and a partial batch."""
+    monkeypatch.setattr(threads, "SPLIT_PARTS", parts)
+    x = rand((300, 23), dtype, 0) if data == "gaussian" else pixels((300, 23), dtype)
+    W, b = rand((23, 7), dtype, 1), rand(7, dtype, 2)
+    rng = np.random.default_rng(3)
+    for act in ("identity", "relu", "sigmoid"):
+        layers = [B.InputLayer(B, W, b, np.zeros_like(W), x, 40, act) for B in (nb, ref)]
+        assert len(layers[0].cut) - 1 == parts
+        assert layers[0].byte_coded is (data == "pixels")
+        for n in (40, 13):
+            idx, dz = rng.integers(0, 300, n), rand((n, 7), dtype, n)
+            out = []
+            for layer in layers:
+                y = np.full((n, 7), np.nan, dtype)
+                with nb.train_scope():
+                    layer.forward(idx, y)
+                    layer.backward(dz)
+                out.append((y, layer.dW.copy()))
+            same(out[0][0], out[1][0], dtype, 23)
+            same(out[0][1], out[1][1], dtype, n)
+
+
+def test_outside_training_nothing_splits(nb, threads):
+    """BLAS is pinned only inside train_scope(), so only there may a GEMM split across threads."""
+    assert threads.parts(10_000) == 1 and not threads.active()
+    with nb.train_scope():
+        assert threads.active() and threads.parts(10_000) == threads.split_parts(10_000) > 1
+    assert threads.parts(10_000) == 1
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 3), (300, 120, 130)], ids=["small", "split"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["a", "a.T"])
+def test_matmul_split_by_rows(nb, threads, dtype, shape, transposed, monkeypatch):
+    """The step's GEMM hook split by output rows (threshold lowered so a test-sized GEMM splits),
+    with the transposed operands the step passes."""
+    from fastdl.backends.numba import step
+    monkeypatch.setattr(step, "SMALL_GEMM", 1000)
+    m, k, n = shape
+    a = rand((k, m), dtype, 0).T if transposed else rand((m, k), dtype, 0)
+    bt = rand((n, k), dtype, 1)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    with nb.train_scope():
+        nb.matmul_(out, a, bt.T)
+    np.testing.assert_allclose(out, a @ bt.T, **tol(dtype, k))
+
+
+def test_layer_path_gemm_routes(nb, threads, monkeypatch):
+    """In training, tall forward products (evaluation) split across Numba's threads and a batch's
+    stay on NumPy's BLAS; outside training nothing splits. All equal NumPy's a @ b."""
+    from fastdl.backends.numba import loops, step
+    calls = []
+    real = loops.split_dot
+    monkeypatch.setattr(loops, "split_dot", lambda out, a, *r: (calls.append(a.shape[0]), real(out, a, *r))[1])
+    monkeypatch.setattr(step, "SMALL_GEMM", 1000)
+    for m in (step.EVAL_ROWS, step.EVAL_ROWS + 37, 100):
+        a, b = rand((m, 60), np.float32, 0), rand((60, 30), np.float32, 1)
+        with nb.train_scope():
+            np.testing.assert_allclose(step.forward_gemm(a, b), a @ b, **tol(np.float32, 60))
+        np.testing.assert_allclose(step.forward_gemm(a, b), a @ b, **tol(np.float32, 60))
+    assert calls == [step.EVAL_ROWS, step.EVAL_ROWS + 37]
+
+
+def test_num_threads_setting_is_honoured(nb):
+    """FASTDL_NUM_THREADS=1: one Numba thread, and the fused step's input layer in one part."""
+    code = ("import fastdl, numba, numpy as np; bk = fastdl.get_backend('numba'); "
+            "W = np.zeros((30, 4), np.float32); "
+            "layer = bk.InputLayer(bk, W, np.zeros(4, np.float32), W.copy(), np.zeros((5, 30), np.float32), 5, 'relu'); "
+            "print(numba.get_num_threads(), len(layer.cut) - 1)")
+    env = dict(os.environ, FASTDL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+
+
+def test_bad_num_threads_setting_says_what_to_do():
+    code = "import fastdl; fastdl.get_backend('numba')"
+    env = dict(os.environ, FASTDL_NUM_THREADS="two")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "FASTDL_NUM_THREADS='two' must be a positive integer" in out.stderr
+
+
+def test_info_reports_compiled_kernels_and_prefetch(nb):
+    nb.relu_forward(np.ones((2, 2), np.float32))
+    info = nb.describe()
+    assert "kernels compiled" in info["compiled"] and not info["compiled"].startswith("0/")
+    assert info["prefetch"] == "off" or "rows ahead" in info["prefetch"]
+
+
+def test_no_recompiles_in_the_loop(nb):
+    """After the first steps, more steps (including an epoch's partial last batch) add no new
+    compiled signatures; float64 adds its own once."""
+    import fastdl
+    rng = np.random.default_rng(0)
+
+    def run(dtype, steps):
+        x = rng.standard_normal((250, 12)).astype(dtype)
+        net = fastdl.TwoLayerNet(12, 8, 3, backend="numba", dtype=dtype, seed=0)
+        fastdl.Trainer(net, fastdl.optimizers.Adam(0.01), x, rng.integers(0, 3, 250), iterations=steps,
+                       batch_size=100, progress=False).fit()
+
+    def signatures():
+        return sum(len(f.signatures) for f in nb.jitted())
+
+    for dtype in (np.float32, np.float64):
+        run(dtype, 3)
+        after_first = signatures()
+        run(dtype, 12)
+        assert signatures() == after_first
