@@ -1,4 +1,5 @@
-"""Per-kernel benchmarks: every contract kernel and fused kernel, on every backend, by size.
+"""Per-kernel benchmarks: every contract kernel and every in-place hook of the fused step, on
+every backend, by size.
 
 Groups are kernel + size + dtype, so each table row group compares the backends directly.
 """
@@ -29,9 +30,6 @@ def _inputs(bk, kernel, n, m, dtype):
         "relu_forward": (z,), "relu_backward": (dy, mask),
         "sigmoid_forward": (z,), "sigmoid_backward": (dy, y),
         "softmax_cross_entropy_forward": (z, t), "softmax_cross_entropy_backward": (probs, t),
-        "affine_relu_forward": (x, W, b), "affine_sigmoid_forward": (x, W, b),
-        "relu_backward_colsum": (dy, mask), "sigmoid_backward_colsum": (dy, y),
-        "softmax_cross_entropy": (z, t),
         "sgd_update": (r(IN, m), r(IN, m)),
         "momentum_update": (r(IN, m), r(IN, m), r(IN, m)),
         "adam_update": (r(IN, m), r(IN, m), r(IN, m), np.abs(r(IN, m))),
@@ -41,10 +39,9 @@ def _inputs(bk, kernel, n, m, dtype):
 
 KERNELS = ["affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
            "sigmoid_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-           "affine_relu_forward", "affine_sigmoid_forward", "relu_backward_colsum",
-           "sigmoid_backward_colsum", "softmax_cross_entropy", "sgd_update", "momentum_update", "adam_update"]
+           "sgd_update", "momentum_update", "adam_update"]
 EXTRA = {"sgd_update": dict(lr=0.01), "momentum_update": dict(lr=0.01, momentum=0.9),
-         "adam_update": dict(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, step=10)}
+         "adam_update": dict(lr_t=0.0003, beta1=0.9, beta2=0.999, eps=1e-7)}
 
 
 def _host(bk, out):
@@ -79,3 +76,54 @@ def test_kernel(benchmark, backend, kernel, n, m, dtype):
         call = timed(backend, lambda: fn(*args))
     warm(call)
     benchmark(call)
+
+
+# -- the fused step's in-place hooks: outputs first, then inputs (fastdl/backends/contract.py) ------
+
+def _hook_args(hook, n, m, dtype):
+    rng = np.random.default_rng(0)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)
+    t = rng.integers(0, m, n).astype(np.int64)
+    h = np.maximum(r(n, m), 0)
+    return {
+        "gather_rows_": ([r(n, IN)], [r(60000 if not QUICK else 1000, IN), rng.integers(0, 1000, n)]),
+        "matmul_": ([r(n, m)], [r(n, IN), r(IN, m)]),
+        "bias_relu_": ([r(n, m)], [r(m)]),
+        "bias_sigmoid_": ([r(n, m)], [r(m)]),
+        "relu_grad_colsum_": ([r(n, m), r(m)], [h]),
+        "softmax_xent_": ([r(n, m)], [r(n, m), t]),
+    }[hook]
+
+
+HOOKS = ["gather_rows_", "matmul_", "bias_relu_", "bias_sigmoid_", "relu_grad_colsum_", "softmax_xent_"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", WIDTHS)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook(benchmark, backend, hook, n, m, dtype):
+    """Each hook in place on preallocated outputs, as the fused step calls it (inside the
+    backend's train_scope); checked against NumPy's hook once before timing."""
+    benchmark.group = f"{hook} N={n} M={m} {dtype}"
+    benchmark.extra_info.update(backend_info(backend), kernel=hook, n=n, m=m, dtype=dtype)
+    outs, ins = _hook_args(hook, n, m, dtype)
+    ref = get_backend("numpy")
+    want = [o.copy() for o in outs]
+    getattr(ref, hook)(*want, *ins)
+    dev_out = [backend.asarray(o.copy()) for o in outs]
+    dev_in = [backend.asarray(a) for a in ins]
+    fn = getattr(backend, hook)
+    with backend.train_scope():
+        if hook.endswith("_grad_colsum_") or hook.startswith("bias_"):
+            fresh = [backend.asarray(o.copy()) for o in outs]       # these read their outputs too
+            fn(*fresh, *dev_in)
+            got = fresh
+        else:
+            fn(*dev_out, *dev_in)
+            got = dev_out
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(backend.to_numpy(g), w, rtol=1e-3, atol=1e-3 * np.sqrt(IN))
+        call = timed(backend, lambda: fn(*dev_out, *dev_in))
+        warm(call)
+        benchmark(call)

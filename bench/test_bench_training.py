@@ -63,10 +63,12 @@ def test_training_run(benchmark, backend, mnist, spec):
     benchmark.pedantic(lambda tr: _fit(backend, tr), setup=setup, rounds=ROUNDS, iterations=1)
 
 
-def test_training_step(benchmark, backend, mnist):
-    """One step of the book's workload (gather, forward, backward, update) as the trainer runs it."""
-    benchmark.group = "train step 784-50-10 batch 100"
-    tr = _trainer(backend, mnist, BOOK, 1)
+@pytest.mark.parametrize("path", ["fused", "layer"])
+def test_training_step(benchmark, backend, mnist, path):
+    """One step of the book's workload (gather, forward, backward, update) as the trainer runs it:
+    its fused step, or the layer-by-layer path (``fast_path=False``)."""
+    benchmark.group = f"train step 784-50-10 batch 100, {path} path"
+    tr = _trainer(backend, mnist, BOOK, 1, fast_path=(path == "fused"))
     idx = backend.asarray(np.random.default_rng(0).permutation(60000)[:100])
     if tr._fused is not None:
         step = lambda: tr._fused(idx)
@@ -74,9 +76,10 @@ def test_training_step(benchmark, backend, mnist):
         step = lambda: tr.network.train_step(tr.x_train[idx], tr.t_train[idx], tr.optimizer)
     call = timed(backend, step)
     _record(benchmark, backend, BOOK, 1)
-    settle()
-    warm(call, 20)
-    benchmark(call)
+    with backend.train_scope():                 # as in Trainer.fit()
+        settle()
+        warm(call, 20)
+        benchmark(call)
 
 
 def test_plain_numpy_loop(benchmark, mnist):
@@ -139,7 +142,7 @@ def test_pytorch_cpu(benchmark, mnist):
 
 
 def test_numba_cold_compile(benchmark):
-    """A cold JIT compile of the fused softmax-cross-entropy kernel (no cache), apart from run time."""
+    """A cold JIT compile of the softmax-cross-entropy loop (no cache), apart from run time."""
     nb = pytest.importorskip("numba")
     try:
         bk = get_backend("numba")
@@ -150,11 +153,13 @@ def test_numba_cold_compile(benchmark):
     t = np.zeros(100, np.int64)
     dz = np.empty_like(z)
 
+    from fastdl.backends.numba import loops
+
     def setup():
-        return (nb.njit(cache=False)(bk._softmax_rows.py_func),), {}
+        return (nb.njit(cache=False, error_model="numpy", fastmath={"reassoc"})(loops.softmax_rows.py_func),), {}
 
     benchmark.extra_info.update(backend_info(bk))
-    benchmark.pedantic(lambda f: f(z, t, dz, True), setup=setup, rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(lambda f: f(dz, z, t, True), setup=setup, rounds=ROUNDS, iterations=1)
 
 
 # Runs `fastdl train` in a fresh interpreter and reports that process's own peak RSS on exit.
@@ -207,11 +212,14 @@ def test_interleaved_ratios(benchmark, mnist):
         return lambda: plain_numpy.train(x, t64, *params, iterations=steps)
 
     contenders = {"plain-numpy": plain_setup}
-    for name in ("numpy", "numba"):
-        if backend_status(name)[0]:
-            bk = get_backend(name)
-            _fit(bk, _trainer(bk, mnist, BOOK, 50))                       # compile + warm up
-            contenders[name] = (lambda bk=bk: (lambda tr=_trainer(bk, mnist, BOOK, steps): _fit(bk, tr)))
+    # "numpy": the trainer's default on NumPy (its fused step); "numpy-layer-path": fast_path=False
+    for name, bk_name, fast in (("numpy", "numpy", True), ("numpy-layer-path", "numpy", False),
+                                ("numba", "numba", True)):
+        if backend_status(bk_name)[0]:
+            bk = get_backend(bk_name)
+            _fit(bk, _trainer(bk, mnist, BOOK, 50, fast_path=fast))      # compile + warm up
+            contenders[name] = (lambda bk=bk, fast=fast:
+                                (lambda tr=_trainer(bk, mnist, BOOK, steps, fast_path=fast): _fit(bk, tr)))
     times = {k: [] for k in contenders}
     times["gemm-floor"] = []
 
@@ -234,8 +242,10 @@ def test_interleaved_ratios(benchmark, mnist):
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))
     info = {f"median_s_{k}": statistics.median(v) for k, v in times.items()}
     info["ratio_numpy_over_plain"] = ratio("numpy", "plain-numpy")
+    info["ratio_numpy_over_numpy_layer_path"] = ratio("numpy", "numpy-layer-path")
     if "numba" in times:
         info["ratio_numba_over_numpy"] = ratio("numba", "numpy")
+        info["ratio_numba_over_numpy_layer_path"] = ratio("numba", "numpy-layer-path")
         info["ratio_numba_over_floor"] = ratio("numba", "gemm-floor")
     info["ratio_numpy_over_floor"] = ratio("numpy", "gemm-floor")
     info["rounds_s"] = times
@@ -243,27 +253,33 @@ def test_interleaved_ratios(benchmark, mnist):
     print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))
 
 
-@pytest.mark.parametrize("kind", ["float32 rows", "byte codes"])
-def test_input_layer_forward(benchmark, kind, mnist):
+@pytest.mark.parametrize("kind", ["float32 rows", "byte codes", "byte codes, no prefetch"])
+def test_input_layer_forward(benchmark, kind, mnist, monkeypatch):
     """The numba step's first layer, forward: 100 random MNIST rows gathered (from the float32
-    training set or from its byte codes, fastdl.fused.byte_codes), multiplied by W1, b1 added, split
-    across the threads by input feature; a new batch each call, as in training."""
+    training set or from its byte codes, fastdl.backends.composed.byte_codes; with or without
+    software prefetch), multiplied by W1, b1 added, split across the threads by input feature;
+    a new batch each call, as in training."""
     try:
         bk = get_backend("numba")
     except fastdl.FastDLError as exc:
         pytest.skip(str(exc))
+    from fastdl.backends.numba import gather
+    if kind.endswith("no prefetch"):
+        monkeypatch.setattr(gather, "PREFETCH_AHEAD", 0)
     benchmark.group = "numba input layer forward: gather 100 MNIST rows, x @ W1 (784x50)"
     (x, _), _ = mnist
     batches = np.random.default_rng(0).integers(0, x.shape[0], (1000, 100))
     W = np.random.default_rng(1).standard_normal((x.shape[1], 50)).astype(x.dtype)
     b = np.zeros(50, dtype=x.dtype)
-    layer = bk.InputLayer(bk, W, b, np.empty_like(W), x, 100, None, byte_coded=(kind == "byte codes"))
-    assert layer.byte_coded is (kind == "byte codes")
+    layer = bk.InputLayer(bk, W, b, np.empty_like(W), x, 100, "identity", byte_coded=kind.startswith("byte codes"))
+    assert layer.byte_coded is kind.startswith("byte codes")
     z = np.empty((100, 50), dtype=x.dtype)
-    layer.forward(batches[1], z)
-    np.testing.assert_allclose(z, x[batches[1]] @ W, rtol=1e-4, atol=1e-4)
     it = iter(range(10**9))
     call = lambda: layer.forward(batches[next(it) % 1000], z)
-    warm(call, 50)
-    benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}", parts=len(layer.cut) - 1)
-    benchmark(call)
+    with bk.train_scope():                      # as in training: split, BLAS pinned
+        layer.forward(batches[1], z)
+        np.testing.assert_allclose(z, x[batches[1]] @ W, rtol=1e-4, atol=1e-4)
+        warm(call, 50)
+        benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}", parts=len(layer._cut) - 1,
+                                    prefetch_ahead=gather.PREFETCH_AHEAD)
+        benchmark(call)
