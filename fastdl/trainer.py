@@ -62,6 +62,8 @@ class Trainer:
     ``callbacks`` are called as ``cb(trainer, record)`` after each evaluation. With
     ``checkpoint=path`` the trainer writes a checkpoint at every epoch end (or every
     ``checkpoint_every`` steps) and at the end; ``resume(path)`` continues from one.
+    ``fast_path=True`` (the default) trains with the backend's fused step (``fastdl.fused``)
+    wherever the backend declares one, as all three do; ``False`` runs the layer-by-layer path.
     """
 
     def __init__(self, network, optimizer, x_train, t_train, x_test=None, t_test=None, *,

@@ -174,7 +174,9 @@ def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
 # -- in-place hooks of the fused step (outputs first; see the contract) -------------------------
 
 def gather_rows_(out, src, idx):
-    np.take(src, idx, axis=0, out=out)
+    # mode="clip": with the default mode take() buffers `out` (measured here: 29 us against 11 us
+    # for 100 MNIST rows); indices are validated before any hook runs, so clipping never happens
+    np.take(src, idx, axis=0, out=out, mode="clip")
 
 
 def matmul_(out, a, b):
