@@ -41,7 +41,7 @@ KERNELS = ["affine_forward", "affine_backward", "relu_forward", "relu_backward",
            "sigmoid_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
            "sgd_update", "momentum_update", "adam_update"]
 EXTRA = {"sgd_update": dict(lr=0.01), "momentum_update": dict(lr=0.01, momentum=0.9),
-         "adam_update": dict(lr_t=0.0003, beta1=0.9, beta2=0.999, eps=1e-7)}
+         "adam_update": dict(lr_t=0.0003, one_minus_beta1=0.1, one_minus_beta2=0.001, eps=1e-7)}
 
 
 def _host(bk, out):

@@ -201,14 +201,18 @@ def load_raw(key: str, root=None, download_missing: bool = True) -> np.ndarray:
     return parse_idx(raw, f"{FILES[key][0]} in {folder}", FILES[key][2])
 
 
-def load_mnist(normalize: bool = True, flatten: bool = True, one_hot: bool = False,
-               dtype="float32", root=None, download: bool = True):
+def load_mnist(normalize: bool = True, flatten: bool = True, one_hot: bool | None = None,
+               dtype="float32", root=None, download: bool = True, *, one_hot_label: bool | None = None):
     """``((x_train, t_train), (x_test, t_test))`` as NumPy arrays, like the book's loader.
 
     normalize: pixels scaled to [0, 1] (else 0-255 in ``dtype``). flatten: images as (N, 784)
-    (else (N, 1, 28, 28)). one_hot: labels as (N, 10) rows of ``dtype`` (else uint8 indices).
-    ``dtype="uint8"`` with ``normalize=False`` returns the raw pixels without conversion.
+    (else (N, 1, 28, 28)). one_hot (the book's ``one_hot_label``): labels as (N, 10) rows of
+    ``dtype`` (else uint8 indices). ``dtype="uint8"`` with ``normalize=False`` returns the raw
+    pixels without conversion.
     """
+    if one_hot is not None and one_hot_label is not None and bool(one_hot) != bool(one_hot_label):
+        raise TypeError("give one_hot= or the book's one_hot_label=, not both")
+    one_hot = bool(one_hot if one_hot is not None else one_hot_label)
     dt = np.dtype(dtype) if str(dtype) == "uint8" else as_float_dtype(dtype)
     if dt == np.uint8 and normalize:
         raise ValueError("dtype='uint8' keeps raw pixels; pass normalize=False with it")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import get_backend
+from .errors import ShapeError
 from .gradcheck import numerical_gradient as _numerical_gradient
+from .validate import check_labels, host_view
 
 __all__ = ["step_function", "sigmoid", "relu", "softmax", "mean_squared_error",
            "cross_entropy_error", "numerical_gradient"]
@@ -24,7 +26,7 @@ def _prep(a, backend):
         a = np.asarray(a)
         if a.dtype.kind not in "f":
             a = a.astype(np.float64)
-        a = bk.asarray(a)
+        a = bk.asarray(a).reshape(a.shape)    # a Python number stays 0-d, as in the book
     return bk, a
 
 
@@ -74,14 +76,19 @@ def cross_entropy_error(y, t, backend=None):
     finite number, instead of inf.
     """
     bk, y = _prep(y, backend)
-    t_ndim = t.ndim if bk.is_backend_array(t) else np.ndim(t)
-    t = t if bk.is_backend_array(t) else bk.asarray(np.asarray(t))
-    xp = bk.xp
     y2 = _as_2d(bk, y)
-    if t_ndim == y.ndim:
-        idx = _as_2d(bk, t).argmax(axis=1)
+    t_host = host_view(t, bk, "t")
+    if t_host.ndim == y.ndim:                     # one-hot rows, the shape of y
+        if t_host.shape != y.shape:
+            raise ShapeError(f"t has shape {t_host.shape}; one-hot labels must have y's shape {y.shape}")
+        t_host = t_host.reshape(y2.shape)
+    elif t_host.ndim == y.ndim - 1:               # class indices, one per row of y
+        t_host = t_host.reshape(-1)
     else:
-        idx = t.reshape(-1).astype(np.int64)
+        raise ShapeError(f"t has shape {t_host.shape}; for y of shape {y.shape} give one-hot rows of that shape "
+                         f"or one class index per row")
+    idx = bk.asarray(check_labels(t_host, y2.shape[1], y2.shape[0], "t"))
+    xp = bk.xp
     tiny = np.finfo(y.dtype).tiny
     p = y2[xp.arange(y2.shape[0]), idx]
     return -xp.log(xp.maximum(p, tiny)).sum() / y2.shape[0]

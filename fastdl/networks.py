@@ -47,12 +47,28 @@ def init_scale(weight_init_std, fan_in: int) -> float:
     return scale
 
 
-class MultiLayerNet:
-    """Affine -> activation -> ... -> Affine -> SoftmaxWithLoss, with any number of hidden layers."""
+def _alias(ours, ours_name: str, book, book_name: str, default=None):
+    """fastdl's keyword or the book's spelling of it (not both)."""
+    if book is not None:
+        if ours is not None:
+            raise TypeError(f"give {ours_name}= or the book's {book_name}=, not both")
+        return book
+    return default if ours is None else ours
 
-    def __init__(self, input_size: int, hidden_sizes: Sequence[int], output_size: int, *,
-                 activation: str = "relu", weight_init_std: float | str = 0.01,
-                 dtype="float32", backend=None, seed: int | None = None):
+
+class MultiLayerNet:
+    """Affine -> activation -> ... -> Affine -> SoftmaxWithLoss, with any number of hidden layers.
+
+    The book's positional order and spellings work too: ``MultiLayerNet(input_size,
+    hidden_size_list, output_size, activation, weight_init_std)``, ``hidden_size_list=`` for
+    ``hidden_sizes=``; the initial scale defaults to the book's "relu" (He)."""
+
+    def __init__(self, input_size: int, hidden_sizes: Sequence[int] | None = None, output_size: int | None = None,
+                 activation: str = "relu", weight_init_std: float | str = "relu", *,
+                 dtype="float32", backend=None, seed: int | None = None, hidden_size_list=None):
+        hidden_sizes = _alias(hidden_sizes, "hidden_sizes", hidden_size_list, "hidden_size_list")
+        if hidden_sizes is None or output_size is None:
+            raise TypeError("MultiLayerNet needs input_size, hidden_sizes (a list, [] for none) and output_size")
         self.backend = get_backend(backend)
         self.dtype = as_float_dtype(dtype)
         self.input_size = _check_size(input_size, "input_size")
@@ -94,6 +110,10 @@ class MultiLayerNet:
         self._affines = [self.layers[f"Affine{i}"] for i in range(1, self.n_layers + 1)]
         self._forward_layers = list(self.layers.values())
         self._backward_layers = self._forward_layers[::-1]
+
+    @property
+    def lastLayer(self):          # noqa: N802  (the book's name)
+        return self.last_layer
 
     def config(self) -> dict:
         """The constructor arguments that define the architecture (saved in parameter files)."""
@@ -198,11 +218,11 @@ class MultiLayerNet:
 
 
 class TwoLayerNet(MultiLayerNet):
-    """The book's network: Affine -> ReLU (or Sigmoid) -> Affine -> SoftmaxWithLoss."""
+    """The book's network: Affine -> ReLU (or Sigmoid) -> Affine -> SoftmaxWithLoss, with the
+    book's signature ``TwoLayerNet(input_size, hidden_size, output_size, weight_init_std=0.01)``."""
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, *,
-                 activation: str = "relu", weight_init_std: float | str = 0.01,
-                 dtype="float32", backend=None, seed: int | None = None):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, weight_init_std: float | str = 0.01, *,
+                 activation: str = "relu", dtype="float32", backend=None, seed: int | None = None):
         super().__init__(input_size, [hidden_size], output_size, activation=activation,
                          weight_init_std=weight_init_std, dtype=dtype, backend=backend, seed=seed)
 

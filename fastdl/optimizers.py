@@ -11,24 +11,46 @@ What a backend needs to run an optimizer its own way (numba updates every parame
 parallel call) is public data, never the class name: ``kernel`` (the contract's update kernel),
 ``state_names`` and ``state_arrays()`` (the state slots), and ``kernel_hyperparameters()`` (the
 kernel's scalar arguments for the coming step, Adam's bias-corrected step size included).
+
+Parameters may also be plain Python numbers, as in the book's ``ch06/optimizer_compare_naive.py``
+(``params = {"x": -7.0, "y": 2.0}``): they are updated by the same formulas, in float64, and the
+dict entry is replaced, as the book's ``params[key] -= ...`` does.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy as np
 
 from .backends import get_backend
+from .errors import DTypeError, ShapeError
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "get_optimizer"]
 
 
+def _number(value, what: str, low: float, high: float, *, low_open=False, high_open=True) -> float:
+    """A finite float in [low, high) (or the bounds given), else ValueError with the valid range."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    v = float(value) if ok else math.nan
+    if not ok or (v <= low if low_open else v < low) or (v >= high if high_open else v > high):
+        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+        raise ValueError(f"{what}={value!r} must be a finite number in {lo}, {hi}")
+    return v
+
+
+def _is_number(p) -> bool:
+    return isinstance(p, numbers.Real) and not isinstance(p, bool)
+
+
 class Optimizer:
-    kernel = ""           # backend kernel name, e.g. "sgd_update"
+    kernel = ""           # the contract's update kernel, e.g. "sgd_update"
     state_names: tuple[str, ...] = ()
 
     def __init__(self, lr: float):
-        if not (lr > 0) or lr != lr:
-            raise ValueError(f"learning rate lr={lr!r} must be a positive number (the book uses 0.1 for SGD)")
+        if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning rate lr={lr!r} must be a positive finite number (the book uses 0.1 for SGD)")
         self.lr = float(lr)
         self.state: dict[str, dict[str, object]] = {name: {} for name in self.state_names}
         self.step = 0
@@ -40,27 +62,68 @@ class Optimizer:
         return {"name": type(self).__name__, **self.hyperparameters()}
 
     def state_arrays(self, key, p, xp):
-        """This parameter's state arrays, created (zeros, on p's device) on first use only."""
+        """This parameter's state arrays, created (zeros, on p's device) on first use only. State
+        made for another parameter under the same name (a second network) is refused."""
         out = []
         for name in self.state_names:
             slot = self.state[name]
             if key not in slot:
                 slot[key] = xp.zeros_like(p)
-            out.append(slot[key])
+            s = slot[key]
+            if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
+                raise ShapeError(
+                    f"{type(self).__name__} state {name!r} of parameter {key!r} is {s.dtype} {tuple(s.shape)}, "
+                    f"but the parameter is {p.dtype} {tuple(p.shape)}: an optimizer keeps state per "
+                    f"parameter name, so use a new optimizer for another network")
+            out.append(s)
         return out
 
     def kernel_hyperparameters(self) -> dict:
         """The update kernel's scalar arguments for the step ``self.step`` (1-based), in its
-        argument order, as Python floats (formed in float64; the kernel rounds them once)."""
+        argument order, as Python floats: derived ones (1 - beta, ...) are formed here, in
+        float64, so the kernel rounds each once, as the book's Python floats are."""
         return self.hyperparameters()
 
     def update(self, params: dict, grads: dict, backend=None) -> None:
         bk = get_backend(backend)
         kernel = getattr(bk, self.kernel)
+        missing = [k for k in params if k not in grads]
+        if missing:
+            raise KeyError(f"grads lacks {missing} (it has {sorted(grads)}); give a gradient for every parameter")
+        # every parameter checked before any is changed: a refused update changes nothing
+        arrays = {key: self._check(key, p, grads[key], bk) for key, p in params.items() if not _is_number(p)}
         self.step += 1
         hyper = self.kernel_hyperparameters()
         for key, p in params.items():
-            kernel(p, grads[key], *self.state_arrays(key, p, bk.xp), **hyper)
+            if key in arrays:
+                kernel(p, grads[key], *arrays[key], **hyper)
+            else:
+                params[key] = self._update_number(key, p, grads[key], hyper)
+
+    def _check(self, key, p, g, bk) -> list:
+        """Same arrays, same answer on every backend: the kernels assume g and the state match p
+        exactly (the compiled ones read them unchecked, so a mismatch must never reach them).
+        Returns the parameter's state arrays."""
+        for what, a in (("parameter", p), ("gradient", g)):
+            if not bk.is_backend_array(a):
+                raise DTypeError(f"{what} {key!r} is a {type(a).__name__}; expected an array of the "
+                                 f"{bk.name} backend (or a Python number, as in the book)")
+        if p.dtype.kind != "f":
+            raise DTypeError(f"parameter {key!r} has dtype {p.dtype}; optimizers update floating-point arrays")
+        if tuple(g.shape) != tuple(p.shape) or g.dtype != p.dtype:
+            raise ShapeError(f"gradient {key!r} is {g.dtype} {tuple(g.shape)}; its parameter is "
+                             f"{p.dtype} {tuple(p.shape)}, and the two must match exactly")
+        return self.state_arrays(key, p, bk.xp)
+
+    def _update_number(self, key, p, g, hyper) -> float:
+        """A Python-number parameter, updated in float64 by the NumPy reference kernel."""
+        if not _is_number(g):
+            g = np.asarray(g)
+            if g.size != 1:
+                raise ShapeError(f"gradient {key!r} has shape {g.shape}; its parameter is a number")
+        arr, grad = np.array([float(p)]), np.array([float(np.asarray(g).reshape(-1)[0])])
+        getattr(get_backend("numpy"), self.kernel)(arr, grad, *self.state_arrays(key, arr, np), **hyper)
+        return float(arr[0])
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
@@ -82,15 +145,21 @@ class Momentum(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9):
         super().__init__(lr)
-        self.momentum = float(momentum)
+        self.momentum = _number(momentum, "momentum", 0.0, 1.0)
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum}
 
 
 class Nesterov(Momentum):
-    """Nesterov's accelerated gradient, in the book's form."""
+    """Nesterov's accelerated gradient in the book's form: the parameters move with the previous
+    velocity, p += momentum^2 v - (1 + momentum) lr g, then v = momentum v - lr g (the same steps
+    as PyTorch's SGD(momentum, nesterov=True))."""
     kernel = "nesterov_update"
+
+    def kernel_hyperparameters(self):
+        mu = self.momentum
+        return {"lr": self.lr, "momentum": mu, "momentum_sq": mu * mu, "lr_ahead": (1.0 + mu) * self.lr}
 
 
 class AdaGrad(Optimizer):
@@ -100,7 +169,7 @@ class AdaGrad(Optimizer):
 
     def __init__(self, lr: float = 0.01, eps: float = 1e-7):
         super().__init__(lr)
-        self.eps = float(eps)
+        self.eps = _number(eps, "eps", 0.0, math.inf, low_open=True)
 
     def hyperparameters(self):
         return {"lr": self.lr, "eps": self.eps}
@@ -113,11 +182,14 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr: float = 0.01, decay: float = 0.99, eps: float = 1e-7):
         super().__init__(lr)
-        self.decay = float(decay)
-        self.eps = float(eps)
+        self.decay = _number(decay, "decay", 0.0, 1.0)
+        self.eps = _number(eps, "eps", 0.0, math.inf, low_open=True)
 
     def hyperparameters(self):
         return {"lr": self.lr, "decay": self.decay, "eps": self.eps}
+
+    def kernel_hyperparameters(self):
+        return {"lr": self.lr, "decay": self.decay, "one_minus_decay": 1.0 - self.decay, "eps": self.eps}
 
 
 class Adam(Optimizer):
@@ -127,16 +199,16 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):
         super().__init__(lr)
-        self.beta1 = float(beta1)
-        self.beta2 = float(beta2)
-        self.eps = float(eps)
+        self.beta1 = _number(beta1, "beta1", 0.0, 1.0)
+        self.beta2 = _number(beta2, "beta2", 0.0, 1.0)
+        self.eps = _number(eps, "eps", 0.0, math.inf, low_open=True)
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
     def kernel_hyperparameters(self):
         return {"lr_t": adam_step_size(self.lr, self.beta1, self.beta2, self.step),
-                "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+                "one_minus_beta1": 1.0 - self.beta1, "one_minus_beta2": 1.0 - self.beta2, "eps": self.eps}
 
 
 def adam_step_size(lr, beta1, beta2, step) -> float:

@@ -21,15 +21,17 @@ __device__ void momentum_impl(T* p, const T* g, T* v, T lr, T mu, long long size
 }
 FASTDL_INSTANTIATE(momentum, (T* p, const T* g, T* v, T lr, T mu, long long size), (p, g, v, lr, mu, size))
 
+// The book's order: the parameters move with the previous velocity, then it is updated.
 template <typename T>
-__device__ void nesterov_impl(T* p, const T* g, T* v, T lr, T mu, long long size) {
+__device__ void nesterov_impl(T* p, const T* g, T* v, T lr, T mu, T mu_sq, T lr_ahead, long long size) {
     FASTDL_LOOP {
-        T vi = mu * v[i] - lr * g[i];
-        v[i] = vi;
-        p[i] += mu * mu * vi - (T(1) + mu) * lr * g[i];
+        T pi = p[i] + mu_sq * v[i];
+        p[i] = pi - lr_ahead * g[i];
+        v[i] = mu * v[i] - lr * g[i];
     }
 }
-FASTDL_INSTANTIATE(nesterov, (T* p, const T* g, T* v, T lr, T mu, long long size), (p, g, v, lr, mu, size))
+FASTDL_INSTANTIATE(nesterov, (T* p, const T* g, T* v, T lr, T mu, T mu_sq, T lr_ahead, long long size),
+                   (p, g, v, lr, mu, mu_sq, lr_ahead, size))
 
 template <typename T>
 __device__ void adagrad_impl(T* p, const T* g, T* h, T lr, T eps, long long size) {
@@ -42,25 +44,27 @@ __device__ void adagrad_impl(T* p, const T* g, T* h, T lr, T eps, long long size
 FASTDL_INSTANTIATE(adagrad, (T* p, const T* g, T* h, T lr, T eps, long long size), (p, g, h, lr, eps, size))
 
 template <typename T>
-__device__ void rmsprop_impl(T* p, const T* g, T* h, T lr, T decay, T eps, long long size) {
+__device__ void rmsprop_impl(T* p, const T* g, T* h, T lr, T decay, T one_minus_decay, T eps, long long size) {
     FASTDL_LOOP {
-        T hi = decay * h[i] + (T(1) - decay) * g[i] * g[i];
+        T hi = decay * h[i] + one_minus_decay * g[i] * g[i];
         h[i] = hi;
         p[i] -= lr * g[i] / (sqrt(hi) + eps);
     }
 }
-FASTDL_INSTANTIATE(rmsprop, (T* p, const T* g, T* h, T lr, T decay, T eps, long long size),
-                   (p, g, h, lr, decay, eps, size))
+FASTDL_INSTANTIATE(rmsprop, (T* p, const T* g, T* h, T lr, T decay, T one_minus_decay, T eps, long long size),
+                   (p, g, h, lr, decay, one_minus_decay, eps, size))
 
+// m and v move by (1 - beta) formed in float64 on the host and rounded once (as the book's
+// Python floats are); lr_t carries the bias correction.
 template <typename T>
-__device__ void adam_impl(T* p, const T* g, T* m, T* v, T lr_t, T b1, T b2, T eps, long long size) {
+__device__ void adam_impl(T* p, const T* g, T* m, T* v, T lr_t, T omb1, T omb2, T eps, long long size) {
     FASTDL_LOOP {
-        T mi = m[i] + (T(1) - b1) * (g[i] - m[i]);
-        T vi = v[i] + (T(1) - b2) * (g[i] * g[i] - v[i]);
+        T mi = m[i] + omb1 * (g[i] - m[i]);
+        T vi = v[i] + omb2 * (g[i] * g[i] - v[i]);
         m[i] = mi;
         v[i] = vi;
         p[i] -= lr_t * mi / (sqrt(vi) + eps);
     }
 }
-FASTDL_INSTANTIATE(adam, (T* p, const T* g, T* m, T* v, T lr_t, T b1, T b2, T eps, long long size),
-                   (p, g, m, v, lr_t, b1, b2, eps, size))
+FASTDL_INSTANTIATE(adam, (T* p, const T* g, T* m, T* v, T lr_t, T omb1, T omb2, T eps, long long size),
+                   (p, g, m, v, lr_t, omb1, omb2, eps, size))

@@ -164,14 +164,14 @@ def _run(name, a):
     elif name == "momentum":
         p, g, v, lr, mu, size = a; v[...] = mu * v - lr * g; p += v
     elif name == "nesterov":
-        p, g, v, lr, mu, size = a; v[...] = mu * v - lr * g; p += mu * mu * v - (1 + mu) * lr * g
+        p, g, v, lr, mu, mu_sq, lr_ahead, size = a; p += mu_sq * v; p -= lr_ahead * g; v[...] = mu * v - lr * g
     elif name == "adagrad":
         p, g, h, lr, eps, size = a; h += g * g; p -= lr * g / (np.sqrt(h) + eps)
     elif name == "rmsprop":
-        p, g, h, lr, decay, eps, size = a; h[...] = decay * h + (1 - decay) * g * g; p -= lr * g / (np.sqrt(h) + eps)
+        p, g, h, lr, decay, omd, eps, size = a; h[...] = decay * h + omd * g * g; p -= lr * g / (np.sqrt(h) + eps)
     elif name == "adam":
-        p, g, m, v, lr_t, b1, b2, eps, size = a
-        m += (1 - b1) * (g - m); v += (1 - b2) * (g * g - v); p -= lr_t * m / (np.sqrt(v) + eps)
+        p, g, m, v, lr_t, omb1, omb2, eps, size = a
+        m += omb1 * (g - m); v += omb2 * (g * g - v); p -= lr_t * m / (np.sqrt(v) + eps)
     else:
         raise AssertionError(f"no emulation for kernel {name}")
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import tol
+import fastdl
 from fastdl import functions as F
 from fastdl.perceptron import AND, NAND, OR, XOR, Perceptron, XorNetwork
 
@@ -86,3 +87,23 @@ def test_numerical_gradient_of_a_quadratic():
     g = F.numerical_gradient(lambda v: (v ** 2).sum() + 2 * v[0], x)
     np.testing.assert_allclose(g, 2 * before + [2, 0, 0], rtol=1e-7)
     np.testing.assert_array_equal(x, before)
+
+
+def test_python_numbers_keep_their_shape(backend):
+    """sigmoid(3.0), relu(-1.0), step_function(0.5): 0-d results, as the book's NumPy gives."""
+    for fn, arg, want in ((F.sigmoid, 3.0, 1 / (1 + np.exp(-3.0))), (F.relu, -1.0, 0.0), (F.step_function, 0.5, 1.0)):
+        out = fn(arg, backend=backend)
+        assert out.shape == ()
+        np.testing.assert_allclose(backend.to_numpy(out), want, rtol=1e-6)
+
+
+def test_cross_entropy_refuses_labels_that_do_not_match_the_batch(backend):
+    y = np.array([[0.1, 0.2, 0.7]])
+    with pytest.raises(fastdl.ShapeError, match="1 rows but t has 3 labels"):
+        F.cross_entropy_error(y, [0, 0, 1], backend=backend)           # a one-hot row given as indices
+    with pytest.raises(fastdl.ShapeError, match="one-hot labels must have y's shape"):
+        F.cross_entropy_error(y, [[0, 1]], backend=backend)
+    with pytest.raises(fastdl.LabelError, match="outside"):
+        F.cross_entropy_error(y, [-1], backend=backend)                 # no wrap-around to the last class
+    np.testing.assert_allclose(float(F.cross_entropy_error(y, [[0, 0, 1]], backend=backend)), -np.log(0.7), rtol=1e-6)
+    np.testing.assert_allclose(float(F.cross_entropy_error(y[0], 2, backend=backend)), -np.log(0.7), rtol=1e-6)

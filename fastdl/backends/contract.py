@@ -66,18 +66,21 @@ ENTRIES: tuple[Entry, ...] = (
           "loss = mean(logsumexp(z) - z[t]), probs = softmax(z)"),
     Entry("softmax_cross_entropy_backward", "kernel", "softmax_cross_entropy_backward(probs, t) -> dz",
           "dz = (probs - onehot(t)) / N"),
-    # -- optimizer updates (the book's formulas; hyperparameters as Optimizer.kernel_hyperparameters) --
+    # -- optimizer updates: the book's formulas, in its order; the scalars are
+    #    Optimizer.kernel_hyperparameters(), derived ones (1 - beta, ...) formed in float64 --
     Entry("sgd_update", "update", "sgd_update(p, g, lr)", "p -= lr g", "p"),
     Entry("momentum_update", "update", "momentum_update(p, g, v, lr, momentum)",
           "v = momentum v - lr g; p += v", "p, v"),
-    Entry("nesterov_update", "update", "nesterov_update(p, g, v, lr, momentum)",
-          "v = momentum v - lr g; p += momentum^2 v - (1 + momentum) lr g", "p, v"),
+    Entry("nesterov_update", "update", "nesterov_update(p, g, v, lr, momentum, momentum_sq, lr_ahead)",
+          "p += momentum_sq v; p -= lr_ahead g; v = momentum v - lr g  (the book's order: p moves with "
+          "the previous v; momentum_sq = momentum^2, lr_ahead = (1 + momentum) lr)", "p, v"),
     Entry("adagrad_update", "update", "adagrad_update(p, g, h, lr, eps)",
           "h += g^2; p -= lr g / (sqrt(h) + eps)", "p, h"),
-    Entry("rmsprop_update", "update", "rmsprop_update(p, g, h, lr, decay, eps)",
-          "h = decay h + (1 - decay) g^2; p -= lr g / (sqrt(h) + eps)", "p, h"),
-    Entry("adam_update", "update", "adam_update(p, g, m, v, lr_t, beta1, beta2, eps)",
-          "m += (1 - beta1)(g - m); v += (1 - beta2)(g^2 - v); p -= lr_t m / (sqrt(v) + eps)", "p, m, v"),
+    Entry("rmsprop_update", "update", "rmsprop_update(p, g, h, lr, decay, one_minus_decay, eps)",
+          "h = decay h + one_minus_decay g^2; p -= lr g / (sqrt(h) + eps)", "p, h"),
+    Entry("adam_update", "update", "adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps)",
+          "m += one_minus_beta1 (g - m); v += one_minus_beta2 (g^2 - v); p -= lr_t m / (sqrt(v) + eps)",
+          "p, m, v"),
     # -- in-place hooks of the fused step ------------------------------------------------------
     Entry("gather_rows_", "hook", "gather_rows_(out, src, idx)", "out[r] = src[idx[r]] (rows or elements)",
           "out", FUSED_STEP),

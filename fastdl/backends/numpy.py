@@ -142,13 +142,14 @@ def momentum_update(p, g, v, lr, momentum):
     p += v
 
 
-def nesterov_update(p, g, v, lr, momentum):
-    # The book's formulation (Sutskever et al.) of Nesterov's accelerated gradient.
-    mu, lr = p.dtype.type(momentum), p.dtype.type(lr)
-    v *= mu
-    v -= lr * g
-    p += mu * mu * v
-    p -= (1 + mu) * lr * g
+def nesterov_update(p, g, v, lr, momentum, momentum_sq, lr_ahead):
+    # The book's order (Sutskever et al.'s form): the parameters move with the *previous*
+    # velocity, then the velocity is updated. PyTorch's SGD(nesterov=True) gives the same steps.
+    t = p.dtype.type
+    p += t(momentum_sq) * v
+    p -= t(lr_ahead) * g
+    v *= t(momentum)
+    v -= t(lr) * g
 
 
 def adagrad_update(p, g, h, lr, eps):
@@ -156,19 +157,19 @@ def adagrad_update(p, g, h, lr, eps):
     p -= p.dtype.type(lr) * g / (np.sqrt(h) + p.dtype.type(eps))
 
 
-def rmsprop_update(p, g, h, lr, decay, eps):
-    d = p.dtype.type(decay)
-    h *= d
-    h += (1 - d) * g * g
-    p -= p.dtype.type(lr) * g / (np.sqrt(h) + p.dtype.type(eps))
+def rmsprop_update(p, g, h, lr, decay, one_minus_decay, eps):
+    t = p.dtype.type
+    h *= t(decay)
+    h += t(one_minus_decay) * g * g
+    p -= t(lr) * g / (np.sqrt(h) + t(eps))
 
 
-def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
-    # lr_t: the step size with Adam's bias correction folded in (Optimizer.kernel_hyperparameters)
-    b1, b2 = p.dtype.type(beta1), p.dtype.type(beta2)
-    m += (1 - b1) * (g - m)
-    v += (1 - b2) * (g * g - v)
-    p -= p.dtype.type(lr_t) * m / (np.sqrt(v) + p.dtype.type(eps))
+def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
+    # lr_t: the step size with Adam's bias correction folded in, as in the book
+    t = p.dtype.type
+    m += t(one_minus_beta1) * (g - m)
+    v += t(one_minus_beta2) * (g * g - v)
+    p -= t(lr_t) * m / (np.sqrt(v) + t(eps))
 
 
 # -- in-place hooks of the fused step (outputs first; see the contract) -------------------------

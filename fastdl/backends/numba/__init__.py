@@ -139,20 +139,20 @@ def momentum_update(p, g, v, lr, momentum):
     _update(loops.momentum, (p, g, v), (lr, momentum))
 
 
-def nesterov_update(p, g, v, lr, momentum):
-    _update(loops.nesterov, (p, g, v), (lr, momentum))
+def nesterov_update(p, g, v, lr, momentum, momentum_sq, lr_ahead):
+    _update(loops.nesterov, (p, g, v), (lr, momentum, momentum_sq, lr_ahead))
 
 
 def adagrad_update(p, g, h, lr, eps):
     _update(loops.adagrad, (p, g, h), (lr, eps))
 
 
-def rmsprop_update(p, g, h, lr, decay, eps):
-    _update(loops.rmsprop, (p, g, h), (lr, decay, eps))
+def rmsprop_update(p, g, h, lr, decay, one_minus_decay, eps):
+    _update(loops.rmsprop, (p, g, h), (lr, decay, one_minus_decay, eps))
 
 
-def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
-    _update(loops.adam, (p, g, m, v), (lr_t, beta1, beta2, eps))
+def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
+    _update(loops.adam, (p, g, m, v), (lr_t, one_minus_beta1, one_minus_beta2, eps))
 
 
 # -- the fused step's hooks and builders -------------------------------------------------------------

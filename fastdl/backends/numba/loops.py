@@ -202,12 +202,12 @@ def momentum(p, g, v, lr, mu):
 
 
 @jit
-def nesterov(p, g, v, lr, mu):
-    """v = mu v - lr g; p += mu^2 v - (1 + mu) lr g"""
-    one = p.dtype.type(1)
+def nesterov(p, g, v, lr, mu, mu_sq, lr_ahead):
+    """p += mu_sq v; p -= lr_ahead g; v = mu v - lr g (the book's order: p moves with the old v)"""
     for i in range(p.size):
+        p[i] += mu_sq * v[i]
+        p[i] -= lr_ahead * g[i]
         v[i] = mu * v[i] - lr * g[i]
-        p[i] += mu * mu * v[i] - (one + mu) * lr * g[i]
 
 
 @jit
@@ -219,21 +219,19 @@ def adagrad(p, g, h, lr, eps):
 
 
 @jit
-def rmsprop(p, g, h, lr, decay, eps):
+def rmsprop(p, g, h, lr, decay, one_minus_decay, eps):
     """h = decay h + (1 - decay) g^2; p -= lr g / (sqrt(h) + eps)"""
-    one = p.dtype.type(1)
     for i in range(p.size):
-        h[i] = decay * h[i] + (one - decay) * g[i] * g[i]
+        h[i] = decay * h[i] + one_minus_decay * g[i] * g[i]
         p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
 
 
 @jit
-def adam(p, g, m, v, lr_t, b1, b2, eps):
+def adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps):
     """m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); p -= lr_t m / (sqrt(v) + eps)"""
-    one = p.dtype.type(1)
     for i in range(p.size):
-        m[i] += (one - b1) * (g[i] - m[i])
-        v[i] += (one - b2) * (g[i] * g[i] - v[i])
+        m[i] += one_minus_b1 * (g[i] - m[i])
+        v[i] += one_minus_b2 * (g[i] * g[i] - v[i])
         p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
 
 
@@ -251,11 +249,11 @@ def apply(code, p, g, s0, s1, h):
     elif code == 1:
         momentum(p, g, s0, h[0], h[1])
     elif code == 2:
-        nesterov(p, g, s0, h[0], h[1])
+        nesterov(p, g, s0, h[0], h[1], h[2], h[3])
     elif code == 3:
         adagrad(p, g, s0, h[0], h[1])
     elif code == 4:
-        rmsprop(p, g, s0, h[0], h[1], h[2])
+        rmsprop(p, g, s0, h[0], h[1], h[2], h[3])
     else:
         adam(p, g, s0, s1, h[0], h[1], h[2], h[3])
 
