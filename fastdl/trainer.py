@@ -252,14 +252,14 @@ class Trainer:
     def save_checkpoint(self, path) -> None:
         """Atomically write everything needed to continue exactly: parameters, optimizer state,
         RNG state, this epoch's batch order and position, the step and the history so far."""
-        from .io import save_checkpoint
+        from .checkpoints import save_checkpoint
         save_checkpoint(self, path)
 
     def resume(self, path) -> "Trainer":
         """Load a checkpoint written by a trainer of the same network and optimizer; ``fit()``
         then continues where it stopped. On NumPy with a fixed seed the result is bit for bit the
         uninterrupted run's."""
-        from .io import load_checkpoint
+        from .checkpoints import load_checkpoint
         load_checkpoint(self, path)
         return self
 

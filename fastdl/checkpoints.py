@@ -1,0 +1,155 @@
+"""Trainer checkpoints: everything needed to continue a run exactly, in the safe ``.npz`` +
+manifest format of ``fastdl.io`` (never pickle), written atomically.
+
+``load_checkpoint`` is all or nothing: every field is checked against the trainer it is loaded
+into (architecture, optimizer, data fingerprint, shapes, dtypes, finiteness, index ranges, step
+and position, RNG state) before any of it is applied, so a refused file leaves the trainer exactly
+as it was, and nothing from a file reaches a compiled kernel unchecked.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import numpy as np
+
+from .errors import FileFormatError
+from .io import VERSION, read_arrays, write_arrays
+
+CHECKPOINT = "fastdl-checkpoint"
+FINGERPRINT_ROWS = 256
+HISTORY = ("epoch", "epoch_step", "train_acc", "test_acc", "seconds", "train_seconds")
+
+
+def data_fingerprint(trainer) -> str:
+    """SHA-256 of the training set's shape and dtype, every label, and 256 evenly spaced rows:
+    another data set of the same size is told apart without hashing all of it (188 MB for
+    MNIST) at every checkpoint. Computed once per trainer."""
+    fp = getattr(trainer, "_fingerprint", None)
+    if fp is None:
+        x, bk = trainer.x_train, trainer.network.backend
+        rows = np.unique(np.linspace(0, x.shape[0] - 1, FINGERPRINT_ROWS).astype(np.int64))
+        h = hashlib.sha256(f"{tuple(x.shape)} {x.dtype}".encode())
+        h.update(np.ascontiguousarray(bk.to_numpy(trainer.t_train), dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(bk.to_numpy(x[bk.asarray(rows)])).tobytes())
+        fp = trainer._fingerprint = h.hexdigest()
+    return fp
+
+
+def save_checkpoint(trainer, path):
+    net, opt, h = trainer.network, trainer.optimizer, trainer.history
+    to_np = net.backend.to_numpy
+    arrays = {f"param.{k}": to_np(v) for k, v in net.params.items()}
+    for state, per_param in opt.state.items():
+        for k, v in per_param.items():
+            arrays[f"opt.{state}.{k}"] = to_np(v)
+    if trainer._epoch_host is not None:
+        arrays["trainer.epoch_indices"] = np.asarray(trainer._epoch_host, dtype=np.int64)
+    arrays["history.loss"] = np.asarray(h.loss, dtype=np.float64)
+    manifest = {
+        "format": CHECKPOINT, "version": VERSION,
+        "architecture": net.config(), "dtype": net.dtype.name,
+        "optimizer": opt.config(), "optimizer_step": opt.step,
+        "step": trainer.step, "position": trainer._pos, "total_steps": trainer.total_steps,
+        "batch_size": trainer.batch_size, "sampling": trainer.sampling, "n_train": trainer.n_train,
+        "data_fingerprint": data_fingerprint(trainer),
+        "rng": trainer.rng.bit_generator.state,
+        "history": {k: getattr(h, k) for k in HISTORY},
+        "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in arrays.items()},
+    }
+    write_arrays(path, arrays, manifest)
+    return path
+
+
+def _int(m, key, low, high, path) -> int:
+    v = m.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise FileFormatError(f"{path}: checkpoint {key} is {v!r}; expected an integer in [{low}, {high}]")
+    return v
+
+
+def _validated(trainer, arrays: dict, m: dict, path) -> dict:
+    """Everything the checkpoint would set, checked; raises FileFormatError naming the field."""
+    net, opt = trainer.network, trainer.optimizer
+    checks = {"architecture": (m.get("architecture"), net.config()), "dtype": (m.get("dtype"), net.dtype.name),
+              "optimizer": (m.get("optimizer"), opt.config()), "batch_size": (m.get("batch_size"), trainer.batch_size),
+              "sampling": (m.get("sampling"), trainer.sampling), "n_train": (m.get("n_train"), trainer.n_train)}
+    if "data_fingerprint" in m:                  # older checkpoints carry only the size
+        checks["training data"] = (m["data_fingerprint"], data_fingerprint(trainer))
+    for what, (saved, now) in checks.items():
+        if saved != now:
+            shown = ("a different data set (same size)", "this one") if what == "training data" else (saved, now)
+            raise FileFormatError(f"{path}: checkpoint {what} is {shown[0]!r}, this trainer has {shown[1]!r}; "
+                                  f"build the trainer as for the checkpointed run")
+    spe, total = trainer.steps_per_epoch, trainer.total_steps
+    out = {"step": _int(m, "step", 0, total, path), "position": _int(m, "position", 0, spe, path),
+           "optimizer_step": _int(m, "optimizer_step", 0, 2**62, path)}
+    if out["step"] > total:
+        raise FileFormatError(f"{path}: checkpoint is at step {out['step']}, past this trainer's {total} steps")
+    known = {f"param.{k}" for k in net.params} | {f"opt.{s}.{k}" for s in opt.state_names for k in net.params}
+    known |= {"trainer.epoch_indices", "history.loss"}
+    unknown = sorted(set(arrays) - known)
+    if unknown:
+        raise FileFormatError(f"{path}: checkpoint holds arrays this trainer has no place for: {unknown}")
+    params, state = {}, {}
+    for k, p in net.params.items():
+        for key, into in ((f"param.{k}", params),) + tuple((f"opt.{s}.{k}", state) for s in opt.state_names):
+            if key not in arrays:
+                if into is params:
+                    raise FileFormatError(f"{path}: checkpoint lacks parameter {k}")
+                continue
+            v = arrays[key]
+            if v.shape != tuple(p.shape) or v.dtype.kind != "f" or not np.isfinite(v).all():
+                raise FileFormatError(f"{path}: checkpoint array {key} is {v.dtype} {v.shape}, or not finite; "
+                                      f"expected finite {net.dtype.name} {tuple(p.shape)}")
+            into[key] = v
+    idx = arrays.get("trainer.epoch_indices")
+    if idx is not None:
+        n, want = trainer.n_train, (trainer.n_train if trainer.sampling == "shuffle" else spe * trainer.batch_size)
+        if (idx.dtype.kind not in "iu" or idx.shape != (want,) or (idx.size and (idx.min() < 0 or idx.max() >= n))
+                or (trainer.sampling == "shuffle" and not (np.bincount(idx, minlength=n) == 1).all())):
+            raise FileFormatError(f"{path}: checkpoint epoch order is {idx.dtype} {idx.shape}; expected {want} "
+                                  f"integer indices in [0, {n})" + (", each once" if trainer.sampling == "shuffle" else ""))
+    elif out["position"] != 0:
+        raise FileFormatError(f"{path}: checkpoint is at position {out['position']} of an epoch but lacks its order")
+    out["epoch_indices"] = None if idx is None else idx.astype(np.int64)
+    loss = arrays.get("history.loss")
+    hist = m.get("history")
+    if (loss is None or loss.ndim != 1 or not np.isfinite(loss).all() or not isinstance(hist, dict)
+            or set(hist) != set(HISTORY)):
+        raise FileFormatError(f"{path}: checkpoint history is missing or damaged")
+    rng = copy.deepcopy(trainer.rng)
+    try:
+        rng.bit_generator.state = m.get("rng")
+    except (TypeError, ValueError, KeyError) as exc:
+        raise FileFormatError(f"{path}: checkpoint RNG state does not fit this trainer's generator ({exc})") from exc
+    out.update(params=params, state=state, rng=rng.bit_generator.state, loss=loss.tolist(), history=hist)
+    return out
+
+
+def load_checkpoint(trainer, path) -> None:
+    """Restore ``trainer`` (built with the same network architecture, optimizer and data) from a
+    checkpoint; refuses one that does not match, saying what differs, and then changes nothing."""
+    arrays, m = read_arrays(path, expected_format=CHECKPOINT)
+    v = _validated(trainer, arrays, m, path)
+    net, opt, bk = trainer.network, trainer.optimizer, trainer.network.backend
+    net.set_params({k[len("param."):]: a for k, a in v["params"].items()})
+    for key, a in v["state"].items():
+        _, name, k = key.split(".", 2)
+        # in place, into the arrays a fused step already holds (creating them if none exists yet)
+        opt.state_arrays(k, net.params[k], bk.xp)[opt.state_names.index(name)][...] = bk.asarray(a)
+    opt.step = v["optimizer_step"]
+    trainer.step, trainer._pos, trainer._epoch_host = v["step"], v["position"], v["epoch_indices"]
+    trainer.rng.bit_generator.state = v["rng"]
+    h = trainer.history
+    h.loss = v["loss"]
+    for k, val in v["history"].items():
+        setattr(h, k, val)
+    # An evaluation made because the checkpointed run ended mid-epoch is not one this longer run
+    # makes: drop it, so the resumed history equals an uninterrupted run's.
+    if h.epoch_step and h.epoch_step[-1] % trainer.steps_per_epoch and h.epoch_step[-1] < trainer.total_steps:
+        n = len(h.epoch_step)
+        for values in (h.epoch, h.epoch_step, h.train_acc, h.test_acc):
+            if len(values) == n:
+                values.pop()
