@@ -140,3 +140,17 @@ def test_no_recompiles_in_the_loop(nb):
         after_first = signatures()
         run(dtype, 12)
         assert signatures() == after_first
+
+
+def test_compiled_code_is_cached_per_version_of_the_sources(nb):
+    """Numba checks only a function's own file for staleness; fastdl's cache folder is keyed by
+    all of the backend's sources, so an edit anywhere gives a fresh folder, and the user's own
+    Numba cache setting is left as it was."""
+    import numba
+    from fastdl.backends.numba import loops, step
+    if not loops.CACHE:
+        pytest.skip("FASTDL_NUMBA_CACHE=0: nothing is cached")
+    folder = nb._cache_dir()
+    for f in (loops.add_bias, step.split_forward):
+        assert f._cache._cache_path.startswith(folder)
+    assert numba.config.CACHE_DIR == nb._user_cache_dir

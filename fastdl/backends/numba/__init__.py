@@ -17,12 +17,40 @@ Choices, each measured on the book's shapes (bench/results):
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba
 import numpy as np
 
 from .. import numpy as _ref
 from ..contract import FUSED_STEP
-from . import gather, loops, step, threads
+
+
+def _cache_dir() -> str:
+    """Where compiled code is cached: a folder per version of this package's sources. Numba
+    checks only the file that defines a function, not the modules it calls into, so after an
+    edit of loops.py the cached kernels of step.py would go on running the old loops; keyed by
+    a hash of all the sources, a changed file means a fresh folder. Under NUMBA_CACHE_DIR when
+    the user set one, else the user cache folder."""
+    h = hashlib.sha256(numba.__version__.encode())
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.read_bytes())
+    if numba.config.CACHE_DIR:
+        base = Path(numba.config.CACHE_DIR) / "fastdl"
+    else:
+        from platformdirs import user_cache_dir
+        base = Path(user_cache_dir("fastdl")) / "numba"
+    return str(base / h.hexdigest()[:16])
+
+
+# Numba reads its cache folder when a function is decorated: set ours for our modules only.
+_user_cache_dir = numba.config.CACHE_DIR
+numba.config.CACHE_DIR = _cache_dir()
+try:
+    from . import gather, loops, step, threads
+finally:
+    numba.config.CACHE_DIR = _user_cache_dir
 
 name = "numba"
 xp = np
@@ -46,7 +74,7 @@ def check_usable() -> None:
 def describe() -> dict:
     info = _ref.describe()
     info.update(backend=name, numba=numba.__version__, threads=numba.get_num_threads(),
-                disk_cache="on" if loops.CACHE else "off", compiled=compiled_status(),
+                disk_cache=f"on ({_cache_dir()})" if loops.CACHE else "off", compiled=compiled_status(),
                 split_parts=threads.split_parts(1 << 30),
                 prefetch=f"{gather.PREFETCH_AHEAD} rows ahead" if gather.PREFETCH_AHEAD and gather.prefetch_available()
                 else "off")
