@@ -1,21 +1,32 @@
-"""A stand-in for CuPy, on the CPU, to test the cupy backend's Python side where no GPU exists.
+"""A stand-in for CuPy on the CPU that runs the CUDA kernels themselves.
 
-Arrays are a NumPy subclass (so host and "device" arrays stay distinguishable), CuPy functions
-are NumPy's wrapped to return that subclass, and ``RawModule.get_function`` returns an emulation
-of each CUDA kernel that first checks its launch arguments against the kernel's signature as
-written in ``kernels/*.cu`` (count, order, pointer vs scalar, element type, C-contiguity), then
-does the kernel's arithmetic with NumPy. It proves the glue (which kernel, which arguments, in
-which order and types), not the CUDA code itself: that needs a real GPU (bench/gpu_check.sh).
+Arrays are a NumPy subclass (so host and "device" arrays stay distinguishable), and CuPy's array
+functions are NumPy's wrapped to return that subclass. ``RawModule(code)`` compiles ``code`` (the
+very source the GPU backend hands NVRTC) with the machine's C++ compiler against
+``tests/cuda_host/cuda_host.h``, which gives CUDA's built-ins their meaning on the CPU (blocks,
+threads as fibers, ``__syncthreads``, warp shuffles; see its header for what it does not model).
+A launch first checks its arguments against the kernel's CUDA signature (count, order, pointer
+or scalar, element type, C-contiguity), then runs the compiled kernel with exactly the grid and
+block the backend passed, over the arrays' memory. So the CUDA code's logic and launch geometry
+are tested here; speed, NVRTC and the driver only on a GPU (bench/gpu_check.sh).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import hashlib
+import sys
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 import types
+from pathlib import Path
 
 import numpy as np
 
-from fastdl.backends.contract import ACT_CODES, SOFTMAX_GRAD
 from fastdl.cuda_sources import combined_source
 
 __version__ = "0.0-emulated"
@@ -89,20 +100,77 @@ cuda = types.SimpleNamespace(runtime=_Runtime(), Device=_Device, get_current_str
 
 # -- kernels -------------------------------------------------------------------------------------
 
-def _signatures() -> dict[str, list[str]]:
-    """kernel base name -> parameter types, parsed from the CUDA sources."""
+HOST = Path(__file__).resolve().parent / "cuda_host"
+CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++") or shutil.which("c++")
+_INSTANTIATE = re.compile(r"FASTDL_INSTANTIATE\(\s*(\w+),\s*\(([^)]*)\)", re.S)
+_C_TYPES = {"T": None, "long long": ctypes.c_longlong, "int": ctypes.c_int}
+
+
+def signatures(code: str) -> dict[str, list[tuple[str, str]]]:
+    """kernel base name -> [(type, name), ...] parsed from the sources (const dropped)."""
     sigs = {}
-    for name, params in re.findall(r"FASTDL_INSTANTIATE\(\s*(\w+),\s*\(([^)]*)\)", combined_source(), re.S):
-        sigs[name] = [" ".join(p.split()[:-1]).replace("const ", "") for p in params.split(",")]
+    for name, params in _INSTANTIATE.findall(code):
+        sigs[name] = [(" ".join(p.split()[:-1]).replace("const ", ""), p.split()[-1].lstrip("*"))
+                      for p in params.split(",")]
     return sigs
 
 
-SIGNATURES = _signatures()
+def uses_barriers(code: str) -> set[str]:
+    """Kernels whose code reaches __syncthreads or a warp shuffle (directly or through a helper of
+    the header): those run as fibers; the others as plain calls. A wrong guess cannot pass
+    silently: a barrier outside a fiber is a launch error."""
+    header, _, body = code.partition("// ---- ")
+    helpers = [m.group(1) for m in re.finditer(r"__device__[^(;{]*?\b(\w+)\s*\(", header)
+               if re.search(r"__shfl|__syncthreads", header[m.end():header.find("\n}", m.end())])]
+    marks = re.compile(r"__syncthreads|__shfl" + "".join(rf"|\b{h}\s*\(" for h in helpers))
+    out, start = set(), 0
+    for m in _INSTANTIATE.finditer(body):
+        if marks.search(body[start:m.start()]):
+            out.add(m.group(1))
+        start = m.end()
+    return out
+
+
+def _launchers(code: str) -> str:
+    parts = []
+    for name, params in _INSTANTIATE.findall(code):
+        args = ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
+        fibers = "true" if name in uses_barriers(code) else "false"
+        for suffix, ns in (("f32", "fastdl_f32"), ("f64", "fastdl_f64")):
+            parts.append(
+                f"namespace {ns} {{ extern \"C\" int launch_{name}_{suffix}(unsigned gx, unsigned gy, unsigned gz, "
+                f"unsigned bx, unsigned by, unsigned bz, {params}) {{ return fastdl_emu::run(dim3{{gx, gy, gz}}, "
+                f"dim3{{bx, by, bz}}, {fibers}, [=]() {{ {name}_{suffix}({args}); }}); }} }}")
+    return "\n".join(parts) + "\n"
+
+
+def build(code: str) -> ctypes.CDLL:
+    """The sources compiled for the CPU, once per distinct text (cached by hash)."""
+    if CXX is None:
+        raise RuntimeError("no C++ compiler (g++, clang++ or $CXX) to run the CUDA kernels on the CPU")
+    text = '#include "cuda_host.h"\n' + code + "\n" + _launchers(code)
+    shim = (HOST / "cuda_host.cpp").read_text() + (HOST / "cuda_host.h").read_text()
+    key = hashlib.sha256((text + shim + CXX).encode()).hexdigest()[:20]
+    folder = Path(tempfile.gettempdir()) / f"fastdl-cuda-host-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    folder.mkdir(exist_ok=True)
+    lib = folder / f"kernels-{key}.so"
+    if not lib.is_file():
+        src = folder / f"kernels-{key}.cpp"
+        src.write_text(text)
+        tmp = folder / f"kernels-{key}.{os.getpid()}.so"
+        r = subprocess.run([CXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-w", "-I", str(HOST), str(src),
+                            str(HOST / "cuda_host.cpp"), "-o", str(tmp)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"the CUDA sources do not compile for the CPU:\n{r.stderr[-4000:]}")
+        os.replace(tmp, lib)
+    dll = ctypes.CDLL(str(lib))
+    dll.fastdl_emu_last_error.restype = ctypes.c_char_p
+    return dll
 
 
 def _check(name, T, sig, args):
     assert len(args) == len(sig), f"{name}: {len(args)} arguments, the kernel takes {len(sig)}: {sig}"
-    for i, (kind, a) in enumerate(zip(sig, args)):
+    for i, ((kind, _), a) in enumerate(zip(sig, args)):
         where = f"{name} argument {i} ({kind})"
         if kind.endswith("*"):
             assert isinstance(a, ndarray), f"{where}: got {type(a).__name__}, not a device array"
@@ -114,87 +182,62 @@ def _check(name, T, sig, args):
             assert type(a) is want, f"{where}: got {type(a).__name__}, kernel expects {want.__name__}"
 
 
-def _mat(a, n, m):
-    return a.reshape(-1)[: n * m].reshape(n, m)
-
-
-def _sigmoid(x):
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
-
-
-def _run(name, a):
-    if name == "add_bias":
-        z, b, n, m = a; _mat(z, n, m)[...] += b
-    elif name == "bias_relu":
-        z, b, n, m = a; v = _mat(z, n, m); v[...] = np.maximum(v + b, 0)
-    elif name == "bias_sigmoid":
-        z, b, n, m = a; v = _mat(z, n, m); v[...] = _sigmoid(v + b)
-    elif name == "grad_colsum":
-        dh, h, db, n, m, mode = a
-        d, hh = _mat(dh, n, m), _mat(h, n, m)
-        v = (np.where(hh > 0, d, 0) if mode == ACT_CODES["relu"] else
-             d * hh * (1 - hh) if mode == ACT_CODES["sigmoid"] else d)
-        if mode != ACT_CODES["identity"]:
-            d[...] = v
-        db[:m] = v.sum(axis=0)
-    elif name == "softmax_xent":
-        z, t, out, row_loss, n, c, mode = a
-        zz = _mat(z, n, c).astype(np.float64)
-        s = zz - zz.max(axis=1, keepdims=True)
-        e = np.exp(s)
-        tot = e.sum(axis=1, keepdims=True)
-        p = e / tot
-        rows = np.arange(n)
-        row_loss[:n] = np.log(tot[:, 0]) - s[rows, t[:n]]
-        if mode == SOFTMAX_GRAD:
-            p[rows, t[:n]] -= 1
-            p /= n
-        _mat(out, n, c)[...] = p
-    elif name == "softmax_grad":
-        probs, t, dz, n, c = a
-        d = _mat(probs, n, c).copy()
-        d[np.arange(n), t[:n]] -= 1
-        _mat(dz, n, c)[...] = d / d.dtype.type(n)
-    elif name == "gather_rows":
-        out, src, idx, n, d = a
-        _mat(out, n, d)[...] = _mat(src, src.size // d, d)[idx[:n]]
-    elif name == "sgd":
-        p, g, lr, size = a; p -= lr * g
-    elif name == "momentum":
-        p, g, v, lr, mu, size = a; v[...] = mu * v - lr * g; p += v
-    elif name == "nesterov":
-        p, g, v, lr, mu, mu_sq, lr_ahead, size = a; p += mu_sq * v; p -= lr_ahead * g; v[...] = mu * v - lr * g
-    elif name == "adagrad":
-        p, g, h, lr, eps, size = a; h += g * g; p -= lr * g / (np.sqrt(h) + eps)
-    elif name == "rmsprop":
-        p, g, h, lr, decay, omd, eps, size = a; h[...] = decay * h + omd * g * g; p -= lr * g / (np.sqrt(h) + eps)
-    elif name == "adam":
-        p, g, m, v, lr_t, omb1, omb2, eps, size = a
-        m += omb1 * (g - m); v += omb2 * (g * g - v); p -= lr_t * m / (np.sqrt(v) + eps)
-    else:
-        raise AssertionError(f"no emulation for kernel {name}")
-
-
 class _Kernel:
-    def __init__(self, full_name):
+    def __init__(self, module, full_name):
         self.name, suffix = full_name.rsplit("_", 1)
-        assert self.name in SIGNATURES, f"kernel {self.name!r} is not defined in kernels/*.cu"
+        assert self.name in module.sigs, f"kernel {self.name!r} is not defined in kernels/*.cu"
         self.T = {"f32": np.float32, "f64": np.float64}[suffix]
+        self.sig = module.sigs[self.name]
+        self.fn = getattr(module.dll, f"launch_{full_name}")
+        self.dll = module.dll
         self.launches = 0
 
     def __call__(self, grid, block, args):
         assert isinstance(args, tuple), "RawKernel arguments go in a tuple"
-        assert all(isinstance(g, int) and g >= 1 for g in tuple(grid) + tuple(block)), (grid, block)
-        _check(self.name, self.T, SIGNATURES[self.name], args)
+        grid, block = tuple(grid) + (1,) * (3 - len(grid)), tuple(block) + (1,) * (3 - len(block))
+        assert all(isinstance(g, int) and g >= 1 for g in grid + block), (grid, block)
+        assert block[0] * block[1] * block[2] <= 1024, f"{self.name}: {block} is more than 1024 threads"
+        _check(self.name, self.T, self.sig, args)
+        real = ctypes.c_float if self.T == np.float32 else ctypes.c_double
+        c_args = [ctypes.c_void_p(a.ctypes.data) if kind.endswith("*") else (_C_TYPES[kind] or real)(a)
+                  for (kind, _), a in zip(self.sig, args)]
         self.launches += 1
-        _run(self.name, args)
+        if self.fn(*grid, *block, *c_args) != 0:
+            raise RuntimeError(f"kernel {self.name}_{'f32' if self.T == np.float32 else 'f64'} failed on the "
+                               f"CPU emulator: {self.dll.fastdl_emu_last_error().decode()}")
 
 
 class RawModule:
     def __init__(self, code, options=()):
         assert code == combined_source(), "the backend must build exactly the combined sources"
+        self.sigs = signatures(code)
+        self.dll = build(code)
         self.kernels = {}
 
     def get_function(self, name):
-        return self.kernels.setdefault(name, _Kernel(name))
+        if name not in self.kernels:
+            self.kernels[name] = _Kernel(self, name)
+        return self.kernels[name]
+
+
+BACKEND_SOURCE = Path(__file__).resolve().parent.parent / "fastdl" / "backends" / "cupy.py"
+
+
+@contextlib.contextmanager
+def emulated_backend(source: str | None = None):
+    """The cupy backend (``fastdl/backends/cupy.py``, or ``source``: a changed copy of it) loaded
+    over this module as ``cupy``; its kernels compiled for the CPU."""
+    saved = sys.modules.get("cupy")
+    sys.modules["cupy"] = sys.modules[__name__]
+    try:
+        module = types.ModuleType("fastdl.backends._cupy_emulated")
+        module.__package__ = "fastdl.backends"
+        module.__file__ = str(BACKEND_SOURCE)
+        exec(compile(source or BACKEND_SOURCE.read_text(), str(BACKEND_SOURCE), "exec"), module.__dict__)
+        module.check_usable()
+        yield module
+    finally:
+        if saved is None:
+            sys.modules.pop("cupy", None)
+        else:
+            sys.modules["cupy"] = saved

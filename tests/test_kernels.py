@@ -95,7 +95,7 @@ def test_sigmoid_is_stable_for_any_finite_input(backend, dtype):
     np.testing.assert_allclose(y[0, 3], np.exp(-30.0) / (1 + np.exp(-30.0)), rtol=1e-5)   # relative accuracy in the tail
 
 
-@pytest.mark.parametrize("n,c", [(1, 10), (37, 10), (100, 10), (5, 3)])
+@pytest.mark.parametrize("n,c", [(1, 10), (37, 10), (100, 10), (5, 3), (7, 1), (9, 33)])
 def test_softmax_cross_entropy(backend, ref, dtype, n, c):
     z, t = rand((n, c), dtype, scale=3), labels(n, c)
     loss, probs = run(backend, "softmax_cross_entropy_forward", z, t)

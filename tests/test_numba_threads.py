@@ -148,8 +148,8 @@ def test_compiled_code_is_cached_per_version_of_the_sources(nb):
     Numba cache setting is left as it was."""
     import numba
     from fastdl.backends.numba import loops, step
-    if not loops.CACHE:
-        pytest.skip("FASTDL_NUMBA_CACHE=0: nothing is cached")
+    if not loops.CACHE or numba.config.DISABLE_JIT:
+        pytest.skip("FASTDL_NUMBA_CACHE=0 or NUMBA_DISABLE_JIT: nothing is compiled or cached")
     folder = nb._cache_dir()
     for f in (loops.add_bias, step.split_forward):
         assert f._cache._cache_path.startswith(folder)
