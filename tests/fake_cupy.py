@@ -103,7 +103,8 @@ cuda = types.SimpleNamespace(runtime=_Runtime(), Device=_Device, get_current_str
 HOST = Path(__file__).resolve().parent / "cuda_host"
 CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++") or shutil.which("c++")
 _INSTANTIATE = re.compile(r"FASTDL_INSTANTIATE\(\s*(\w+),\s*\(([^)]*)\)", re.S)
-_C_TYPES = {"T": None, "long long": ctypes.c_longlong, "int": ctypes.c_int}
+_C_TYPES = {"T": None, "long long": ctypes.c_longlong, "int": ctypes.c_int, "double": ctypes.c_double,
+            "unsigned long long": ctypes.c_ulonglong}
 
 
 def signatures(code: str) -> dict[str, list[tuple[str, str]]]:
@@ -119,15 +120,14 @@ def uses_barriers(code: str) -> set[str]:
     """Kernels whose code reaches __syncthreads or a warp shuffle (directly or through a helper of
     the header): those run as fibers; the others as plain calls. A wrong guess cannot pass
     silently: a barrier outside a fiber is a launch error."""
-    header, _, body = code.partition("// ---- ")
-    helpers = [m.group(1) for m in re.finditer(r"__device__[^(;{]*?\b(\w+)\s*\(", header)
-               if re.search(r"__shfl|__syncthreads", header[m.end():header.find("\n}", m.end())])]
+    helpers = [m.group(1) for m in re.finditer(r"__device__[^(;{]*?\b(\w+)\s*\(", code)
+               if not m.group(1).endswith("_impl")
+               and re.search(r"__shfl|__syncthreads", code[m.end():code.find("\n}", m.end())])]
     marks = re.compile(r"__syncthreads|__shfl" + "".join(rf"|\b{h}\s*\(" for h in helpers))
-    out, start = set(), 0
-    for m in _INSTANTIATE.finditer(body):
-        if marks.search(body[start:m.start()]):
+    out = set()
+    for m in re.finditer(r"__device__ void (\w+)_impl\s*\(", code):
+        if marks.search(code[m.end():code.find("\n}", m.end())]):
             out.add(m.group(1))
-        start = m.end()
     return out
 
 
@@ -175,10 +175,11 @@ def _check(name, T, sig, args):
         if kind.endswith("*"):
             assert isinstance(a, ndarray), f"{where}: got {type(a).__name__}, not a device array"
             assert a.flags.c_contiguous, f"{where}: not C-contiguous"
-            want = T if kind == "T*" else {"long long*": np.int64}[kind]
+            want = T if kind == "T*" else {"long long*": np.int64, "bool*": np.bool_}[kind]
             assert a.dtype == want, f"{where}: dtype {a.dtype}, kernel expects {np.dtype(want)}"
         else:
-            want = {"T": T, "long long": np.int64, "int": np.int32}[kind]
+            want = {"T": T, "long long": np.int64, "int": np.int32, "double": float,
+                    "unsigned long long": np.uint64}[kind]
             assert type(a) is want, f"{where}: got {type(a).__name__}, kernel expects {want.__name__}"
 
 

@@ -114,3 +114,17 @@ def test_the_fused_step_launches_the_hand_written_kernels(emu):
     tr.fit()
     launched = {k for k, v in emu._module().kernels.items() if v.launches > before.get(k, 0)}
     assert {"gather_rows_f32", "bias_relu_f32", "add_bias_f32", "softmax_xent_f32", "grad_colsum_f32", "sgd_f32"} <= launched
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_chapter6_kernels_match_numpy(emu, dtype):
+    """Dropout (the same masks), Batch Norm (column statistics and backward, with barriers) and the
+    small updates, at every size of the backend-parametrized suite."""
+    import test_chapter6_kernels as ch6
+    ref = fastdl.get_backend("numpy")
+    for shape in ch6.SHAPES:
+        for ratio in (0.0, 0.5):
+            ch6.test_dropout_masks_are_the_same_on_every_backend(emu, ref, dtype, shape, ratio)
+        ch6.test_batchnorm_forward_inference_backward(emu, ref, dtype, shape)
+    for shape in [(1,), (37, 13), (784, 50)]:
+        ch6.test_sum_squares_and_scale(emu, ref, dtype, shape)

@@ -76,6 +76,11 @@ def _bias_case(hook, scale=1.0):
     return run
 
 
+def case_axpy_(bk, ref, dtype):
+    for shape in [(1,), (37, 13), (784, 50)]:
+        both(bk, ref, "axpy_", [rand(shape, dtype, 0)], [0.1, rand(shape, dtype, 1)], dtype)
+
+
 def case_colsum_(bk, ref, dtype):
     for n, m in SHAPES:
         both(bk, ref, "colsum_", [nan(m, dtype)], [rand((n, m), dtype)], dtype, n)
@@ -164,7 +169,7 @@ def case_make_update(bk, ref, dtype):
 
 
 CASES = {
-    "gather_rows_": case_gather_rows_, "matmul_": case_matmul_,
+    "gather_rows_": case_gather_rows_, "matmul_": case_matmul_, "axpy_": case_axpy_,
     "add_bias_": _bias_case("add_bias_"), "bias_relu_": _bias_case("bias_relu_"),
     "bias_sigmoid_": _bias_case("bias_sigmoid_", scale=30.0), "colsum_": case_colsum_,
     "relu_grad_colsum_": case_relu_grad_colsum_, "sigmoid_grad_colsum_": case_sigmoid_grad_colsum_,

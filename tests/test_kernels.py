@@ -170,6 +170,7 @@ UPDATES = {          # kernel -> (state slots, the scalars an optimizer passes)
     "adagrad_update": (1, dict(lr=0.1, eps=1e-7)),
     "rmsprop_update": (1, dict(lr=0.01, decay=0.99, one_minus_decay=0.01, eps=1e-7)),
     "adam_update": (2, dict(lr_t=0.0003, one_minus_beta1=0.1, one_minus_beta2=0.001, eps=1e-7)),
+    "running_update": (0, dict(momentum=0.9, one_minus_momentum=0.1)),     # Batch Norm's averages
 }
 
 

@@ -66,6 +66,20 @@ ENTRIES: tuple[Entry, ...] = (
           "loss = mean(logsumexp(z) - z[t]), probs = softmax(z)"),
     Entry("softmax_cross_entropy_backward", "kernel", "softmax_cross_entropy_backward(probs, t) -> dz",
           "dz = (probs - onehot(t)) / N"),
+    # -- chapter 6: weight decay, Dropout, Batch Normalization ------------------------------------
+    Entry("sum_squares", "kernel", "sum_squares(a) -> s", "s = sum(a^2), a 0-d array (the weight decay's 0.5 lambda sum W^2)"),
+    Entry("scale", "kernel", "scale(x, s) -> y", "y = s x (Dropout at inference: x (1 - ratio), as the book)"),
+    Entry("dropout_forward", "kernel", "dropout_forward(x, ratio, key) -> y, mask",
+          "mask = uniform(key, i) > ratio for flat index i (dropout_uniform below), y = x mask"),
+    Entry("batchnorm_forward", "kernel", "batchnorm_forward(x, gamma, beta, eps) -> y, xn, std, mean, var",
+          "batch statistics per column: std = sqrt(var + eps), xn = (x - mean) / std, y = gamma xn + beta"),
+    Entry("batchnorm_inference", "kernel", "batchnorm_inference(x, gamma, beta, mean, var, eps) -> y",
+          "y = gamma (x - mean) / sqrt(var + eps) + beta"),
+    Entry("batchnorm_backward", "kernel", "batchnorm_backward(dy, xn, std, gamma) -> dx, dgamma, dbeta",
+          "dbeta = sum dy, dgamma = sum dy xn, dx = gamma / std (dy - (dbeta + xn dgamma) / N)"),
+    Entry("running_update", "update", "running_update(avg, x, momentum, one_minus_momentum)",
+          "avg = momentum avg + one_minus_momentum x (Batch Norm's running mean and variance)", "avg"),
+    Entry("axpy_", "hook", "axpy_(y, a, x)", "y += a x (the weight decay's lambda W added to dW)", "y"),
     # -- optimizer updates: the book's formulas, in its order; the scalars are
     #    Optimizer.kernel_hyperparameters(), derived ones (1 - beta, ...) formed in float64 --
     Entry("sgd_update", "update", "sgd_update(p, g, lr)", "p -= lr g", "p"),
@@ -124,6 +138,31 @@ ACT_CODES = {"relu": 0, "sigmoid": 1, "identity": 2}
 SOFTMAX_PROBS, SOFTMAX_GRAD = 0, 1
 
 
+# Dropout's counter-based generator, the same on every backend: each element's uniform number is
+# a splitmix64 hash of the call's key and the element's flat index, so masks depend only on
+# (seed, call, index), never on the device or a host round trip. u has 24 bits: exact in float32.
+GOLDEN = 0x9E3779B97F4A7C15
+MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+MASK64 = (1 << 64) - 1
+
+
+def mix64(z: int) -> int:
+    """splitmix64's finaliser on a Python int (the kernels do the same in uint64)."""
+    z = ((z ^ (z >> 30)) * MIX1) & MASK64
+    z = ((z ^ (z >> 27)) * MIX2) & MASK64
+    return z ^ (z >> 31)
+
+
+def dropout_key(seed: int, call: int) -> int:
+    """The key of one forward call of one Dropout layer."""
+    return mix64((seed + GOLDEN * (call + 1)) & MASK64)
+
+
+def dropout_uniform(key: int, i: int) -> float:
+    """Element i's number in [0, 1): the top 24 bits of mix64(key + GOLDEN (i + 1)), over 2^24."""
+    return (mix64((key + GOLDEN * (i + 1)) & MASK64) >> 40) / float(1 << 24)
+
+
 def required(capabilities) -> list[Entry]:
     """The entries a backend declaring ``capabilities`` must provide."""
     return [e for e in ENTRIES if e.capability == CORE or e.capability in capabilities]
@@ -147,4 +186,5 @@ def cuda_defines() -> str:
     """The codes above as C preprocessor definitions, prepended to the CUDA sources."""
     lines = [f"#define FASTDL_ACT_{k.upper()} {v}" for k, v in ACT_CODES.items()]
     lines += [f"#define FASTDL_SOFTMAX_PROBS {SOFTMAX_PROBS}", f"#define FASTDL_SOFTMAX_GRAD {SOFTMAX_GRAD}"]
+    lines += [f"#define FASTDL_GOLDEN {GOLDEN:#x}ULL", f"#define FASTDL_MIX1 {MIX1:#x}ULL", f"#define FASTDL_MIX2 {MIX2:#x}ULL"]
     return "// generated from fastdl/backends/contract.py\n" + "\n".join(lines) + "\n"

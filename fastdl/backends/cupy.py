@@ -226,6 +226,63 @@ def softmax_cross_entropy_backward(probs, t):
     return dz
 
 
+# -- chapter 6 ------------------------------------------------------------------------------------
+
+def sum_squares(a):
+    return (a * a).sum()                       # CuPy's reduction; a 0-d device array
+
+
+def scale(x, s):
+    return x * x.dtype.type(s)
+
+
+def dropout_forward(x, ratio, key):
+    x = cp.ascontiguousarray(x)
+    y, mask = cp.empty_like(x), cp.empty(x.shape, dtype=cp.bool_)
+    _launch("dropout", x.dtype, x.size, y, mask, x, float(ratio), np.uint64(key), np.int64(x.size))
+    return y, mask
+
+
+def _columns(m):
+    return (math.ceil(m / 32),), (32, 8)      # one (32 x 8) block per 32 columns
+
+
+def batchnorm_forward(x, gamma, beta, eps):
+    x = cp.ascontiguousarray(x)
+    n, m = x.shape
+    y, xn = cp.empty_like(x), cp.empty_like(x)
+    sd, mean, var = (cp.empty(m, dtype=x.dtype) for _ in range(3))
+    _kernel("batchnorm_train", x.dtype)(*_columns(m), (y, xn, sd, mean, var, x, gamma, beta, x.dtype.type(eps),
+                                                        np.int64(n), np.int32(m)))
+    return y, xn, sd, mean, var
+
+
+def batchnorm_inference(x, gamma, beta, mean, var, eps):
+    x = cp.ascontiguousarray(x)
+    n, m = x.shape
+    y = cp.empty_like(x)
+    _launch("batchnorm_inference", x.dtype, n * m, y, x, gamma, beta, mean, var, x.dtype.type(eps),
+            np.int64(n), np.int32(m))
+    return y
+
+
+def batchnorm_backward(dy, xn, std, gamma):
+    dy = cp.ascontiguousarray(dy)
+    n, m = dy.shape
+    dx, dgamma, dbeta = cp.empty_like(dy), cp.empty(m, dtype=dy.dtype), cp.empty(m, dtype=dy.dtype)
+    _kernel("batchnorm_backward", dy.dtype)(*_columns(m), (dx, dgamma, dbeta, dy, xn, std, gamma,
+                                                           np.int64(n), np.int32(m)))
+    return dx, dgamma, dbeta
+
+
+def running_update(avg, x, momentum, one_minus_momentum):
+    _update("running", avg, (x,), (momentum, one_minus_momentum))
+
+
+def axpy_(y, a, x):
+    _update("axpy", y, (x,), (a,))
+
+
 # -- optimizer updates (in place) -----------------------------------------------------------------
 
 def _update(base, p, arrays, scalars):

@@ -145,6 +145,51 @@ def softmax_cross_entropy_backward(probs, t):
     return dz
 
 
+# -- chapter 6 -------------------------------------------------------------------------------------
+
+scale = _ref.scale          # one multiply per element: NumPy's SIMD loop is as fast as ours
+
+
+def sum_squares(a):
+    return np.asarray(loops.sum_squares(np.ascontiguousarray(a).reshape(-1)), dtype=a.dtype)
+
+
+def dropout_forward(x, ratio, key):
+    y = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=np.bool_)
+    loops.dropout(y, mask, x, float(ratio), np.uint64(key))
+    return y, mask
+
+
+def batchnorm_forward(x, gamma, beta, eps):
+    n, m = x.shape
+    y, xn = np.empty_like(x), np.empty_like(x)
+    std, mean, var = (np.empty(m, dtype=x.dtype) for _ in range(3))
+    loops.batchnorm_train(y, xn, std, mean, var, x, gamma, beta, x.dtype.type(eps))
+    return y, xn, std, mean, var
+
+
+def batchnorm_inference(x, gamma, beta, mean, var, eps):
+    y = np.empty_like(x)
+    loops.batchnorm_inference(y, x, gamma, beta, mean, var, x.dtype.type(eps))
+    return y
+
+
+def batchnorm_backward(dy, xn, std, gamma):
+    dx = np.empty_like(dy)
+    dgamma, dbeta = np.empty(dy.shape[1], dtype=dy.dtype), np.empty(dy.shape[1], dtype=dy.dtype)
+    loops.batchnorm_backward(dx, dgamma, dbeta, dy, xn, std, gamma)
+    return dx, dgamma, dbeta
+
+
+def running_update(avg, x, momentum, one_minus_momentum):
+    _update(loops.running, (avg, x), (momentum, one_minus_momentum))
+
+
+def axpy_(y, a, x):
+    _update(loops.axpy, (y, x), (a,))
+
+
 # -- optimizer updates (in place, one pass each over flat arrays) ----------------------------------
 
 def _update(kernel, arrays, scalars):
