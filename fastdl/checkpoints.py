@@ -41,6 +41,7 @@ def save_checkpoint(trainer, path):
     net, opt, h = trainer.network, trainer.optimizer, trainer.history
     to_np = net.backend.to_numpy
     arrays = {f"param.{k}": to_np(v) for k, v in net.params.items()}
+    arrays.update({f"buffer.{k}": v for k, v in net.buffers_numpy().items()})
     for state, per_param in opt.state.items():
         for k, v in per_param.items():
             arrays[f"opt.{state}.{k}"] = to_np(v)
@@ -53,7 +54,7 @@ def save_checkpoint(trainer, path):
         "optimizer": opt.config(), "optimizer_step": opt.step,
         "step": trainer.step, "position": trainer._pos, "total_steps": trainer.total_steps,
         "batch_size": trainer.batch_size, "sampling": trainer.sampling, "n_train": trainer.n_train,
-        "data_fingerprint": data_fingerprint(trainer),
+        "data_fingerprint": data_fingerprint(trainer), "dropout": net.dropout_state(),
         "rng": trainer.rng.bit_generator.state,
         "history": {k: getattr(h, k) for k in HISTORY},
         "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in arrays.items()},
@@ -88,7 +89,7 @@ def _validated(trainer, arrays: dict, m: dict, path) -> dict:
     if out["step"] > total:
         raise FileFormatError(f"{path}: checkpoint is at step {out['step']}, past this trainer's {total} steps")
     known = {f"param.{k}" for k in net.params} | {f"opt.{s}.{k}" for s in opt.state_names for k in net.params}
-    known |= {"trainer.epoch_indices", "history.loss"}
+    known |= {"trainer.epoch_indices", "history.loss"} | {f"buffer.{k}" for k in net.buffers}
     unknown = sorted(set(arrays) - known)
     if unknown:
         raise FileFormatError(f"{path}: checkpoint holds arrays this trainer has no place for: {unknown}")
@@ -104,6 +105,18 @@ def _validated(trainer, arrays: dict, m: dict, path) -> dict:
                 raise FileFormatError(f"{path}: checkpoint array {key} is {v.dtype} {v.shape}, or not finite; "
                                       f"expected finite {net.dtype.name} {tuple(p.shape)}")
             into[key] = v
+    buffers = {}
+    for k, b in net.buffers.items():
+        v = arrays.get(f"buffer.{k}")
+        if v is None or v.shape != tuple(b.shape) or v.dtype.kind != "f" or not np.isfinite(v).all():
+            raise FileFormatError(f"{path}: checkpoint buffer {k} is missing, of another shape, or not finite")
+        buffers[k] = v
+    dropout = m.get("dropout", [])
+    if (not isinstance(dropout, list) or len(dropout) != len(net.dropout_state())
+            or not all(isinstance(d, list) and len(d) == 2 and all(isinstance(v, int) and v >= 0 for v in d)
+                       for d in dropout)):
+        raise FileFormatError(f"{path}: checkpoint Dropout state {dropout!r} does not fit this network's "
+                              f"{len(net.dropout_state())} Dropout layers")
     idx = arrays.get("trainer.epoch_indices")
     if idx is not None:
         n, want = trainer.n_train, (trainer.n_train if trainer.sampling == "shuffle" else spe * trainer.batch_size)
@@ -124,7 +137,8 @@ def _validated(trainer, arrays: dict, m: dict, path) -> dict:
         rng.bit_generator.state = m.get("rng")
     except (TypeError, ValueError, KeyError) as exc:
         raise FileFormatError(f"{path}: checkpoint RNG state does not fit this trainer's generator ({exc})") from exc
-    out.update(params=params, state=state, rng=rng.bit_generator.state, loss=loss.tolist(), history=hist)
+    out.update(params=params, state=state, rng=rng.bit_generator.state, loss=loss.tolist(), history=hist,
+               buffers=buffers, dropout=dropout)
     return out
 
 
@@ -135,6 +149,8 @@ def load_checkpoint(trainer, path) -> None:
     v = _validated(trainer, arrays, m, path)
     net, opt, bk = trainer.network, trainer.optimizer, trainer.network.backend
     net.set_params({k[len("param."):]: a for k, a in v["params"].items()})
+    net.set_buffers(v["buffers"])
+    net.set_dropout_state(v["dropout"])
     for key, a in v["state"].items():
         _, name, k = key.split(".", 2)
         # in place, into the arrays a fused step already holds (creating them if none exists yet)

@@ -30,10 +30,23 @@ def numerical_gradient(f, x, h: float = 1e-4):
 
 
 def numerical_gradient_of_network(network, x, t, h: float | None = None) -> dict:
-    """Numerical gradient of ``network._loss(x, t)`` for each parameter (host float64 arrays)."""
+    """Numerical gradient of the training-mode loss for each parameter (host float64 arrays).
+
+    Every evaluation sees the same Dropout masks (their call counters are held where they are
+    now) and Batch Norm's running averages are put back afterwards, so the network is as it was."""
     if h is None:
         h = 1e-5 if network.dtype == np.float64 else 1e-2
-    return {k: numerical_gradient(lambda: network._loss(x, t), p, h) for k, p in network.params.items()}
+    state, buffers = network.dropout_state(), {k: v.copy() for k, v in network.buffers.items()}
+
+    def loss():
+        network.set_dropout_state(state)
+        return network._loss(x, t, train=True)
+
+    grads = {k: numerical_gradient(loss, p, h) for k, p in network.params.items()}
+    network.set_dropout_state(state)
+    for k, v in buffers.items():
+        network.buffers[k][...] = v
+    return grads
 
 
 def relative_error(a, b) -> float:
@@ -49,6 +62,8 @@ def gradient_check(network, x, t, h: float | None = None) -> dict[str, float]:
     Expect <= 1e-6 in float64 (typically 1e-9 or less). Keep ``x`` small (a few rows): every
     parameter element costs two forward passes.
     """
+    state = network.dropout_state()
     analytic = {k: network.backend.to_numpy(v) for k, v in network.gradient(x, t).items()}
+    network.set_dropout_state(state)          # the numerical side sees the same Dropout masks
     numeric = network.numerical_gradient(x, t, h)
     return {k: relative_error(analytic[k], numeric[k]) for k in network.params}

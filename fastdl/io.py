@@ -154,6 +154,7 @@ def save(network, path) -> Path:
     """Save a network's architecture and parameters to ``path`` (``.npz``), atomically."""
     path = Path(path)
     arrays = network.params_numpy()
+    arrays.update({f"buffer.{k}": v for k, v in network.buffers_numpy().items()})   # Batch Norm's averages
     manifest = {
         "format": FORMAT, "version": VERSION,
         "architecture": network.config(),
@@ -174,6 +175,9 @@ def _check_architecture(path, arch, arrays) -> None:
     expected = {}
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         expected[f"W{i}"], expected[f"b{i}"] = (a, b), (b,)
+        if arch.get("batch_norm") and i < len(sizes) - 1:
+            for name in ("gamma", "beta", "buffer.running_mean", "buffer.running_var"):
+                expected[f"{name}{i}"] = (b,)
     got = {k: tuple(v.shape) for k, v in arrays.items()}
     if got != expected:
         raise FileFormatError(f"{path}: arrays {got} do not fit the declared architecture {sizes} (expected {expected})")
@@ -195,7 +199,8 @@ def load(path, backend=None, dtype=None):
     if bad:
         raise FileFormatError(f"{path}: parameters {bad} are not finite floats; the file is damaged")
     try:
-        net.set_params(arrays)
+        net.set_params({k: v for k, v in arrays.items() if not k.startswith("buffer.")})
+        net.set_buffers({k[len("buffer."):]: v for k, v in arrays.items() if k.startswith("buffer.")})
     except ValueError as exc:
         raise FileFormatError(f"{path}: parameters do not fit the declared architecture ({exc})") from exc
     return net

@@ -11,7 +11,10 @@ unchecked ``_forward``/``_backward`` with arrays already on the backend, after v
 
 from __future__ import annotations
 
+import numpy as np
+
 from .backends import get_backend
+from .backends.contract import dropout_key
 from .errors import ShapeError
 from .validate import check_features, check_labels, host_view
 
@@ -53,7 +56,7 @@ class Affine(_Layer):
     def _n_in(self):
         return self.W.shape[0]
 
-    def _forward(self, x):
+    def _forward(self, x, train=False):
         self.x = x
         return self.backend.affine_forward(x, self.W, self.b)
 
@@ -75,7 +78,7 @@ class Relu(_Layer):
         self.backend = get_backend(backend)
         self.mask = None
 
-    def _forward(self, x):
+    def _forward(self, x, train=False):
         y, self.mask = self.backend.relu_forward(x)
         return y
 
@@ -92,7 +95,7 @@ class Sigmoid(_Layer):
         self.backend = get_backend(backend)
         self.out = None
 
-    def _forward(self, x):
+    def _forward(self, x, train=False):
         self.out = self.backend.sigmoid_forward(x)
         return self.out
 
@@ -102,6 +105,82 @@ class Sigmoid(_Layer):
 
     def _backward(self, dout):
         return self.backend.sigmoid_backward(dout, self.out)
+
+
+class Dropout(_Layer):
+    """The book's Dropout: in training each element is kept where its uniform number exceeds
+    ``dropout_ratio``, and at inference every output is scaled by ``1 - dropout_ratio`` (the
+    book's convention: no rescaling in training). The numbers come from the contract's
+    counter-based generator (``seed``, this layer's call count, the element's index), so the
+    masks are the same on every backend, and a checkpoint that saves ``calls`` resumes exactly."""
+
+    def __init__(self, dropout_ratio: float = 0.5, backend=None, seed: int | None = None):
+        self.backend = get_backend(backend)
+        if not (isinstance(dropout_ratio, (int, float, np.floating)) and 0 <= dropout_ratio < 1):
+            raise ValueError(f"dropout_ratio={dropout_ratio!r} must be a number in [0, 1)")
+        self.ratio = float(dropout_ratio)
+        self.seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+        self.calls = 0
+        self.mask = None
+
+    def forward(self, x, train_flg: bool = True):
+        return self._forward(self._checked(x, "x"), train_flg)
+
+    def _forward(self, x, train=False):
+        if not train:
+            return self.backend.scale(x, 1.0 - self.ratio)
+        y, self.mask = self.backend.dropout_forward(x, self.ratio, dropout_key(self.seed, self.calls))
+        self.calls += 1
+        return y
+
+    def backward(self, dout):
+        self._need_forward("mask")
+        return self._backward(self._checked(dout, "dout", like=self.mask))
+
+    def _backward(self, dout):
+        return self.backend.relu_backward(dout, self.mask)       # the same masked pass as ReLU's
+
+
+class BatchNormalization(_Layer):
+    """The book's Batch Normalization: in training, each column normalised by the batch's mean and
+    variance, then ``gamma * xn + beta``, and the running averages updated (``momentum``); at
+    inference the running averages are used. ``gamma``/``beta`` are parameters (the network's
+    ``gamma1``, ``beta1``, ...); the running averages are saved with the network."""
+
+    EPS = 1e-6              # the book's 10e-7
+
+    def __init__(self, gamma, beta, momentum: float = 0.9, running_mean=None, running_var=None, backend=None):
+        self.backend = bk = get_backend(backend)
+        if not (isinstance(momentum, (int, float, np.floating)) and 0 <= momentum < 1):
+            raise ValueError(f"momentum={momentum!r} must be a number in [0, 1)")
+        self.gamma, self.beta, self.momentum = gamma, beta, float(momentum)
+        zeros = lambda: bk.xp.zeros(gamma.shape, dtype=gamma.dtype)
+        self.running_mean = zeros() if running_mean is None else running_mean
+        self.running_var = zeros() if running_var is None else running_var
+        self.xn = self.std = self.dgamma = self.dbeta = None
+
+    def _n_in(self):
+        return self.gamma.shape[0]
+
+    def forward(self, x, train_flg: bool = True):
+        return self._forward(self._checked(x, "x", self._n_in()), train_flg)
+
+    def _forward(self, x, train=False):
+        bk = self.backend
+        if not train:
+            return bk.batchnorm_inference(x, self.gamma, self.beta, self.running_mean, self.running_var, self.EPS)
+        y, self.xn, self.std, mean, var = bk.batchnorm_forward(x, self.gamma, self.beta, self.EPS)
+        bk.running_update(self.running_mean, mean, self.momentum, 1.0 - self.momentum)
+        bk.running_update(self.running_var, var, self.momentum, 1.0 - self.momentum)
+        return y
+
+    def backward(self, dout):
+        self._need_forward("xn")
+        return self._backward(self._checked(dout, "dout", like=self.xn))
+
+    def _backward(self, dout):
+        dx, self.dgamma, self.dbeta = self.backend.batchnorm_backward(dout, self.xn, self.std, self.gamma)
+        return dx
 
 
 class SoftmaxWithLoss(_Layer):

@@ -59,7 +59,10 @@ class OutputLayer:
         bk.colsum_(self.db, dz)
         bk.matmul_(self.dW, h.T, dz)
         bk.matmul_(dh, dz, self.W.T)
-        self.act_grad(dh, db_h, h)
+        if self.act_grad is None:                 # "identity": dh is the gradient of h itself
+            bk.colsum_(db_h, dh)
+        else:
+            self.act_grad(dh, db_h, h)
         return loss
 
 

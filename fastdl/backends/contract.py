@@ -116,7 +116,8 @@ ENTRIES: tuple[Entry, ...] = (
           "y; dW", FUSED_STEP),
     Entry("OutputLayer", "builder", "OutputLayer(bk, W, b, dW, db, batch_size, activation)",
           ".forward_backward(dh, db_h, h, t) -> loss: z = h @ W + b, the loss, dz, dW, db, and "
-          "dh = act'(dz @ W.T), db_h = dh.sum(0) for the hidden activation whose output is h",
+          "dh = act'(dz @ W.T), db_h = dh.sum(0) for the hidden activation whose output is h "
+          "(activation 'identity': dh = dz @ W.T itself, for blocks that end in Dropout or Batch Norm)",
           "dW, db, dh, db_h", FUSED_STEP),
     Entry("make_update", "builder", "make_update(bk, optimizer, params, grads) -> update()",
           "update() == optimizer.update(params, grads, bk)", "params, optimizer state", FUSED_STEP),

@@ -139,8 +139,10 @@ def output_layer(dW, db, dh, db_h, z, dz, h, W, b, t, act):
     np.dot(dz, W.T, dh)
     if act == 0:
         loops.relu_grad_colsum(dh, db_h, h)
-    else:
+    elif act == 1:
         loops.sigmoid_grad_colsum(dh, db_h, h)
+    else:                                    # identity: dh is the gradient of h itself
+        loops.colsum(db_h, dh)
     return loss
 
 
