@@ -30,6 +30,9 @@ def _inputs(bk, kernel, n, m, dtype):
         "relu_forward": (z,), "relu_backward": (dy, mask),
         "sigmoid_forward": (z,), "sigmoid_backward": (dy, y),
         "softmax_cross_entropy_forward": (z, t), "softmax_cross_entropy_backward": (probs, t),
+        "batchnorm_forward": (z, r(m), r(m), 1e-6),
+        "batchnorm_backward": (dy, z, np.abs(r(m)) + 1, r(m)),
+        "dropout_forward": (z, 0.2, 12345),
         "sgd_update": (r(IN, m), r(IN, m)),
         "momentum_update": (r(IN, m), r(IN, m), r(IN, m)),
         "adam_update": (r(IN, m), r(IN, m), r(IN, m), np.abs(r(IN, m))),
@@ -39,6 +42,7 @@ def _inputs(bk, kernel, n, m, dtype):
 
 KERNELS = ["affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
            "sigmoid_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+           "batchnorm_forward", "batchnorm_backward", "dropout_forward",
            "sgd_update", "momentum_update", "adam_update"]
 EXTRA = {"sgd_update": dict(lr=0.01), "momentum_update": dict(lr=0.01, momentum=0.9),
          "adam_update": dict(lr_t=0.0003, one_minus_beta1=0.1, one_minus_beta2=0.001, eps=1e-7)}

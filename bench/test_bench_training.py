@@ -283,3 +283,43 @@ def test_input_layer_forward(benchmark, kind, mnist, monkeypatch):
         benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}", parts=len(layer._cut) - 1,
                                     prefetch_ahead=gather.PREFETCH_AHEAD)
         benchmark(call)
+
+
+CH6 = dict(sizes=[784, 100, 100, 100, 100, 100, 10], batch=100, iterations=20 if QUICK else 600)
+
+
+def test_chapter6_interleaved(benchmark, mnist):
+    """The book's 5-layer network (784-100x5-10) with Batch Norm and Dropout 0.2, one epoch of
+    SGD per round, numba and NumPy interleaved round by round (each through the trainer's fused
+    step); reports the median of per-round ratios."""
+    import statistics
+    import time as _t
+    from fastdl.backends import backend_status
+    benchmark.group = f"chapter 6: 784-100x5-10, Batch Norm + Dropout, x{CH6['iterations']}"
+    (x, t), _ = mnist
+    names = [n for n in ("numpy", "numba") if backend_status(n)[0]]
+
+    def trainer(bk, steps):
+        net = fastdl.MultiLayerNet(784, [100] * 5, 10, batch_norm=True, dropout=0.2, backend=bk, seed=0)
+        return fastdl.Trainer(net, SGD(lr=0.01), x, t, iterations=steps, batch_size=CH6["batch"], seed=0,
+                              progress=False, evaluate_train=False)
+    for name in names:
+        _fit(get_backend(name), trainer(name, 20))            # compile + warm up
+    times = {n: [] for n in names}
+
+    def rounds():
+        for _ in range(max(ROUNDS, 3)):
+            for name in names:
+                tr = trainer(name, CH6["iterations"])
+                settle()
+                t0 = _t.perf_counter()
+                _fit(get_backend(name), tr)
+                times[name].append(_t.perf_counter() - t0)
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    info = {f"median_s_{k}": statistics.median(v) for k, v in times.items()}
+    if len(names) == 2:
+        info["ratio_numba_over_numpy"] = statistics.median(a / b for a, b in zip(times["numba"], times["numpy"]))
+    info["rounds_s"] = times
+    benchmark.extra_info.update(backend_info(get_backend("numpy")), **info)
+    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))

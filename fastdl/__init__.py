@@ -15,8 +15,8 @@ from .errors import (BackendUnavailableError, DatasetError, DeviceError, Diverge
                      UnknownBackendError)
 from .gradcheck import gradient_check, numerical_gradient
 from .io import load, save
-from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
-from .networks import MultiLayerNet, TwoLayerNet
+from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from .networks import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
 from .trainer import History, Trainer
 
 __version__ = "0.1.0"
@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 __all__ = [
     "available_backends", "backend_status", "get_backend", "set_backend", "use_backend",
     "datasets", "functions", "optimizers", "perceptron", "gradient_check", "numerical_gradient", "load", "save",
-    "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "MultiLayerNet", "TwoLayerNet",
+    "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "Dropout", "BatchNormalization", "MultiLayerNet",
+    "MultiLayerNetExtend", "TwoLayerNet",
     "History", "Trainer", "FastDLError", "UnknownBackendError", "BackendUnavailableError",
     "ShapeError", "DTypeError", "NonFiniteError", "LabelError", "DeviceError", "DivergenceError",
     "DatasetError", "FileFormatError",

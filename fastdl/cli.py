@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend")
     e.add_argument("--data")
 
+    x = sub.add_parser("experiment", help="the book's chapter-6 experiments: overfit, batchnorm")
+    x.add_argument("name", choices=["overfit", "batchnorm"],
+                   help="overfit: 300 images with/without weight decay and Dropout; batchnorm: figure 6-19")
+    x.add_argument("--backend")
+    x.add_argument("--data")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--out", default="runs/chapter6", help="folder for NAME.json and NAME.png (default runs/chapter6)")
+
     sub.add_parser("info", help="each backend: usable or why not, versions, device, threads")
 
     b = sub.add_parser("bench", help="run the benchmark suite, or report on saved results")
@@ -198,6 +206,12 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    from .backends import get_backend
+    from .experiments import run
+    return run(args.name, get_backend(args.backend), args.data, Path(args.out), args.seed)
+
+
 def cmd_bench(args) -> int:
     from .report import run_bench
     return run_bench(args)
@@ -205,7 +219,8 @@ def cmd_bench(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench}[args.command]
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
+               "experiment": cmd_experiment}[args.command]
     try:
         return handler(args)
     except (FastDLError, FileNotFoundError, ValueError) as exc:

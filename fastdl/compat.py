@@ -9,6 +9,7 @@ swapped and nothing else changed:
     from common.optimizer import *                     from fastdl.compat import SGD, Adam, ...
     from two_layer_net import TwoLayerNet              from fastdl.compat import TwoLayerNet
     from common.multi_layer_net import MultiLayerNet   from fastdl.compat import MultiLayerNet
+    from common.multi_layer_net_extend import MultiLayerNetExtend    (likewise)
     from common.util import smooth_curve, shuffle_dataset
 
 Every name is fastdl's own object (these are re-exports, not copies), so the book's spellings
@@ -26,13 +27,13 @@ import numpy as np
 from .datasets import load_mnist
 from .functions import (cross_entropy_error, mean_squared_error, numerical_gradient, relu, sigmoid,
                         softmax, step_function)
-from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
-from .networks import MultiLayerNet, TwoLayerNet
+from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from .networks import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 
 __all__ = ["load_mnist", "step_function", "sigmoid", "relu", "softmax", "mean_squared_error",
            "cross_entropy_error", "numerical_gradient", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss",
-           "TwoLayerNet", "MultiLayerNet", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+           "Dropout", "BatchNormalization", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
            "smooth_curve", "shuffle_dataset"]
 
 
