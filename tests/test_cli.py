@@ -20,12 +20,15 @@ def test_train_writes_params_history_and_evaluates(mnist_root, tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "epoch" in printed and "test_acc" in printed
     h = json.loads((out / "history.json").read_text())
-    for key in ("train_acc", "test_acc", "seconds", "backend", "dtype"):
+    for key in ("train_acc", "test_acc", "final_test_acc", "seconds", "backend", "dtype"):
         assert key in h
-    assert h["backend"] == "numpy" and h["dtype"] == "float32" and h["test_acc"] > 0.8
+    # the per-epoch curves survive, paired with their epochs
+    assert len(h["epoch"]) == len(h["train_acc"]) == len(h["test_acc"]) >= 1
+    assert h["final_test_acc"] == h["test_acc"][-1]
+    assert h["backend"] == "numpy" and h["dtype"] == "float32" and h["final_test_acc"] > 0.8
     assert (out / "params.npz").is_file()
     assert main(["evaluate", str(out / "params.npz"), "--data", str(mnist_root)]) == 0
-    assert f"test_acc {h['test_acc']:.4f}" in capsys.readouterr().out
+    assert f"test_acc {h['final_test_acc']:.4f}" in capsys.readouterr().out
 
 
 def test_unknown_backend_is_one_clear_line_without_traceback():
@@ -67,3 +70,15 @@ def test_resume_continues_a_killed_run(mnist_root, tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
     h = json.loads((out / "history.json").read_text())
     assert h["steps"] == 300 and len(h["loss"]) == 300
+
+
+def test_chapter6_flags_and_the_books_overfitting_setting(mnist_root, tmp_path, capsys):
+    out = tmp_path / "run6"
+    rc = main(["train", "--iters", "30", "--hidden", "20", "20", "--batch-norm", "--dropout", "0.2",
+               "--weight-decay", "0.1", "--train-size", "300", "--data", str(mnist_root), "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    h = json.loads((out / "history.json").read_text())
+    assert h["network"]["batch_norm"] is True and h["network"]["dropout"] == 0.2 and h["network"]["weight_decay"] == 0.1
+    assert h["epoch_step"][0] == 3                         # 300 images, batch 100: 3 steps an epoch
+    assert main(["evaluate", str(out / "params.npz"), "--data", str(mnist_root)]) == 0
