@@ -128,3 +128,21 @@ def test_chapter6_kernels_match_numpy(emu, dtype):
         ch6.test_batchnorm_forward_inference_backward(emu, ref, dtype, shape)
     for shape in [(1,), (37, 13), (784, 50)]:
         ch6.test_sum_squares_and_scale(emu, ref, dtype, shape)
+
+
+@pytest.mark.parametrize("option", ["decay", "dropout", "batchnorm", "all"])
+def test_chapter6_fused_step_and_layer_path_agree(emu, option):
+    """Weight decay, Dropout and Batch Norm through the emulated GPU's fused step and layer path,
+    against NumPy: the same losses, and Dropout's masks drawn alike."""
+    import test_chapter6 as ch6
+    x, t = ch6.data()
+    runs = []
+    for backend, fast in ((emu, True), (emu, False), ("numpy", True)):
+        net = fastdl.MultiLayerNet(20, [16, 12], 10, backend=backend, seed=0, **ch6.OPTIONS[option])
+        tr = fastdl.Trainer(net, fastdl.optimizers.SGD(0.05), x, t, epochs=2, batch_size=50, seed=0, progress=False,
+                            fast_path=fast)
+        runs.append((np.array(tr.fit().loss), net.params_numpy()))
+    for other in runs[1:]:
+        np.testing.assert_allclose(runs[0][0], other[0], rtol=1e-4)
+        for k in other[1]:
+            np.testing.assert_allclose(runs[0][1][k], other[1][k], rtol=1e-4, atol=1e-5, err_msg=k)
