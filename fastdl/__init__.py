@@ -17,6 +17,7 @@ from .gradcheck import gradient_check, numerical_gradient
 from .io import load, save
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .networks import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
+from .search import sweep
 from .trainer import History, Trainer
 
 __version__ = "0.1.0"
@@ -26,7 +27,7 @@ __all__ = [
     "datasets", "functions", "optimizers", "perceptron", "gradient_check", "numerical_gradient", "load", "save",
     "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "Dropout", "BatchNormalization", "MultiLayerNet",
     "MultiLayerNetExtend", "TwoLayerNet",
-    "History", "Trainer", "FastDLError", "UnknownBackendError", "BackendUnavailableError",
+    "History", "Trainer", "sweep", "FastDLError", "UnknownBackendError", "BackendUnavailableError",
     "ShapeError", "DTypeError", "NonFiniteError", "LabelError", "DeviceError", "DivergenceError",
     "DatasetError", "FileFormatError",
 ]

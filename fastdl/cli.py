@@ -83,6 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--out", default="runs/chapter6", help="folder for NAME.json and NAME.png (default runs/chapter6)")
 
+    w = sub.add_parser("sweep", help="hyperparameter search on Optuna (the book's section 6.5)",
+                       description="Search learning rate and weight decay (the book's space) or any train flag, "
+                                   "choosing by accuracy on a held-out 20%% of the training images; the study "
+                                   "lives in --storage, so reruns continue it and many workers can share it.")
+    w.add_argument("--trials", type=_positive_int, default=20, help="the study's total of finished trials (default 20)")
+    w.add_argument("--epochs", type=_positive_float, default=50, help="epochs per trial (default 50, the book's)")
+    w.add_argument("--backend")
+    w.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
+    w.add_argument("--storage", help="a journal file path or a database URL (sqlite:///..., postgresql://...); "
+                                     "default OUT/study.log")
+    w.add_argument("--study", default="fastdl-sweep", help="the study's name: rerun with it to continue")
+    w.add_argument("--search", action="append", default=[], metavar="NAME=RULE",
+                   help="searched flag: lr=log:1e-6:1e-2, dropout=float:0:0.5, batch_size=int:50:200, "
+                        "optimizer=choice:sgd,adam (default: lr and weight_decay, the book's space)")
+    w.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="a fixed train flag, e.g. batch_norm=true")
+    w.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help="hidden sizes (default: six of 100)")
+    w.add_argument("--train-size", type=_positive_int, default=500, help="training images used (default 500, the book's)")
+    w.add_argument("--val-fraction", type=float, default=0.2, help="held out for validation (default 0.2)")
+    w.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--data")
+    w.add_argument("--out", default="runs/sweep", help="folder for trials.csv/json, best.json, sweep.png")
+
     sub.add_parser("info", help="each backend: usable or why not, versions, device, threads")
 
     b = sub.add_parser("bench", help="run the benchmark suite, or report on saved results")
@@ -212,6 +235,30 @@ def cmd_experiment(args) -> int:
     return run(args.name, get_backend(args.backend), args.data, Path(args.out), args.seed)
 
 
+def cmd_sweep(args) -> int:
+    from .search import parse_fixed, parse_space, sweep
+    space = parse_space(args.search) if args.search else None
+    try:
+        summary = sweep(trials=args.trials, epochs=args.epochs, backend=args.backend, storage=args.storage,
+                        study=args.study, jobs=args.jobs, out=args.out, data=args.data, space=space,
+                        fixed=parse_fixed(args.fix), hidden=args.hidden, train_size=args.train_size,
+                        val_fraction=args.val_fraction, seed=args.seed, pruner=args.pruner)
+    except KeyboardInterrupt:
+        print(f"fastdl sweep: interrupted; every finished trial is kept. Run the same command to continue "
+              f"(report so far in {args.out})", file=sys.stderr)
+        return 130
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["states"].items()))
+    print(f"study {summary['study']!r}: {summary['trials']} trials ({states})")
+    if summary["best"]:
+        b = summary["best"]
+        print(f"best: trial {b['number']}, validation accuracy {b['val_acc']:.4f}, {b['params']}")
+        print(f"retrain on the full training set and evaluate on the test set:\n  {b['retrain']}")
+    else:
+        print("no trial completed; see trials.csv for their errors")
+    print(f"wrote {Path(args.out) / 'trials.csv'}, trials.json, best.json, sweep.png")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .report import run_bench
     return run_bench(args)
@@ -220,7 +267,7 @@ def cmd_bench(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
-               "experiment": cmd_experiment}[args.command]
+               "experiment": cmd_experiment, "sweep": cmd_sweep}[args.command]
     try:
         return handler(args)
     except (FastDLError, FileNotFoundError, ValueError) as exc:

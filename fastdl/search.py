@@ -1,0 +1,245 @@
+"""Hyperparameter search on Optuna (the book's section 6.5): ``fastdl sweep`` and ``fastdl.sweep``.
+
+The book searches learning rate and weight decay at random for its 6-layer network on 500
+training images, choosing by accuracy on 20% of them held out; the test set is never used to
+choose. Here the same default space runs as an Optuna study, whose trials live in a shared
+storage: a journal file (``OUT/study.log``, the default) or any database URL Optuna takes
+(``sqlite:///sweep.db``, ``postgresql://...``), so ``--jobs N`` worker processes on one machine,
+or the same command on many machines pointed at one ``--storage``, fill one study. ``--trials``
+is the study's total: rerunning the command continues it (after Ctrl-C too) up to that number.
+
+Each trial reports its validation accuracy at every epoch; the pruner (median by default) stops
+hopeless ones. A trial that diverges or fails is recorded with its error and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FastDLError
+
+BOOK_SPACE = {"lr": ("log", 1e-6, 1e-2), "weight_decay": ("log", 1e-8, 1e-4)}
+BOOK = {"hidden": [100] * 6, "train_size": 500, "val_fraction": 0.2, "epochs": 50, "batch_size": 100}
+# What a trial may set, searched or fixed (the flags of `fastdl train` that shape a run)
+KNOWN = {"lr": float, "weight_decay": float, "dropout": float, "batch_size": int, "momentum": float,
+         "optimizer": str, "activation": str, "batch_norm": bool, "init": str}
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError as exc:
+        raise FastDLError('the sweep needs Optuna: pip install "fastdl[sweep]"') from exc
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def parse_space(specs) -> dict:
+    """``name=log:LOW:HIGH``, ``name=float:LOW:HIGH``, ``name=int:LOW:HIGH``, ``name=choice:A,B``."""
+    space = {}
+    for spec in specs:
+        name, _, rule = spec.partition("=")
+        kind, _, rest = rule.partition(":")
+        if name not in KNOWN or kind not in ("log", "float", "int", "choice") or not rest:
+            raise ValueError(f"--search {spec!r}: use NAME=log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH or "
+                             f"choice:A,B,... with NAME one of {', '.join(KNOWN)}")
+        if kind == "choice":
+            space[name] = ("choice", *rest.split(","))
+        else:
+            lo, hi = (float(v) for v in rest.split(":"))
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and (kind != "log" or lo > 0)):
+                raise ValueError(f"--search {spec!r}: LOW < HIGH, finite (and positive for log)")
+            space[name] = (kind, lo, hi)
+    return space
+
+
+def parse_fixed(specs) -> dict:
+    fixed = {}
+    for spec in specs:
+        name, _, value = spec.partition("=")
+        if name not in KNOWN or not value:
+            raise ValueError(f"--fix {spec!r}: use NAME=VALUE with NAME one of {', '.join(KNOWN)}")
+        kind = KNOWN[name]
+        fixed[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return fixed
+
+
+def _suggest(trial, space):
+    out = {}
+    for name, (kind, *args) in space.items():
+        if kind == "choice":
+            out[name] = trial.suggest_categorical(name, list(args))
+        elif kind == "int":
+            out[name] = trial.suggest_int(name, int(args[0]), int(args[1]))
+        else:
+            out[name] = trial.suggest_float(name, args[0], args[1], log=kind == "log")
+    return out
+
+
+def split(x, t, train_size, val_fraction, seed):
+    """The first ``train_size`` training images, shuffled by ``seed``, ``val_fraction`` held out."""
+    x, t = x[:train_size], t[:train_size]
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(round(len(x) * val_fraction)))
+    val, train = perm[:n_val], perm[n_val:]
+    return (x[train], t[train]), (x[val], t[val])
+
+
+def objective(cfg, data):
+    """One trial: train on the split's training part, report validation accuracy per epoch."""
+    from . import networks, optimizers
+    from .trainer import Trainer
+    optuna = _optuna()
+    (x, t), (xv, tv) = data
+
+    def run(trial):
+        p = {**cfg["fixed"], **_suggest(trial, cfg["space"])}
+        init = p.get("init", "relu")
+        try:
+            init = float(init)
+        except ValueError:
+            pass
+        net = networks.MultiLayerNet(784, cfg["hidden"], 10, activation=p.get("activation", "relu"), weight_init_std=init,
+                                     weight_decay=p.get("weight_decay", 0.0), dropout=p.get("dropout", 0.0),
+                                     batch_norm=p.get("batch_norm", False), backend=cfg["backend"], seed=cfg["seed"])
+        extra = {"momentum": p["momentum"]} if "momentum" in p else {}
+        opt = optimizers.get_optimizer(p.get("optimizer", "sgd"), lr=p.get("lr", 0.01), **extra)
+        curve = []
+
+        def report(tr, rec):
+            curve.append(rec["test_acc"])                    # the validation split, passed as test data
+            trial.report(rec["test_acc"], len(curve))
+            if trial.should_prune():
+                trial.set_user_attr("val_acc", curve)
+                raise optuna.TrialPruned()
+        tr = Trainer(net, opt, x, t, xv, tv, epochs=cfg["epochs"], batch_size=int(p.get("batch_size", 100)),
+                     seed=cfg["seed"], progress=False, evaluate_train=False, callbacks=[report])
+        try:
+            tr.fit()
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:                             # recorded with its error; the sweep goes on
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr("val_acc", curve)
+            raise
+        trial.set_user_attr("val_acc", curve)
+        return curve[-1]
+    return run
+
+
+def storage_for(url: str | None, out: Path):
+    optuna = _optuna()
+    if url and "://" in url:
+        return url                                            # a database Optuna's RDB storage takes
+    path = Path(url) if url else out / "study.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _study(cfg, storage):
+    optuna = _optuna()
+    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=cfg["startup"], n_warmup_steps=1),
+              "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
+              "none": lambda: optuna.pruners.NopPruner()}[cfg["pruner"]]()
+    sampler = optuna.samplers.TPESampler(seed=cfg["worker_seed"], n_startup_trials=cfg["startup"])
+    return optuna.create_study(study_name=cfg["study"], storage=storage, direction="maximize", pruner=pruner,
+                               sampler=sampler, load_if_exists=True)
+
+
+def finished(study) -> int:
+    return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
+
+
+def worker(cfg, n_trials: int) -> None:
+    """One process's share of the study (run in a spawned process for --jobs > 1)."""
+    from . import datasets
+    from .backends import get_backend
+    optuna = _optuna()
+    cfg = dict(cfg, backend=get_backend(cfg["backend"]))
+    (x, t), _ = datasets.load_mnist(root=cfg["data"])            # the test set is never used here
+    data = split(x, t, cfg["train_size"], cfg["val_fraction"], cfg["seed"])
+    study = _study(cfg, storage_for(cfg["storage"], Path(cfg["out"])))
+    study.optimize(objective(cfg, data), n_trials=n_trials, catch=(Exception,), gc_after_trial=False)
+    del optuna
+
+
+def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, storage=None, study="fastdl-sweep",
+          jobs: int = 1, out="runs/sweep", data=None, space=None, fixed=None, hidden=None,
+          train_size: int = BOOK["train_size"], val_fraction: float = BOOK["val_fraction"], seed: int = 0,
+          pruner: str = "median", startup: int = 5) -> dict:
+    """Run (or continue) the study until it holds ``trials`` finished trials; write the report
+    into ``out`` and return its summary (see ``fastdl.search_report``)."""
+    from . import search_report
+    from .backends import get_backend
+    _optuna()
+    for name, value, ok in (("trials", trials, isinstance(trials, int) and trials >= 1),
+                            ("jobs", jobs, isinstance(jobs, int) and jobs >= 1),
+                            ("epochs", epochs, isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0),
+                            ("val_fraction", val_fraction, 0 < val_fraction < 1),
+                            ("pruner", pruner, pruner in ("median", "halving", "none"))):
+        if not ok:
+            raise ValueError(f"{name}={value!r} is not valid (trials, jobs: positive integers; epochs: a positive "
+                             f"number; val_fraction in (0, 1); pruner: median, halving or none)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {"backend": get_backend(backend).name, "storage": storage, "study": study, "out": str(out), "data": data,
+           "space": dict(BOOK_SPACE if space is None else space), "fixed": dict(fixed or {}),
+           "hidden": list(BOOK["hidden"] if hidden is None else hidden), "epochs": epochs,
+           "train_size": int(train_size), "val_fraction": float(val_fraction), "seed": int(seed),
+           "pruner": pruner, "startup": int(startup), "worker_seed": int(seed)}
+    overlap = set(cfg["space"]) & set(cfg["fixed"])
+    if overlap:
+        raise ValueError(f"{sorted(overlap)} are both searched and fixed; choose one")
+    remaining = max(0, trials - finished(_study(cfg, storage_for(storage, out))))
+    try:
+        if remaining and jobs == 1:
+            worker(cfg, remaining)
+        elif remaining:
+            _in_processes(cfg, remaining, jobs)
+    finally:                                       # Ctrl-C included: every finished trial is reported
+        summary = search_report.write(_study(cfg, storage_for(storage, out)), cfg, out)
+    return summary
+
+
+def _in_processes(cfg, remaining: int, jobs: int) -> None:
+    """``jobs`` worker processes share the study; each gets its share of the trials and of the
+    cores (its backend's threads and BLAS's), so they do not oversubscribe the machine."""
+    import multiprocessing as mp
+    jobs = min(jobs, remaining)
+    shares = [remaining // jobs + (i < remaining % jobs) for i in range(jobs)]
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    saved = {k: os.environ.get(k) for k in ("FASTDL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                            "MKL_NUM_THREADS")}
+    ctx = mp.get_context("spawn")
+    procs = []
+    try:
+        os.environ.update({k: threads for k in saved})         # the children start with these
+        for i, share in enumerate(shares):
+            p = ctx.Process(target=worker, args=(dict(cfg, worker_seed=cfg["seed"] * 1000 + i), share))
+            p.start()
+            procs.append(p)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+            p.join()
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        raise FastDLError(f"{len(bad)} of {jobs} sweep workers failed (exit codes {bad}); the finished trials are kept")

@@ -1,0 +1,86 @@
+"""fastdl sweep on Optuna: a small study on a subset of MNIST, two worker processes on one
+storage, pruning, a failing trial recorded, resuming, and the CLI's words."""
+
+import json
+import sys
+
+import pytest
+
+pytest.importorskip("optuna", reason='Optuna is not installed (pip install "fastdl[sweep]")')
+
+import fastdl  # noqa: E402
+from fastdl.cli import main  # noqa: E402
+from fastdl.errors import FastDLError  # noqa: E402
+from fastdl.search import parse_space, sweep  # noqa: E402
+
+SMALL = dict(hidden=[20], train_size=200, epochs=3, backend="numpy")
+
+
+def states(out):
+    return [t["state"] for t in json.loads((out / "trials.json").read_text())["trials"]]
+
+
+def test_a_small_sweep_chooses_on_a_validation_split(mnist_root, tmp_path, monkeypatch):
+    sizes = []
+    real = fastdl.trainer.Trainer
+
+    class Spy(real):
+        def __init__(self, net, opt, x, t, x_test=None, t_test=None, **kw):
+            sizes.append((len(x), None if x_test is None else len(x_test)))
+            super().__init__(net, opt, x, t, x_test, t_test, **kw)
+    monkeypatch.setattr(fastdl.trainer, "Trainer", Spy)
+    summary = sweep(trials=4, out=tmp_path, data=mnist_root, **SMALL)
+    assert summary["trials"] == 4 and summary["best"] is not None
+    assert sizes == [(160, 40)] * 4                    # 80/20 of the 200 training images; no test set
+    p = summary["best"]["params"]
+    assert 1e-6 <= p["lr"] <= 1e-2 and 1e-8 <= p["weight_decay"] <= 1e-4
+    assert "--weight-decay" in summary["best"]["retrain"] and "--lr" in summary["best"]["retrain"]
+    for name in ("trials.csv", "trials.json", "best.json", "sweep.png"):
+        assert (tmp_path / name).is_file()
+
+
+def test_two_worker_processes_share_one_study(mnist_root, tmp_path):
+    storage = tmp_path / "shared.log"
+    summary = sweep(trials=4, jobs=2, storage=str(storage), out=tmp_path, data=mnist_root, **SMALL)
+    trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
+    assert summary["trials"] == 4 and sorted(t["number"] for t in trials) == [0, 1, 2, 3]
+    assert len({(t["param_lr"], t["param_weight_decay"]) for t in trials}) == 4      # distinct suggestions
+
+
+def test_hopeless_trials_are_pruned(mnist_root, tmp_path):
+    sweep(trials=10, out=tmp_path, data=mnist_root, space=parse_space(["lr=log:1e-4:1"]), startup=2,
+          **dict(SMALL, epochs=5))
+    assert "PRUNED" in states(tmp_path)
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(mnist_root, tmp_path):
+    summary = sweep(trials=3, out=tmp_path, data=mnist_root, fixed={"lr": 1e30},
+                    space=parse_space(["weight_decay=log:1e-8:1e-4"]), **SMALL)
+    assert states(tmp_path) == ["FAIL"] * 3 and summary["best"] is None
+    errors = [t["error"] for t in json.loads((tmp_path / "trials.json").read_text())["trials"]]
+    assert all("DivergenceError" in e for e in errors)
+
+
+def test_rerunning_continues_the_study(mnist_root, tmp_path):
+    sweep(trials=2, out=tmp_path, data=mnist_root, **SMALL)
+    first = json.loads((tmp_path / "trials.json").read_text())["trials"]
+    sweep(trials=3, out=tmp_path, data=mnist_root, **SMALL)
+    again = json.loads((tmp_path / "trials.json").read_text())["trials"]
+    assert len(again) == 3 and again[:2] == first
+
+
+def test_the_command_line(mnist_root, tmp_path, capsys):
+    rc = main(["sweep", "--trials", "2", "--epochs", "2", "--hidden", "10", "--train-size", "100", "--backend", "numpy",
+               "--data", str(mnist_root), "--out", str(tmp_path), "--search", "lr=log:1e-3:1e-1",
+               "--fix", "optimizer=adam"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "retrain on the full training set" in printed and "--optimizer adam" in printed
+    assert main(["sweep", "--search", "lr=uniform:1:2", "--out", str(tmp_path)]) == 2
+    assert "NAME=log:LOW:HIGH" in capsys.readouterr().err
+
+
+def test_without_optuna_the_error_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(FastDLError, match=r'pip install "fastdl\[sweep\]"'):
+        sweep(trials=1, out=tmp_path)
