@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import sys
 import urllib.error
 import urllib.request
 import zlib
@@ -64,6 +65,15 @@ def resolve_root(root=None) -> tuple[Path, str]:
     if env:
         return Path(env).expanduser(), f"FASTDL_DATA={env!r}"
     return default_root(), "the user cache folder"
+
+
+def _named_folder(folder: Path, source: str) -> None:
+    """A folder the user named must exist: a typo is not a place to download 50 MB into (only the
+    default cache folder is created on demand)."""
+    if source != "the user cache folder" and not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise DatasetError(f"the MNIST folder {folder} (from {source}) {what}; create it (the files are then "
+                           f"downloaded into it) or name the folder that holds the four MNIST .gz files")
 
 
 def mirrors() -> list[str]:
@@ -134,13 +144,31 @@ def _verified_raw(data: bytes, key: str, what: str) -> bytes:
 
 # -- download --------------------------------------------------------------------------------------
 
+def _read_with_progress(resp, url: str, length) -> bytes:
+    """The body in 64 KiB pieces, with a progress bar on a terminal (tqdm turns itself off
+    elsewhere), capped at MAX_RAW_BYTES + 1."""
+    from tqdm.auto import tqdm
+    total = int(length) if length is not None and length.isdigit() else None
+    chunks, got = [], 0
+    with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=None, leave=False,
+              postfix={"from": url.split("/")[2]}) as bar:
+        while got <= MAX_RAW_BYTES:
+            chunk = resp.read(min(1 << 16, MAX_RAW_BYTES + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+            bar.update(len(chunk))
+    return b"".join(chunks)
+
+
 def _fetch(url: str) -> bytes:
     req = urllib.request.Request(url, headers={"User-Agent": "fastdl (MNIST loader)"})
     timeout = float(os.environ.get("FASTDL_DOWNLOAD_TIMEOUT", "").strip() or TIMEOUT)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         ctype = resp.headers.get("Content-Type", "")
         length = resp.headers.get("Content-Length")
-        data = resp.read(MAX_RAW_BYTES + 1)
+        data = _read_with_progress(resp, url, length)
     if len(data) > MAX_RAW_BYTES:
         raise FileFormatError(f"more than {MAX_RAW_BYTES} bytes served; not an MNIST file")
     if length is not None and length.isdigit() and int(length) != len(data):
@@ -158,7 +186,7 @@ def download(key: str, folder: Path, urls: list[str] | None = None) -> bytes:
         url = f"{base}{name}.gz"
         try:
             data = _fetch(url)
-            raw = _verified_raw(data, key, url)
+            raw = _verified_raw(data, key, "the download")
         except (urllib.error.URLError, OSError, http.client.HTTPException, FileFormatError, ValueError) as exc:
             reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else None
             failures.append(f"{url}: {reason or exc}")
@@ -182,13 +210,18 @@ def _read_local(key: str, folder: Path) -> bytes | None:
     name = FILES[key][0]
     for candidate in (folder / f"{name}.gz", folder / name):
         if candidate.is_file():
-            return _verified_raw(candidate.read_bytes(), key, str(candidate))
+            try:
+                return _verified_raw(candidate.read_bytes(), key, str(candidate))
+            except FileFormatError as exc:
+                raise FileFormatError(f"{exc}. Delete {candidate} (it is downloaded again) or replace it with "
+                                      f"the original file") from exc
     return None
 
 
 def load_raw(key: str, root=None, download_missing: bool = True) -> np.ndarray:
     """The verified uint8 array of one MNIST file (``key`` in ``FILES``)."""
     folder, source = resolve_root(root)
+    _named_folder(folder, source)
     raw = _read_local(key, folder)
     if raw is None:
         name = FILES[key][0]
@@ -197,6 +230,7 @@ def load_raw(key: str, root=None, download_missing: bool = True) -> np.ndarray:
                 f"MNIST file {name}(.gz) not found in {folder} (from {source}) and download=False. "
                 f"Put the four MNIST .gz files there, point FASTDL_DATA at a folder that holds them, "
                 f"or allow download=True")
+        print(f"downloading {name} into {folder}", file=sys.stderr, flush=True)
         raw = download(key, folder)
     return parse_idx(raw, f"{FILES[key][0]} in {folder}", FILES[key][2])
 

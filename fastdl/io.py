@@ -30,11 +30,18 @@ MANIFEST = "__manifest__"
 MAX_MANIFEST_BYTES = 1 << 20
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())      # mkstemp's 0600 would hide results from the user's group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -96,6 +103,9 @@ def read_arrays(path, expected_format: str = FORMAT) -> tuple[dict, dict]:
     """(arrays, manifest) from a file written by :func:`write_arrays`; never unpickles."""
     path = Path(path)
     where = str(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{where} is a folder; give the file inside it "
+                                f"(e.g. {path / 'params.npz'}, which fastdl train writes)")
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such file")
     try:
@@ -130,7 +140,9 @@ def _read_zip(zf, path, where, expected_format):
         manifest = json.loads(npz[MANIFEST].tobytes().decode())
         if not isinstance(manifest, dict) or manifest.get("format") != expected_format:
             found = manifest.get("format") if isinstance(manifest, dict) else None
-            raise FileFormatError(f"{where}: manifest names format {found!r}, expected {expected_format!r}")
+            hint = ("; it is a training checkpoint: evaluate the params.npz written beside it"
+                    if found == "fastdl-checkpoint" else "")
+            raise FileFormatError(f"{where}: manifest names format {found!r}, expected {expected_format!r}{hint}")
         if not isinstance(manifest.get("version", 0), int) or manifest.get("version", 0) > VERSION:
             raise FileFormatError(f"{where}: format version {manifest.get('version')!r} is not one this fastdl "
                                   f"reads (<= {VERSION}); upgrade fastdl")

@@ -118,7 +118,8 @@ def objective(cfg, data):
             if trial.should_prune():
                 trial.set_user_attr("val_acc", curve)
                 raise optuna.TrialPruned()
-        tr = Trainer(net, opt, x, t, xv, tv, epochs=cfg["epochs"], batch_size=int(p.get("batch_size", 100)),
+        batch = p.get("batch_size")
+        tr = Trainer(net, opt, x, t, xv, tv, epochs=cfg["epochs"], batch_size=None if batch is None else int(batch),
                      seed=cfg["seed"], progress=False, evaluate_train=False, callbacks=[report])
         try:
             tr.fit()

@@ -57,7 +57,8 @@ class History:
 class Trainer:
     """Mini-batch training of ``network`` with ``optimizer`` on the network's backend.
 
-    Give ``epochs`` or ``iterations`` (not both). ``sampling="shuffle"`` draws a fresh permutation
+    Give ``epochs`` or ``iterations`` (not both). ``batch_size`` defaults to 100 (at most the
+    training set's size); a larger one given explicitly is refused. ``sampling="shuffle"`` draws a fresh permutation
     per epoch (every sample once); ``"replacement"`` draws each batch independently, as the book.
     ``callbacks`` are called as ``cb(trainer, record)`` after each evaluation. With
     ``checkpoint=path`` the trainer writes a checkpoint at every epoch end (or every
@@ -67,7 +68,7 @@ class Trainer:
     """
 
     def __init__(self, network, optimizer, x_train, t_train, x_test=None, t_test=None, *,
-                 epochs: float | None = None, iterations: int | None = None, batch_size: int = 100,
+                 epochs: float | None = None, iterations: int | None = None, batch_size: int | None = None,
                  sampling: str = "shuffle", seed: int | None = None, progress: bool = True,
                  evaluate_train: bool = True, sync_every: int = 100, callbacks=(), fast_path: bool = True,
                  checkpoint=None, checkpoint_every: int | None = None):
@@ -76,6 +77,8 @@ class Trainer:
         self.backend = bk = network.backend
         if (epochs is None) == (iterations is None):
             raise ValueError("give exactly one of epochs= or iterations= (e.g. iterations=10000 as in the book)")
+        explicit = batch_size is not None
+        batch_size = 100 if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if sampling not in SAMPLING:
@@ -87,6 +90,9 @@ class Trainer:
         check_features(x_host, network.input_size, "x_train")
         t_idx = check_labels(host_view(t_train, bk, "t_train"), network.output_size, x_host.shape[0], "t_train")
         self.n_train = x_host.shape[0]
+        if batch_size > self.n_train and explicit:     # the default (100) shrinks to a small set
+            raise ValueError(f"batch_size={batch_size} is larger than the training set ({self.n_train} samples); "
+                             f"use at most {self.n_train}")
         self.batch_size = int(min(batch_size, self.n_train))
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
         if iterations is not None:
@@ -126,6 +132,7 @@ class Trainer:
             raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive multiple of sync_every={self.sync_every} "
                              f"(checkpoints are written only where the losses were checked finite)")
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_written = False        # whether this trainer wrote (or resumed from) a checkpoint
         # A backend that declares the fused step gets it: the same numbers as the layer-by-layer
         # path (tests hold it to that) with every intermediate preallocated.
         self._fused = None
@@ -167,7 +174,7 @@ class Trainer:
         if bad.size:
             first = self.step - done + int(bad[0]) + 1
             self.network.set_params(snapshot)
-            where = f"; the last good checkpoint is {self.checkpoint}" if self.checkpoint else ""
+            where = f"; the last good checkpoint is {self.checkpoint}" if self.checkpoint_written else ""
             raise DivergenceError(
                 f"training diverged: the loss became {host[bad[0]]} at step {first} "
                 f"(lr={self.optimizer.lr}). The network keeps its parameters from step {self.step - done}, "
@@ -254,6 +261,11 @@ class Trainer:
         RNG state, this epoch's batch order and position, the step and the history so far."""
         from .checkpoints import save_checkpoint
         save_checkpoint(self, path)
+        self.checkpoint_written |= self._is_own_checkpoint(path)
+
+    def _is_own_checkpoint(self, path) -> bool:
+        from pathlib import Path
+        return self.checkpoint is not None and Path(path).resolve() == Path(self.checkpoint).resolve()
 
     def resume(self, path) -> "Trainer":
         """Load a checkpoint written by a trainer of the same network and optimizer; ``fit()``
@@ -261,6 +273,7 @@ class Trainer:
         uninterrupted run's."""
         from .checkpoints import load_checkpoint
         load_checkpoint(self, path)
+        self.checkpoint_written |= self._is_own_checkpoint(path)
         return self
 
     def _progress_bar(self):
