@@ -8,7 +8,7 @@
 Importing fastdl imports neither numba nor cupy: backends load on first use.
 """
 
-from . import datasets, functions, optimizers, perceptron
+from . import datasets, functions, optimizers
 from .backends import available_backends, backend_status, get_backend, set_backend, use_backend
 from .errors import (BackendUnavailableError, DatasetError, DeviceError, DivergenceError, DTypeError,
                      FastDLError, FileFormatError, LabelError, NonFiniteError, ShapeError,
@@ -21,6 +21,15 @@ from .search import sweep
 from .trainer import History, Trainer
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # perceptron is imported on first use, so `python -m fastdl.perceptron` runs it fresh (runpy
+    # warns about a module the package already imported)
+    if name == "perceptron":
+        import importlib
+        return importlib.import_module(".perceptron", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "available_backends", "backend_status", "get_backend", "set_backend", "use_backend",

@@ -7,7 +7,7 @@ stderr and exit with status 2, without a traceback; bugs still show their traceb
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import platform
 import sys
@@ -27,14 +27,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, low: float, low_open: bool, high: float = math.inf) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    if not math.isfinite(value) or value < low or (low_open and value == low) or value >= high:
+        rng = f"{'(' if low_open else '['}{low:g}, {high:g})"
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number in {rng}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, 0.0, True)
+
+
+def _non_negative_float(text: str) -> float:
+    return _number(text, 0.0, False)
+
+
+def _ratio(text: str) -> float:
+    return _number(text, 0.0, False, 1.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_positive_int, nargs="+", default=[50], help="hidden layer sizes, e.g. --hidden 100 100")
     t.add_argument("--activation", choices=["relu", "sigmoid"], default="relu")
     t.add_argument("--init", default="0.01", help="weight init std: a number, 'he' or 'xavier' (default 0.01)")
-    t.add_argument("--weight-decay", type=float, default=0.0, metavar="LAMBDA",
+    t.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="LAMBDA",
                    help="weight decay: 0.5 LAMBDA sum W^2 in the loss (the book's chapter 6 uses 0.1)")
-    t.add_argument("--dropout", type=float, default=0.0, metavar="RATIO",
+    t.add_argument("--dropout", type=_ratio, default=0.0, metavar="RATIO",
                    help="a Dropout layer after each hidden activation, dropping RATIO of the units in training")
     t.add_argument("--batch-norm", action="store_true", help="Batch Normalization before each hidden activation")
     t.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
@@ -100,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="a fixed train flag, e.g. batch_norm=true")
     w.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help="hidden sizes (default: six of 100)")
     w.add_argument("--train-size", type=_positive_int, default=500, help="training images used (default 500, the book's)")
-    w.add_argument("--val-fraction", type=float, default=0.2, help="held out for validation (default 0.2)")
+    w.add_argument("--val-fraction", type=_ratio, default=0.2, help="held out for validation (default 0.2)")
     w.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--data")
@@ -116,90 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _default_lr(optimizer: str) -> float:
-    return {"sgd": 0.1, "adam": 0.001}.get(optimizer, 0.01)
-
-
 def cmd_train(args) -> int:
-    import numpy as np
-
-    from . import datasets, io, networks, optimizers, trainer
-    from .backends import get_backend
-
-    backend = get_backend(args.backend)  # fail fast, before loading data
-    init = args.init
-    try:
-        init = float(init)
-    except ValueError:
-        pass
-    (x, t), (xt, tt) = datasets.load_mnist(dtype=args.dtype, root=args.data)
-    if args.train_size is not None:
-        x, t = x[:args.train_size], t[:args.train_size]
-    net = networks.MultiLayerNet(784, args.hidden, 10, activation=args.activation, weight_init_std=init,
-                                 weight_decay=args.weight_decay, dropout=args.dropout, batch_norm=args.batch_norm,
-                                 dtype=args.dtype, backend=backend, seed=args.seed)
-    lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
-    opt = optimizers.get_optimizer(args.optimizer, lr=lr)
-    length = {"epochs": args.epochs} if args.epochs is not None else {"iterations": args.iters or 10_000}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def report(tr, rec):
-        parts = [f"epoch {rec['epoch']:g}", f"step {rec['step']}", f"loss {rec['loss']:.4f}"]
-        if rec["train_acc"] is not None:
-            parts.append(f"train_acc {rec['train_acc']:.4f}")
-        if rec["test_acc"] is not None:
-            parts.append(f"test_acc {rec['test_acc']:.4f}")
-        line = "  ".join(parts)
-        if tr.progress and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-            tqdm.write(line)
-        else:
-            print(line, flush=True)
-
-    print(f"training {net} with {opt}, batch {args.batch_size}, {args.sampling} sampling, seed {args.seed}", flush=True)
-    ckpt = out / "checkpoint.npz"
-    tr = trainer.Trainer(net, opt, x, t, xt, tt, batch_size=args.batch_size, sampling=args.sampling,
-                         seed=args.seed, progress=not args.no_progress, callbacks=[report],
-                         checkpoint=ckpt, checkpoint_every=args.checkpoint_every, **length)
-    del x, xt  # the trainer holds what it needs; keep peak memory down
-    if args.resume and ckpt.is_file():
-        tr.resume(ckpt)
-        print(f"resumed from {ckpt} at step {tr.step}", flush=True)
-    h = tr.fit()
-    io.save(net, out / "params.npz")
-    record = h.to_dict()
-    record.update({"seconds": h.seconds, "fast_path": tr.fast_path, "network": net.config(), "optimizer": opt.config(),
-                   "fastdl": __version__, "numpy": np.__version__})
-    io.atomic_write_bytes(out / "history.json", json.dumps(record, indent=1).encode())
-    del tr        # frees the training set before plotting: matplotlib's import is the run's last peak
-    curves = _plot_curves(h, out / "curves.png")
-    print(f"done in {h.seconds:.2f} s ({h.train_seconds:.2f} s in training steps): "
-          f"train_acc {h.train_acc[-1]:.4f}, test_acc {h.test_acc[-1]:.4f}")
-    print(f"wrote {out / 'params.npz'}, {out / 'history.json'}" + (f", {curves}" if curves else
-          " (install matplotlib, pip install \"fastdl[plot]\", for curves.png)"))
-    return 0
-
-
-def _plot_curves(h, path: Path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(range(1, len(h.loss) + 1), h.loss, lw=0.5)
-    a.set_xlabel("step"); a.set_ylabel("loss"); a.set_title(f"loss ({h.backend}, {h.dtype})")
-    if h.train_acc:
-        b.plot(h.epoch, h.train_acc, marker="o", label="train")
-    if h.test_acc:
-        b.plot(h.epoch, h.test_acc, marker="s", ls="--", label="test")
-    b.set_xlabel("epoch"); b.set_ylabel("accuracy"); b.set_ylim(0, 1); b.legend(); b.set_title("accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from .cli_train import train
+    return train(args)
 
 
 def cmd_evaluate(args) -> int:
@@ -212,20 +144,22 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .backends import NAMES, backend_status, current_backend_name, get_backend
+    from .backends import INSTALL_HINTS, NAMES, backend_status, current_backend_name, get_backend
     print(f"fastdl {__version__}, Python {platform.python_version()} on {platform.platform()}")
+    env = os.environ.get("FASTDL_BACKEND")
+    source = f"FASTDL_BACKEND={env!r}" if env is not None else "FASTDL_BACKEND not set"
     try:
-        print(f"current backend: {current_backend_name()} (FASTDL_BACKEND={os.environ.get('FASTDL_BACKEND', '')!r})")
+        print(f"current backend: {current_backend_name()} ({source})")
     except FastDLError as exc:
         print(f"current backend: invalid ({exc})")
     for key in NAMES:
         ok, reason = backend_status(key)
         if ok:
             details = get_backend(key).describe()
-            extra = ", ".join(f"{k} {v}" for k, v in details.items() if k != "backend")
+            extra = "; ".join(f"{k} {v}" for k, v in details.items() if k != "backend")
             print(f"  {key:6s} usable   {extra}")
         else:
-            print(f"  {key:6s} unusable {reason}")
+            print(f"  {key:6s} unusable {reason}; to use it: {INSTALL_HINTS[key]}")
     return 0
 
 
@@ -266,16 +200,24 @@ def cmd_bench(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)      # to repeat the command in messages
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
                "experiment": cmd_experiment, "sweep": cmd_sweep}[args.command]
     try:
         return handler(args)
     except (FastDLError, FileNotFoundError, ValueError) as exc:
-        print(f"fastdl {args.command}: error: {exc}", file=sys.stderr)
+        msg = str(exc)
+        for flag, api in (("backend", "backend"), ("data", "root")):     # speak in flags to a CLI user
+            if getattr(args, flag, None):
+                msg = msg.replace(f"{api}={getattr(args, flag)!r}", f"--{flag} {getattr(args, flag)}")
+        print(f"fastdl {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fastdl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:             # `fastdl info | head -2`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 import json
 import subprocess
+
+import pytest
 import sys
 
 from fastdl.cli import main
@@ -82,3 +84,60 @@ def test_chapter6_flags_and_the_books_overfitting_setting(mnist_root, tmp_path, 
     assert h["network"]["batch_norm"] is True and h["network"]["dropout"] == 0.2 and h["network"]["weight_decay"] == 0.1
     assert h["epoch_step"][0] == 3                         # 300 images, batch 100: 3 steps an epoch
     assert main(["evaluate", str(out / "params.npz"), "--data", str(mnist_root)]) == 0
+
+
+def test_mistakes_are_one_line_in_flags(mnist_root, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    cases = [(["--out", str(tmp_path / "afile")], "that is a file, not a folder"),
+             (["--out", str(tmp_path / "afile" / "sub")], "cannot create that folder"),
+             (["--batch-size", "70000"], "--batch-size 70000 is larger than the training set (60000 images)"),
+             (["--checkpoint-every", "150"], "--checkpoint-every 150 must be a multiple of 100")]
+    for extra, words in cases:
+        rc = main(["train", "--data", str(mnist_root), "--out", str(tmp_path / "run"), *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err and "Traceback" not in err, (extra, err)
+    rc = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+    assert rc == 2 and f"(from --data {tmp_path / 'missing'}) does not exist" in capsys.readouterr().err
+    for flag in ("--lr", "--epochs"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", flag, "inf"])
+        assert exit_.value.code == 2 and "must be a finite number" in capsys.readouterr().err
+
+
+def test_interrupt_names_the_checkpoint_and_the_resume_command(mnist_root, tmp_path, capsys, monkeypatch):
+    import fastdl
+    out = tmp_path / "run"
+    args = ["train", "--iters", "1200", "--hidden", "10", "--data", str(mnist_root), "--out", str(out),
+            "--no-progress", "--checkpoint-every", "100"]
+    real = fastdl.trainer.Trainer._evaluate
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fastdl.trainer.Trainer, "_evaluate", interrupt)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at step 600" in err and "(step 500) is kept" in err
+    assert "fastdl train " + " ".join(args[1:]) + " --resume" in err.replace("'", "")
+    monkeypatch.setattr(fastdl.trainer.Trainer, "_evaluate", real)
+    assert main(args + ["--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert main([*args[:-5], "--out", str(tmp_path / "fresh"), "--no-progress", "--resume"]) == 0
+    assert "no checkpoint at" in capsys.readouterr().out
+
+
+def test_small_things_a_user_sees(tmp_path):
+    import os
+    import fastdl
+    from fastdl.cli_train import epochs_text
+    assert [epochs_text(e) for e in (16.666667, 1.0, 0.833333)] == ["16.67", "1", "0.83"]
+    r = subprocess.run(f"{sys.executable} -m fastdl info | head -1", shell=True, capture_output=True, text=True)
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-W", "error", "-m", "fastdl.perceptron"], capture_output=True, text=True)
+    assert r.returncode == 0 and "RuntimeWarning" not in r.stderr
+    old = os.umask(0o022)
+    try:
+        path = fastdl.save(fastdl.TwoLayerNet(4, 3, 2), tmp_path / "p.npz")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert main(["evaluate", str(tmp_path)]) == 2

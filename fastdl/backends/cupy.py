@@ -31,6 +31,7 @@ name = "cupy"
 xp = cp
 device = "cuda"          # refined by check_usable() to the device's name
 CAPABILITIES = frozenset({FUSED_STEP})
+COMPILES = True           # NVRTC, at selection; the step's first call still sets up cuBLAS
 
 THREADS = 256
 

@@ -19,6 +19,7 @@ name = "numpy"
 xp = np
 device = "cpu"
 CAPABILITIES = frozenset({FUSED_STEP})
+COMPILES = False
 
 
 def check_usable() -> None:
@@ -56,11 +57,19 @@ def describe() -> dict:
         blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
         if blas:
             info["blas"] = ", ".join(
-                f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}, {p.get('num_threads')} threads)"
+                f"{_owner(p.get('filepath', ''))}'s {p.get('internal_api')} {p.get('version')} "
+                f"({p.get('architecture')}, {p.get('num_threads')} thread{'s' if p.get('num_threads') != 1 else ''})"
                 for p in blas)
     except ImportError:
         info["blas"] = "unknown (install threadpoolctl to see)"
     return info
+
+
+def _owner(path: str) -> str:
+    """Which package shipped a loaded library: numpy.libs/... -> 'numpy', scipy.libs/... -> 'scipy'."""
+    import re
+    m = re.search(r"[/\\](numpy|scipy|torch|sklearn)(?:[./\\]|\.libs)", path)
+    return m.group(1) if m else "system"
 
 
 def _as_indices(t):

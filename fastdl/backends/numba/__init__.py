@@ -56,6 +56,7 @@ name = "numba"
 xp = np
 device = "cpu"
 CAPABILITIES = frozenset({FUSED_STEP})
+COMPILES = True
 
 asarray = _ref.asarray
 to_numpy = _ref.to_numpy
@@ -74,7 +75,7 @@ def check_usable() -> None:
 def describe() -> dict:
     info = _ref.describe()
     info.update(backend=name, numba=numba.__version__, threads=numba.get_num_threads(),
-                disk_cache=f"on ({_cache_dir()})" if loops.CACHE else "off", compiled=compiled_status(),
+                disk_cache=_disk_cache_status(), compiled=compiled_status(),
                 split_parts=threads.split_parts(1 << 30),
                 prefetch=f"{gather.PREFETCH_AHEAD} rows ahead" if gather.PREFETCH_AHEAD and gather.prefetch_available()
                 else "off")
@@ -90,7 +91,15 @@ def jitted() -> list:
 def compiled_status() -> str:
     """How many of the JIT kernels have compiled code loaded in this process."""
     funcs = jitted()
-    return f"{sum(1 for f in funcs if f.signatures)}/{len(funcs)} kernels compiled"
+    return f"{sum(1 for f in funcs if f.signatures)} of {len(funcs)} kernels in this process"
+
+
+def _disk_cache_status() -> str:
+    if not loops.CACHE:
+        return "off (FASTDL_NUMBA_CACHE=0)"
+    folder = Path(_cache_dir())
+    files = len(list(folder.glob("*.nbc"))) if folder.is_dir() else 0
+    return f"{files} compiled signatures in {folder}"
 
 
 # -- the contract's kernels ------------------------------------------------------------------------

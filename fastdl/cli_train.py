@@ -1,0 +1,172 @@
+"""``fastdl train``: train on MNIST, report each epoch, write params.npz, history.json,
+checkpoint.npz and curves.png into ``--out``.
+
+Speaks to a command-line user in flags: a mistake is one line naming the flag, Ctrl-C says which
+checkpoint was kept and the exact command that continues, and a JIT backend's one-off compile is
+announced and timed apart from training.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import FastDLError, FileFormatError
+
+
+def _default_lr(optimizer: str) -> float:
+    return {"sgd": 0.1, "adam": 0.001}.get(optimizer, 0.01)
+
+
+def epochs_text(e: float) -> str:
+    """16.666667 -> '16.67', 1.0 -> '1'."""
+    return f"{e:.2f}".rstrip("0").rstrip(".")
+
+
+def _out_folder(path: Path) -> Path:
+    """--out as a writable folder, or one line saying why not (never a traceback)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FastDLError(f"--out {path}: that is a file, not a folder; give a folder for the run's files") from None
+    except OSError as exc:
+        raise FastDLError(f"--out {path}: cannot create that folder ({exc.strerror or exc}); give another path") from None
+    probe = path / ".fastdl-write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise FastDLError(f"--out {path}: cannot write there ({exc.strerror or exc}); give a writable folder") from None
+    return path
+
+
+def _compile(net, opt, x, t, xt, tt, batch_size):
+    """Run two steps and an evaluation on a copy of the network, so every kernel this run needs
+    is compiled (or loaded from the disk cache) before training is timed. Returns seconds."""
+    from . import networks, optimizers
+    from .trainer import Trainer
+    t0 = time.perf_counter()
+    clone = networks.network_from_config(net.config(), dtype=net.dtype, backend=net.backend, seed=0)
+    twin = optimizers.get_optimizer(type(opt).__name__, **opt.hyperparameters())
+    n = min(len(x), 2 * batch_size)
+    Trainer(clone, twin, x[:n], t[:n], xt[:1100], tt[:1100], iterations=2, batch_size=min(batch_size, n),
+            progress=False).fit()               # 1100 test rows: evaluation's tall GEMMs compile too
+    return time.perf_counter() - t0
+
+
+def train(args) -> int:
+    import numpy as np
+
+    from . import datasets, io, networks, optimizers, trainer
+    from .backends import get_backend
+
+    backend = get_backend(args.backend)  # fail fast, before loading data
+    out = _out_folder(Path(args.out))
+    init = args.init
+    try:
+        init = float(init)
+    except ValueError:
+        pass
+    (x, t), (xt, tt) = datasets.load_mnist(dtype=args.dtype, root=args.data)
+    if args.train_size is not None:
+        x, t = x[:args.train_size], t[:args.train_size]
+    if args.batch_size > len(x):
+        raise FastDLError(f"--batch-size {args.batch_size} is larger than the training set ({len(x)} images); "
+                          f"use at most {len(x)}")
+    if args.checkpoint_every is not None and args.checkpoint_every % 100:
+        raise FastDLError(f"--checkpoint-every {args.checkpoint_every} must be a multiple of 100 (the losses are "
+                          f"checked every 100 steps, and only checked points are saved)")
+    net = networks.MultiLayerNet(784, args.hidden, 10, activation=args.activation, weight_init_std=init,
+                                 weight_decay=args.weight_decay, dropout=args.dropout, batch_norm=args.batch_norm,
+                                 dtype=args.dtype, backend=backend, seed=args.seed)
+    lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
+    opt = optimizers.get_optimizer(args.optimizer, lr=lr)
+    length = {"epochs": args.epochs} if args.epochs is not None else {"iterations": args.iters or 10_000}
+
+    def report(tr, rec):
+        parts = [f"epoch {epochs_text(rec['epoch'])}", f"step {rec['step']}", f"loss {rec['loss']:.4f}"]
+        if rec["train_acc"] is not None:
+            parts.append(f"train_acc {rec['train_acc']:.4f}")
+        if rec["test_acc"] is not None:
+            parts.append(f"test_acc {rec['test_acc']:.4f}")
+        line = "  ".join(parts)
+        if tr.progress and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+            tqdm.write(line)
+        else:
+            print(line, flush=True)
+
+    compile_seconds = 0.0
+    if backend.COMPILES:
+        print(f"compiling {backend.name} kernels (once; cached on disk)...", end=" ", flush=True)
+        compile_seconds = _compile(net, opt, x, t, xt, tt, args.batch_size)
+        print(f"{compile_seconds:.2f} s", flush=True)
+    ckpt = out / "checkpoint.npz"
+    tr = trainer.Trainer(net, opt, x, t, xt, tt, batch_size=args.batch_size, sampling=args.sampling,
+                         seed=args.seed, progress=not args.no_progress, callbacks=[report],
+                         checkpoint=ckpt, checkpoint_every=args.checkpoint_every, **length)
+    del x, xt  # the trainer holds what it needs; keep peak memory down
+    print(f"training {net} with {opt}: batch {tr.batch_size}, {tr.total_steps} steps "
+          f"({epochs_text(tr.total_steps / tr.steps_per_epoch)} epochs of {tr.steps_per_epoch} steps), "
+          f"{args.sampling} sampling, seed {args.seed}", flush=True)
+    if args.resume:
+        if ckpt.is_file():
+            try:
+                tr.resume(ckpt)
+            except FileFormatError as exc:
+                raise FastDLError(f"{ckpt} is from a run with other settings or is damaged ({exc}); rerun with that "
+                                  f"run's flags, or without --resume (or with another --out) to start afresh") from None
+            print(f"resumed from {ckpt} at step {tr.step}", flush=True)
+        else:
+            print(f"--resume: no checkpoint at {ckpt}; starting from scratch", flush=True)
+    try:
+        h = tr.fit()
+    except KeyboardInterrupt:
+        again = shlex.join(["fastdl", *args.argv] + ([] if args.resume else ["--resume"]))
+        kept = (f"the checkpoint {ckpt} (step {io.read_arrays(ckpt, 'fastdl-checkpoint')[1]['step']}) is kept; "
+                f"continue with:\n  {again}" if tr.checkpoint_written else "no checkpoint was written yet")
+        print(f"fastdl train: interrupted at step {tr.step}; {kept}", file=sys.stderr)
+        return 130
+    io.save(net, out / "params.npz")
+    record = h.to_dict()
+    record.update({"seconds": h.seconds, "compile_seconds": compile_seconds, "fast_path": tr.fast_path,
+                   "network": net.config(), "optimizer": opt.config(), "fastdl": __version__, "numpy": np.__version__})
+    io.atomic_write_bytes(out / "history.json", json.dumps(record, indent=1).encode())
+    del tr        # frees the training set before plotting: matplotlib's import is the run's last peak
+    curves = _plot_curves(h, out / "curves.png")
+    print(f"done in {h.seconds:.2f} s ({h.train_seconds:.2f} s in training steps"
+          + (f", after {compile_seconds:.2f} s compiling" if compile_seconds else "") + "): "
+          f"train_acc {h.train_acc[-1]:.4f}, test_acc {h.test_acc[-1]:.4f}")
+    print(f"wrote {out / 'params.npz'}, {out / 'history.json'}, {ckpt}" + (f", {curves}" if curves else
+          " (install matplotlib, pip install \"fastdl[plot]\", for curves.png)"))
+    return 0
+
+
+def _plot_curves(h, path: Path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(range(1, len(h.loss) + 1), h.loss, lw=0.5)
+    a.set_xlabel("step"); a.set_ylabel("loss"); a.set_title(f"loss ({h.backend}, {h.dtype})")
+    if h.train_acc:
+        b.plot(h.epoch, h.train_acc, marker="o", label="train")
+    if h.test_acc:
+        b.plot(h.epoch, h.test_acc, marker="s", ls="--", label="test")
+    accs = h.train_acc + h.test_acc
+    if accs:                             # where the curves live, not 0-1 (they sit near 0.9-0.98)
+        lo, hi = min(accs), max(accs)
+        pad = max(0.005, 0.1 * (hi - lo))
+        b.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+    b.set_xlabel("epoch"); b.set_ylabel("accuracy"); b.legend(); b.set_title("accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
