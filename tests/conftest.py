@@ -60,6 +60,12 @@ def ref():
     return get_backend("numpy")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_mnist_cache(tmp_path_factory):
+    """The verified-MNIST cache of this test run, not the user's (subprocesses inherit it)."""
+    os.environ["FASTDL_MNIST_CACHE"] = str(tmp_path_factory.mktemp("mnist-verified"))
+
+
 @pytest.fixture(autouse=True)
 def _clean_backend_selection(monkeypatch):
     """Tests start from the default selection and cannot leak one into the next."""

@@ -284,3 +284,38 @@ def test_all_mirrors_failing_names_each_and_says_what_next(tiny_mnist, server, m
     record("Downloads under faults", "all mirrors failing (HTTP 500, HTML page)", "-", "DatasetError naming each mirror",
            "DatasetError" + (" naming both mirrors" if ok else ""), ok, files_lost=len(leftovers(tmp_path)))
     assert ok, msg
+
+
+def test_second_load_reads_the_verified_cache_and_a_damaged_one_is_rebuilt(tiny_mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDL_MNIST_CACHE", str(tmp_path / "cache"))
+    for name, body in tiny_mnist.items():
+        (tmp_path / f"{name}.gz").write_bytes(body)
+    first = datasets.load_mnist(root=tmp_path, download=False)
+    inflated = []
+    real = datasets._inflate
+    monkeypatch.setattr(datasets, "_inflate", lambda data, what: inflated.append(what) or real(data, what))
+    second = datasets.load_mnist(root=tmp_path, download=False)
+    assert inflated == []                                       # nothing decompressed: all from the cache
+    for a, b in zip(first, second):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+    entry = datasets._cache_entry("train_images")
+    damaged = bytearray(entry.read_bytes()); damaged[-1] ^= 0xFF
+    entry.write_bytes(bytes(damaged))
+    third = datasets.load_mnist(root=tmp_path, download=False)
+    np.testing.assert_array_equal(third[0][0], first[0][0])
+    assert len(inflated) == 1 and entry.read_bytes() != bytes(damaged)     # rebuilt from the original
+
+
+def test_a_replaced_original_is_not_hidden_by_the_cache(tiny_mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDL_MNIST_CACHE", str(tmp_path / "cache"))
+    for name, body in tiny_mnist.items():
+        (tmp_path / f"{name}.gz").write_bytes(body)
+    datasets.load_mnist(root=tmp_path, download=False)
+    name = next(iter(tiny_mnist))
+    raw = bytearray(gzip.decompress(tiny_mnist[name])); raw[-5] ^= 1
+    (tmp_path / f"{name}.gz").write_bytes(gzip.compress(bytes(raw)) + b"")
+    with pytest.raises(FileFormatError, match="Delete"):
+        datasets.load_mnist(root=tmp_path, download=False)
+    monkeypatch.setenv("FASTDL_MNIST_CACHE", "0")
+    assert datasets._cache_entry("train_images") is None
