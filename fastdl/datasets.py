@@ -30,6 +30,7 @@ import http.client
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -55,6 +56,7 @@ FILES = {
 }
 
 TIMEOUT = 30.0                 # seconds without progress before a mirror counts as stalled (FASTDL_DOWNLOAD_TIMEOUT)
+DEADLINE = 300.0               # seconds for one whole file, however it trickles (FASTDL_DOWNLOAD_DEADLINE)
 MAX_RAW_BYTES = 64 << 20       # the largest MNIST file is 47 MB; refuse anything that inflates further
 IDX_UBYTE = 0x08
 
@@ -156,6 +158,8 @@ def _read_with_progress(resp, url: str, length) -> bytes:
     elsewhere), capped at MAX_RAW_BYTES + 1."""
     from tqdm.auto import tqdm
     total = int(length) if length is not None and length.isdigit() else None
+    limit = float(os.environ.get("FASTDL_DOWNLOAD_DEADLINE", "").strip() or DEADLINE)
+    deadline = time.monotonic() + limit
     chunks, got = [], 0
     with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=None, leave=False,
               postfix={"from": url.split("/")[2]}) as bar:
@@ -166,6 +170,9 @@ def _read_with_progress(resp, url: str, length) -> bytes:
             chunks.append(chunk)
             got += len(chunk)
             bar.update(len(chunk))
+            if time.monotonic() > deadline:      # a server that trickles cannot hold us forever
+                raise TimeoutError(f"not finished after {limit:g} s ({got} bytes so far; "
+                                   f"FASTDL_DOWNLOAD_DEADLINE sets the limit)")
     return b"".join(chunks)
 
 
@@ -258,6 +265,25 @@ def _keep(key: str, src: Path, raw: bytes) -> None:
         pass
 
 
+def _raw_size(key: str) -> int:
+    shape = FILES[key][2]
+    return 4 + 4 * len(shape) + int(np.prod(shape))
+
+
+def _read_checked(candidate: Path, key: str) -> bytes:
+    """A local file's bytes, its size checked before reading: a .gz no larger than the cap, an
+    uncompressed file exactly the size its IDX header must declare."""
+    try:
+        size = candidate.stat().st_size
+        if candidate.suffix == ".gz" and size > MAX_RAW_BYTES:
+            raise FileFormatError(f"{candidate}: {size} bytes, more than any MNIST file; not an MNIST file")
+        if candidate.suffix != ".gz" and size != _raw_size(key):
+            raise FileFormatError(f"{candidate}: {size} bytes; the uncompressed MNIST file is {_raw_size(key)}")
+        return candidate.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {candidate}: {exc.strerror or exc}; check its permissions") from None
+
+
 def _read_local(key: str, folder: Path) -> bytes | None:
     name = FILES[key][0]
     for candidate in (folder / f"{name}.gz", folder / name):
@@ -266,7 +292,7 @@ def _read_local(key: str, folder: Path) -> bytes | None:
             if raw is not None:
                 return raw
             try:
-                raw = _verified_raw(candidate.read_bytes(), key, str(candidate))
+                raw = _verified_raw(_read_checked(candidate, key), key, str(candidate))
                 _keep(key, candidate, raw)
                 return raw
             except FileFormatError as exc:

@@ -52,18 +52,21 @@ def relu(x, backend=None):
 
 
 def softmax(a, backend=None):
-    """exp(a - max) / sum exp(a - max) per row: finite for inputs like [1010, 1000, 990]."""
+    """exp(a - max) / sum exp(a - max) over the last axis, for any rank: finite for inputs like
+    [1010, 1000, 990]."""
     bk, a = _prep(a, backend)
     xp = bk.xp
-    a2 = _as_2d(bk, a)
-    e = xp.exp(a2 - a2.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).reshape(a.shape)
+    e = xp.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def mean_squared_error(y, t, backend=None):
     """0.5 * sum((y - t)^2) per sample, averaged over a batch."""
     bk, y = _prep(y, backend)
     _, t = _prep(t, bk)
+    if tuple(y.shape) != tuple(t.shape):
+        raise ShapeError(f"y has shape {tuple(y.shape)} and t {tuple(t.shape)}; mean_squared_error compares them "
+                         f"element by element, so give t as one-hot rows of y's shape")
     y2, t2 = _as_2d(bk, y), _as_2d(bk, t).astype(y.dtype)
     return 0.5 * ((y2 - t2) ** 2).sum() / y2.shape[0]
 
@@ -95,5 +98,11 @@ def cross_entropy_error(y, t, backend=None):
 
 
 def numerical_gradient(f, x, h: float = 1e-4):
-    """Central difference of scalar ``f(x)`` at ``x``; ``x`` is restored after each perturbation."""
+    """Central difference of scalar ``f(x)`` at ``x``; ``x`` is restored after each perturbation.
+    Integer (or Python-number) input is differentiated in float64: perturbing an integer array by
+    h would round the perturbation away."""
+    arr = np.asarray(x) if not hasattr(x, "dtype") else x
+    if arr.dtype.kind != "f":
+        arr = np.array(arr, dtype=np.float64)
+        return _numerical_gradient(lambda: f(arr), arr, h)
     return _numerical_gradient(lambda: f(x), x, h)

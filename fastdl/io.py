@@ -132,6 +132,10 @@ def _read_zip(zf, path, where, expected_format):
     for fname, info in infos.items():
         if not fname.endswith(".npy") or "/" in fname:
             raise FileFormatError(f"{where}: unexpected entry {fname!r}")
+        if info.compress_type != zipfile.ZIP_STORED:
+            # fastdl.save stores; a compressed entry could inflate far beyond the file's size
+            raise FileFormatError(f"{where}: entry {fname!r} is compressed; fastdl files store their arrays "
+                                  f"uncompressed, so this one was not written by fastdl.save")
         headers[fname[:-4]] = _npy_header(zf, info, where)
     mshape, mdtype = headers[MANIFEST]
     if mdtype != np.uint8 or len(mshape) != 1 or mshape[0] > MAX_MANIFEST_BYTES:

@@ -197,7 +197,7 @@ class MultiLayerNet:
 
     def _x(self, x):
         host = host_view(x, self.backend, "x")
-        check_features(host, self.input_size, "x")
+        check_features(host, self.input_size, "x", self.dtype)
         return self.backend.asarray(x if self.backend.is_backend_array(x) else host, dtype=self.dtype)
 
     def _t(self, t, n_rows):

@@ -16,6 +16,7 @@ not a multiple of the batch size).
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -63,6 +64,9 @@ class Trainer:
     ``callbacks`` are called as ``cb(trainer, record)`` after each evaluation. With
     ``checkpoint=path`` the trainer writes a checkpoint at every epoch end (or every
     ``checkpoint_every`` steps) and at the end; ``resume(path)`` continues from one.
+    A run that diverges stops with ``DivergenceError`` and the last checked parameters: a
+    non-finite loss or parameter, or (``explosion``, default 1e4; None turns it off) a loss above
+    that many times the run's first loss, or a weight past the square root of the dtype's range.
     ``fast_path=True`` (the default) trains with the backend's fused step (``fastdl.fused``)
     wherever the backend declares one, as all three do; ``False`` runs the layer-by-layer path.
     """
@@ -71,7 +75,7 @@ class Trainer:
                  epochs: float | None = None, iterations: int | None = None, batch_size: int | None = None,
                  sampling: str = "shuffle", seed: int | None = None, progress: bool = True,
                  evaluate_train: bool = True, sync_every: int = 100, callbacks=(), fast_path: bool = True,
-                 checkpoint=None, checkpoint_every: int | None = None):
+                 checkpoint=None, checkpoint_every: int | None = None, explosion: float | None = 1e4):
         self.network = network
         self.optimizer = optimizer
         self.backend = bk = network.backend
@@ -87,7 +91,7 @@ class Trainer:
             raise ValueError(f"sync_every must be >= 1, got {sync_every!r}")
 
         x_host = host_view(x_train, bk, "x_train")
-        check_features(x_host, network.input_size, "x_train")
+        check_features(x_host, network.input_size, "x_train", network.dtype)
         t_idx = check_labels(host_view(t_train, bk, "t_train"), network.output_size, x_host.shape[0], "t_train")
         self.n_train = x_host.shape[0]
         if batch_size > self.n_train and explicit:     # the default (100) shrinks to a small set
@@ -100,8 +104,8 @@ class Trainer:
                 raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
             self.total_steps = int(iterations)
         else:
-            if not (epochs > 0):
-                raise ValueError(f"epochs must be positive, got {epochs!r}")
+            if not (isinstance(epochs, (int, float, np.number)) and math.isfinite(epochs) and epochs > 0):
+                raise ValueError(f"epochs must be a positive finite number, got {epochs!r}")
             self.total_steps = max(1, round(epochs * self.steps_per_epoch))
 
         # Data moves to the backend once, in the network's dtype.
@@ -112,7 +116,7 @@ class Trainer:
             raise ValueError("give both x_test and t_test, or neither")
         if x_test is not None:
             xt = host_view(x_test, bk, "x_test")
-            check_features(xt, network.input_size, "x_test")
+            check_features(xt, network.input_size, "x_test", network.dtype)
             tt = check_labels(host_view(t_test, bk, "t_test"), network.output_size, xt.shape[0], "t_test")
             self.x_test = bk.asarray(x_test if bk.is_backend_array(x_test) else xt, dtype=network.dtype)
             self.t_test = bk.asarray(tt)
@@ -128,6 +132,12 @@ class Trainer:
         self._epoch_host = None          # this epoch's batch indices (host), and the position in it
         self._pos = 0
         self.checkpoint = checkpoint
+        if checkpoint is not None and os.path.isdir(checkpoint):
+            raise ValueError(f"checkpoint={str(checkpoint)!r} is a folder; give a file path such as "
+                             f"{os.path.join(str(checkpoint), 'checkpoint.npz')!r}")
+        if not (explosion is None or (isinstance(explosion, (int, float)) and math.isfinite(explosion) and explosion > 1)):
+            raise ValueError(f"explosion={explosion!r} must be a finite number above 1, or None to turn the check off")
+        self.explosion = None if explosion is None else float(explosion)
         if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_every % self.sync_every):
             raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive multiple of sync_every={self.sync_every} "
                              f"(checkpoints are written only where the losses were checked finite)")
@@ -167,16 +177,40 @@ class Trainer:
         for cb in self.callbacks:
             cb(self, record)
 
-    def _sync(self, losses, done: int, snapshot) -> dict:
-        """Pull the losses of the last ``done`` steps to the host; stop on a non-finite one."""
-        host = self.backend.to_numpy(losses[:done]).astype(np.float64)
+    def _divergence(self, host, done: int):
+        """(what went wrong, at which step) for the last ``done`` losses, or None. Divergence is a
+        non-finite loss; parameters no longer finite after the updates (the loss is computed
+        before them); or, with ``explosion`` set, a loss above ``explosion`` times the run's first
+        one, or a weight beyond the square root of the dtype's largest number."""
+        start = self.step - done
         bad = np.flatnonzero(~np.isfinite(host))
         if bad.size:
-            first = self.step - done + int(bad[0]) + 1
+            return f"the loss became {host[bad[0]]}", start + int(bad[0]) + 1
+        first = self.history.loss[0] if self.history.loss else float(host[0])
+        if self.explosion is not None:
+            big = np.flatnonzero(host > self.explosion * max(abs(first), 1e-6))
+            if big.size:
+                return (f"the loss exploded to {host[big[0]]:.4g} (it started at {first:.4g}; the limit is "
+                        f"explosion={self.explosion:g} times that)"), start + int(big[0]) + 1
+        xp = self.backend.xp
+        worst = max(float(xp.abs(p).max()) for p in self.network.params.values())
+        if not np.isfinite(worst):
+            return "the parameters became non-finite", self.step
+        if self.explosion is not None and worst > np.sqrt(np.finfo(self.network.dtype).max):
+            return f"a weight reached {worst:.3g}, near the end of {self.network.dtype.name}'s range", self.step
+        return None
+
+    def _sync(self, losses, done: int, snapshot) -> dict:
+        """Pull the losses of the last ``done`` steps to the host; stop on divergence, with the
+        parameters of the last checked point restored."""
+        host = self.backend.to_numpy(losses[:done]).astype(np.float64)
+        found = self._divergence(host, done)
+        if found:
+            what, first = found
             self.network.set_params(snapshot)
             where = f"; the last good checkpoint is {self.checkpoint}" if self.checkpoint_written else ""
             raise DivergenceError(
-                f"training diverged: the loss became {host[bad[0]]} at step {first} "
+                f"training diverged: {what} at step {first} "
                 f"(lr={self.optimizer.lr}). The network keeps its parameters from step {self.step - done}, "
                 f"the last checked good point{where}. Try a smaller learning rate "
                 f"(e.g. lr={self.optimizer.lr / 10:g}).", step=first)

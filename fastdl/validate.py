@@ -40,8 +40,9 @@ def host_view(a, backend, what: str) -> np.ndarray:
         f"backend.asarray(...) after moving it to the host")
 
 
-def check_features(x, n_features: int | None, what: str = "x") -> None:
-    """Rank 2, non-empty batch, right feature count, float dtype, all finite."""
+def check_features(x, n_features: int | None, what: str = "x", dtype=None) -> None:
+    """Rank 2, non-empty batch, right feature count, float dtype, all finite (also once cast to
+    ``dtype``: float64 values beyond float32's range would become inf there)."""
     if x.dtype == object or x.dtype.kind not in "f":
         kind = {"b": "bool", "i": "integer", "u": "unsigned integer", "c": "complex",
                 "O": "object", "U": "string", "S": "bytes"}.get(x.dtype.kind, x.dtype.name)
@@ -61,6 +62,14 @@ def check_features(x, n_features: int | None, what: str = "x") -> None:
         raise NonFiniteError(
             f"{what} contains NaN or Inf (first at index {tuple(int(i) for i in bad)}, value {x[tuple(bad)]}); "
             f"clean or impute the data before training")
+    if dtype is not None and np.dtype(dtype).itemsize < x.dtype.itemsize:
+        limit = np.finfo(dtype).max
+        big = np.abs(x) > limit
+        if big.any():
+            bad = tuple(int(i) for i in np.argwhere(big)[0])
+            raise NonFiniteError(f"{what} holds {x[bad]!r} at index {bad}, beyond {np.dtype(dtype).name}'s range "
+                                 f"(+-{limit:.3g}): it would become inf in this {np.dtype(dtype).name} network; "
+                                 f"rescale the data")
 
 
 def check_labels(t, n_classes: int, n_rows: int | None = None, what: str = "t") -> np.ndarray:

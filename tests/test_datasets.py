@@ -319,3 +319,35 @@ def test_a_replaced_original_is_not_hidden_by_the_cache(tiny_mnist, tmp_path, mo
         datasets.load_mnist(root=tmp_path, download=False)
     monkeypatch.setenv("FASTDL_MNIST_CACHE", "0")
     assert datasets._cache_entry("train_images") is None
+
+
+def test_a_trickling_server_cannot_hold_a_download_forever(tiny_mnist, server, monkeypatch, tmp_path):
+    """An overall deadline per file (FASTDL_DOWNLOAD_DEADLINE), then the next mirror."""
+    import time
+
+    def trickle(name, body):
+        def handler(req):
+            req.send_response(200)
+            req.send_header("Content-Type", "application/gzip")
+            req.send_header("Content-Length", str(len(body)))
+            req.end_headers()
+            for i in range(0, len(body), 64):
+                req.wfile.write(body[i:i + 64])
+                req.wfile.flush()
+                time.sleep(0.05)
+        return handler
+    server.serve("slow", tiny_mnist, trickle)
+    server.serve("good", tiny_mnist)
+    mirrors_env(monkeypatch, server, "slow", "good")
+    monkeypatch.setenv("FASTDL_DOWNLOAD_DEADLINE", "0.3")
+    t0 = time.monotonic()
+    (x, _), _ = datasets.load_mnist(root=tmp_path)
+    assert x.shape == (6, 784) and time.monotonic() - t0 < 20
+    assert any(h.startswith("/good/") for h in server.hits)
+
+
+def test_oversized_local_files_are_refused_before_reading(tiny_mnist, tmp_path):
+    name, key = datasets.FILES["train_images"][0], "train_images"
+    (tmp_path / name).write_bytes(bytes(datasets._raw_size(key) + 1))
+    with pytest.raises(FileFormatError, match="bytes; the uncompressed MNIST file is"):
+        datasets.load_mnist(root=tmp_path, download=False)

@@ -107,3 +107,16 @@ def test_cross_entropy_refuses_labels_that_do_not_match_the_batch(backend):
         F.cross_entropy_error(y, [-1], backend=backend)                 # no wrap-around to the last class
     np.testing.assert_allclose(float(F.cross_entropy_error(y, [[0, 0, 1]], backend=backend)), -np.log(0.7), rtol=1e-6)
     np.testing.assert_allclose(float(F.cross_entropy_error(y[0], 2, backend=backend)), -np.log(0.7), rtol=1e-6)
+
+
+def test_functions_validate_like_the_layers(backend):
+    """Softmax over the last axis of any rank; MSE refuses mismatched shapes; an integer input's
+    numerical gradient is taken in floating point."""
+    a = np.random.default_rng(0).standard_normal((2, 3, 4))
+    got = backend.to_numpy(F.softmax(a, backend=backend))
+    np.testing.assert_allclose(got.sum(axis=-1), 1, rtol=1e-6)
+    np.testing.assert_allclose(got[1, 2], backend.to_numpy(F.softmax(a[1, 2], backend=backend)), rtol=1e-6)
+    with pytest.raises(fastdl.ShapeError, match="one-hot rows of y's shape"):
+        F.mean_squared_error(np.array([0.1, 0.9]), np.array([1]), backend=backend)
+    grad = F.numerical_gradient(lambda x: float((x ** 2).sum()), np.array([3, -2]))
+    np.testing.assert_allclose(grad, [6, -4], rtol=1e-6)

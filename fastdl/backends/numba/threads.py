@@ -84,6 +84,9 @@ def train_scope():
     nests; the outermost exit restores what it found."""
     global _depth
     restore = []
+    # Numba's thread count belongs to each thread: a run in any thread gets FASTDL_NUM_THREADS
+    numba_threads = numba.get_num_threads()
+    numba.set_num_threads(configured_threads())
     if _depth == 0:
         if os.environ.get("FASTDL_NUM_THREADS", "").strip():       # the cap first, then the pin
             try:
@@ -98,6 +101,7 @@ def train_scope():
     try:
         yield
     finally:
+        numba.set_num_threads(numba_threads)
         _depth -= 1
         for obj, n in reversed(restore):
             if n is None:

@@ -1,0 +1,150 @@
+"""The reliability catalogue's second pass: divergence that the losses alone do not show, values
+that overflow on the way in, hyperparameters and paths checked at construction, compressed .npz
+members, and FASTDL_NUM_THREADS in every thread that trains. Each case is recorded in
+docs/reliability.md."""
+
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl import errors as E
+from fastdl.optimizers import SGD
+from reliability import record
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((300, 6)).astype(np.float32)
+T = RNG.integers(0, 4, 300)
+
+
+def net(bk, **kw):
+    return fastdl.TwoLayerNet(6, 5, 4, backend=bk, seed=0, **kw)
+
+
+def expect(area, case, backend, exc_type, words, call):
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - classified below
+        ok = isinstance(exc, exc_type) and words in str(exc)
+        record(area, case, backend.name, exc_type.__name__, type(exc).__name__, ok)
+        assert ok, f"{case}: {type(exc).__name__}: {exc}"
+        return exc
+    record(area, case, backend.name, exc_type.__name__, "no error (silent result)", False)
+    pytest.fail(f"{case}: no error")
+
+
+@pytest.mark.parametrize("steps,sync", [(1, 100), (6, 1), (6, 6)])
+def test_non_finite_parameters_after_the_last_update_are_divergence(backend, steps, sync):
+    """The loss is computed before the update, so a run that blows up on its last step shows it
+    only in the parameters: detected, and finite parameters restored."""
+    n = net(backend)
+    tr = fastdl.Trainer(n, SGD(lr=1e39), X, T, iterations=steps, batch_size=50, sync_every=sync, progress=False,
+                        seed=0, explosion=None)
+    expect("Divergence", f"non-finite weights after the last update (iterations={steps}, sync_every={sync})",
+           backend, E.DivergenceError, "diverged", tr.fit)
+    assert all(np.isfinite(v).all() for v in n.params_numpy().values())
+
+
+def test_an_exploding_but_finite_run_is_divergence(backend):
+    """A loss that grows 1e5-fold while every number stays finite (SGD lr=1 on inputs scaled by
+    100) is stopped by the default rule, at the same step every time and on every backend."""
+    for _ in range(2):
+        n = net(backend)
+        tr = fastdl.Trainer(n, SGD(lr=1.0), X * 100, T, epochs=4, batch_size=50, progress=False, seed=0,
+                            sync_every=1)
+        exc = expect("Divergence", "exploding but finite (lr=1, inputs x100)", backend, E.DivergenceError,
+                     "exploded", tr.fit)
+        assert exc.step == 4
+        assert all(np.isfinite(v).all() for v in n.params_numpy().values())
+
+
+def test_float64_values_beyond_float32_range_are_refused(backend):
+    big = X.astype(np.float64)
+    big[3, 2] = 1e300
+    expect("Values that overflow on the way in", "float64 1e300 into a float32 network (predict)", backend,
+           E.NonFiniteError, "beyond float32's range", lambda: net(backend).predict(big))
+    expect("Values that overflow on the way in", "float64 1e300 into a float32 network (Trainer)", backend,
+           E.NonFiniteError, "x_train holds", lambda: fastdl.Trainer(net(backend), SGD(0.1), big, T, iterations=1))
+
+
+@pytest.mark.parametrize("case,kw,words", [
+    ("epochs=inf", dict(epochs=float("inf")), "positive finite number"),
+    ("explosion=0.5", dict(iterations=1, explosion=0.5), "above 1"),
+])
+def test_trainer_arguments_are_checked_at_construction(backend, case, kw, words):
+    expect("Hyperparameters at construction", f"Trainer {case}", backend, ValueError, words,
+           lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, progress=False, **kw))
+
+
+def test_a_checkpoint_path_that_is_a_folder_is_refused(backend, tmp_path):
+    expect("Hyperparameters at construction", "checkpoint= an existing folder", backend, ValueError, "is a folder",
+           lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, iterations=1, checkpoint=tmp_path))
+
+
+def test_compressed_npz_members_are_refused_before_inflating(tmp_path):
+    good = fastdl.save(net("numpy"), tmp_path / "good.npz")
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    exc_type = E.FileFormatError
+    try:
+        fastdl.load(bomb)
+        ok = False
+    except exc_type as exc:
+        ok = "is compressed" in str(exc)
+    record("Files", "a .npz with compressed members (could inflate past its size)", "numpy", "FileFormatError",
+           "FileFormatError" if ok else "accepted", ok)
+    assert ok
+
+
+def test_num_threads_holds_in_every_thread_that_trains(monkeypatch):
+    nb = pytest.importorskip("fastdl.backends.numba")
+    import numba
+    monkeypatch.setenv("FASTDL_NUM_THREADS", "1")
+    seen = []
+
+    def run():
+        tr = fastdl.Trainer(net("numba"), SGD(0.1), X, T, iterations=2, batch_size=50, progress=False,
+                            callbacks=[lambda trainer, rec: seen.append(numba.get_num_threads())])
+        tr.fit()
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    ok = seen and all(n == 1 for n in seen)
+    record("Threads", "FASTDL_NUM_THREADS=1 in a training thread other than the main one", "numba", "1 thread",
+           f"{seen[0] if seen else None} threads", bool(ok))
+    assert ok, seen
+    del nb
+
+
+CHILD = """
+import sys, numpy as np, fastdl
+from fastdl.optimizers import Momentum
+bk = fastdl.get_backend(sys.argv[1])
+case = sys.argv[2]
+opt = Momentum(0.1)
+a = {"W1": bk.asarray(np.ones((4, 3), np.float32))}
+try:
+    if case == "optimizer reused for a network of other shapes":
+        opt.update(a, {"W1": bk.asarray(np.ones((4, 3), np.float32))}, bk)
+        b = {"W1": bk.asarray(np.ones((400, 300), np.float32))}
+        opt.update(b, {"W1": bk.asarray(np.ones((400, 300), np.float32))}, bk)
+    else:
+        opt.update(a, {"W1": bk.asarray(np.ones((40, 30), np.float32))}, bk)
+except fastdl.ShapeError as exc:
+    print("refused:", exc)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("case", ["optimizer reused for a network of other shapes", "gradient larger than its parameter"])
+def test_kernel_bound_mistakes_never_crash_the_process(backend, case):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", CHILD, backend.name, case], capture_output=True, text=True, timeout=300)
+    ok = r.returncode == 3 and "refused:" in r.stdout
+    record("Memory safety (subprocess)", case, backend.name, "clean ShapeError, exit 3", f"exit {r.returncode}", ok)
+    assert ok, (r.returncode, r.stdout[-500:], r.stderr[-1500:])
