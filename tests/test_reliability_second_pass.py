@@ -148,3 +148,53 @@ def test_kernel_bound_mistakes_never_crash_the_process(backend, case):
     ok = r.returncode == 3 and "refused:" in r.stdout
     record("Memory safety (subprocess)", case, backend.name, "clean ShapeError, exit 3", f"exit {r.returncode}", ok)
     assert ok, (r.returncode, r.stdout[-500:], r.stderr[-1500:])
+
+
+BOMBS = """
+import os, resource, sys, zipfile
+import numpy as np, fastdl
+from fastdl import datasets
+kind, path = sys.argv[1], sys.argv[2]
+vm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize")][0] * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (64 << 20), resource.RLIM_INFINITY))   # 64 MB to spare
+try:
+    if kind == "npz":
+        fastdl.load(path)
+    else:
+        datasets.load_mnist(root=path, download=False)
+except fastdl.FileFormatError as exc:
+    print("refused:", exc)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="uses /proc and RLIMIT_AS (Linux)")
+@pytest.mark.parametrize("kind", ["npz", "idx"])
+def test_refused_bombs_stay_within_a_few_megabytes(tmp_path, kind):
+    """A 2 GB array squeezed into a small compressed .npz, and a 10 GB (sparse) uncompressed IDX
+    file: each refused under a memory limit of the interpreter's size plus 64 MB."""
+    import subprocess
+    import sys
+    if kind == "npz":
+        path = tmp_path / "bomb.npz"
+        good = fastdl.save(fastdl.TwoLayerNet(4, 3, 2), tmp_path / "good.npz")
+        with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                dst.writestr(info.filename, src.read(info))
+            header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+            header["shape"] = (1 << 29,)
+            with dst.open("W9.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(f, header)
+                chunk = bytes(1 << 24)
+                for _ in range(128):
+                    f.write(chunk)
+    else:
+        path = tmp_path / "mnist"
+        path.mkdir()
+        with open(path / "train-images-idx3-ubyte", "wb") as f:
+            f.truncate(10 << 30)
+    r = subprocess.run([sys.executable, "-c", BOMBS, kind, str(path)], capture_output=True, text=True, timeout=300)
+    ok = r.returncode == 3
+    record("No memory bombs", f"{'a compressed .npz inflating to 2 GB' if kind == 'npz' else 'a 10 GB uncompressed IDX file'}"
+           " under a memory limit of +64 MB", "numpy", "FileFormatError, no MemoryError", f"exit {r.returncode}", ok)
+    assert ok, (r.returncode, r.stdout[-500:], r.stderr[-1500:])
