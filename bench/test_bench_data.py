@@ -22,7 +22,7 @@ def test_load_mnist(benchmark, state, monkeypatch):
     cache = tempfile.mkdtemp(prefix="fastdl-bench-cache-")
     monkeypatch.setenv("FASTDL_MNIST_CACHE", cache)
     benchmark.group = "load_mnist (float32, normalised)"
-    benchmark.extra_info.update(backend_info(fastdl.get_backend("numpy")), backend=state)
+    benchmark.extra_info.update(backend_info(fastdl.get_backend("numpy")), backend=state, dtype="float32")
 
     def setup():
         if state == "first load":

@@ -33,21 +33,13 @@ def _inputs(bk, kernel, n, m, dtype):
         "batchnorm_forward": (z, r(m), r(m), 1e-6),
         "batchnorm_backward": (dy, z, np.abs(r(m)) + 1, r(m)),
         "dropout_forward": (z, 0.2, 12345),
-        "sgd_update": (r(IN, m), r(IN, m)),
-        "momentum_update": (r(IN, m), r(IN, m), r(IN, m)),
-        "adam_update": (r(IN, m), r(IN, m), r(IN, m), np.abs(r(IN, m))),
     }[kernel]
     return [bk.asarray(a) if isinstance(a, np.ndarray) else a for a in args], args
 
 
 KERNELS = ["affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
            "sigmoid_backward", "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-           "batchnorm_forward", "batchnorm_backward", "dropout_forward",
-           "sgd_update", "momentum_update", "adam_update"]
-EXTRA = {"sgd_update": dict(lr=0.01), "momentum_update": dict(lr=0.01, momentum=0.9),
-         "adam_update": dict(lr_t=0.0003, one_minus_beta1=0.1, one_minus_beta2=0.001, eps=1e-7)}
-
-
+           "batchnorm_forward", "batchnorm_backward", "dropout_forward"]
 def _host(bk, out):
     outs = out if isinstance(out, tuple) else (out,)
     return [None if o is None else np.asarray(bk.to_numpy(o), dtype=np.float64) for o in outs]
@@ -62,27 +54,49 @@ def test_kernel(benchmark, backend, kernel, n, m, dtype):
     benchmark.extra_info.update(backend_info(backend), kernel=kernel, n=n, m=m, dtype=dtype)
     args, host_args = _inputs(backend, kernel, n, m, dtype)
     fn = getattr(backend, kernel)
-    if kernel.endswith("_update"):
-        ref = get_backend("numpy")
-        want = [a.copy() for a in host_args]
-        getattr(ref, kernel)(*want, **EXTRA[kernel])
-        got = [backend.asarray(a.copy()) for a in host_args]
-        fn(*got, **EXTRA[kernel])
-        for g, w in zip(got, want):
-            np.testing.assert_allclose(backend.to_numpy(g), w, rtol=1e-4, atol=1e-6)
-        call = timed(backend, lambda: fn(*args, **EXTRA[kernel]))
-    else:
-        want = _host(get_backend("numpy"), getattr(get_backend("numpy"), kernel)(*host_args))
-        got = _host(backend, fn(*args))
-        for g, w in zip(got, want):
-            if w is not None:
-                np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
-        call = timed(backend, lambda: fn(*args))
+    want = _host(get_backend("numpy"), getattr(get_backend("numpy"), kernel)(*host_args))
+    got = _host(backend, fn(*args))
+    for g, w in zip(got, want):
+        if w is not None:
+            np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
+    call = timed(backend, lambda: fn(*args))
     warm(call)
     benchmark(call)
 
 
 # -- the fused step's in-place hooks: outputs first, then inputs (fastdl/backends/contract.py) ------
+
+# -- optimizer updates: labelled by the parameter they update (W1's shape), all six ----------------
+
+UPDATES = {"sgd_update": (0, dict(lr=0.01)), "momentum_update": (1, dict(lr=0.01, momentum=0.9)),
+           "nesterov_update": (1, dict(lr=0.01, momentum=0.9, momentum_sq=0.81, lr_ahead=0.019)),
+           "adagrad_update": (1, dict(lr=0.01, eps=1e-7)),
+           "rmsprop_update": (1, dict(lr=0.01, decay=0.99, one_minus_decay=0.01, eps=1e-7)),
+           "adam_update": (2, dict(lr_t=0.0003, one_minus_beta1=0.1, one_minus_beta2=0.001, eps=1e-7))}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", WIDTHS)
+@pytest.mark.parametrize("kernel", sorted(UPDATES))
+def test_update(benchmark, backend, kernel, m, dtype):
+    """One update of a (784, m) parameter in place, checked against NumPy's once first."""
+    benchmark.group = f"{kernel} W ({IN}, {m}) {dtype}"
+    benchmark.extra_info.update(backend_info(backend), kernel=kernel, n=IN, m=m, dtype=dtype)
+    rng = np.random.default_rng(0)
+    n_state, hyper = UPDATES[kernel]
+    host = [rng.standard_normal((IN, m)).astype(dtype) for _ in range(2)]
+    host += [np.abs(rng.standard_normal((IN, m))).astype(dtype) for _ in range(n_state)]
+    want = [a.copy() for a in host]
+    getattr(get_backend("numpy"), kernel)(*want, **hyper)
+    got = [backend.asarray(a.copy()) for a in host]
+    fn = getattr(backend, kernel)
+    fn(*got, **hyper)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(backend.to_numpy(g), w, rtol=1e-4, atol=1e-6)
+    call = timed(backend, lambda: fn(*got, **hyper))
+    warm(call)
+    benchmark(call)
+
 
 def _hook_args(hook, n, m, dtype):
     rng = np.random.default_rng(0)

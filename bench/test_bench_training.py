@@ -69,11 +69,15 @@ def test_training_step(benchmark, backend, mnist, path):
     its fused step, or the layer-by-layer path (``fast_path=False``)."""
     benchmark.group = f"train step 784-50-10 batch 100, {path} path"
     tr = _trainer(backend, mnist, BOOK, 1, fast_path=(path == "fused"))
-    idx = backend.asarray(np.random.default_rng(0).permutation(60000)[:100])
+    # a new batch every call, as in training (one reused batch would sit in the caches)
+    batches = [backend.asarray(b) for b in np.random.default_rng(0).permutation(60000).reshape(600, 100)]
+    it = iter(range(10**12))
     if tr._fused is not None:
-        step = lambda: tr._fused(idx)
+        step = lambda: tr._fused(batches[next(it) % 600])
     else:
-        step = lambda: tr.network.train_step(tr.x_train[idx], tr.t_train[idx], tr.optimizer)
+        def step():
+            idx = batches[next(it) % 600]
+            return tr.network.train_step(tr.x_train[idx], tr.t_train[idx], tr.optimizer)
     call = timed(backend, step)
     _record(benchmark, backend, BOOK, 1)
     with backend.train_scope():                 # as in Trainer.fit()
@@ -136,7 +140,7 @@ def test_pytorch_cpu(benchmark, mnist):
                 done += 1
 
     info = backend_info(get_backend("numpy"))
-    info.update(backend="pytorch-cpu", torch=torch.__version__, torch_threads=torch.get_num_threads())
+    info.update(backend="pytorch-cpu", dtype="float32", torch=torch.__version__, torch_threads=torch.get_num_threads())
     benchmark.extra_info.update(info)
     benchmark.pedantic(run, setup=setup, rounds=ROUNDS, iterations=1)
 
@@ -158,7 +162,7 @@ def test_numba_cold_compile(benchmark):
     def setup():
         return (nb.njit(cache=False, error_model="numpy", fastmath={"reassoc"})(loops.softmax_rows.py_func),), {}
 
-    benchmark.extra_info.update(backend_info(bk))
+    benchmark.extra_info.update(backend_info(bk), dtype="float32")
     benchmark.pedantic(lambda f: f(dz, z, t, True), setup=setup, rounds=ROUNDS, iterations=1)
 
 
@@ -189,7 +193,7 @@ def test_peak_memory_of_fastdl_train(benchmark, name, tmp_path):
         return int(r.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
 
     peak_kb = benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(backend=name, peak_rss_mb=peak_kb / 1024)
+    benchmark.extra_info.update(backend=name, dtype="float32", peak_rss_mb=peak_kb / 1024)
     print(f"\npeak RSS of fastdl train --backend {name}: {peak_kb / 1024:.0f} MB")
 
 
@@ -249,7 +253,7 @@ def test_interleaved_ratios(benchmark, mnist):
         info["ratio_numba_over_floor"] = ratio("numba", "gemm-floor")
     info["ratio_numpy_over_floor"] = ratio("numpy", "gemm-floor")
     info["rounds_s"] = times
-    benchmark.extra_info.update(backend_info(get_backend("numpy")), **info)
+    benchmark.extra_info.update(backend_info(get_backend("numpy")), **info, backend="interleaved", dtype="float32")
     print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))
 
 
@@ -280,7 +284,7 @@ def test_input_layer_forward(benchmark, kind, mnist, monkeypatch):
         layer.forward(batches[1], z)
         np.testing.assert_allclose(z, x[batches[1]] @ W, rtol=1e-4, atol=1e-4)
         warm(call, 50)
-        benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}", parts=len(layer._cut) - 1,
+        benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}", dtype="float32", parts=len(layer._cut) - 1,
                                     prefetch_ahead=gather.PREFETCH_AHEAD)
         benchmark(call)
 
@@ -321,5 +325,5 @@ def test_chapter6_interleaved(benchmark, mnist):
     if len(names) == 2:
         info["ratio_numba_over_numpy"] = statistics.median(a / b for a, b in zip(times["numba"], times["numpy"]))
     info["rounds_s"] = times
-    benchmark.extra_info.update(backend_info(get_backend("numpy")), **info)
+    benchmark.extra_info.update(backend_info(get_backend("numpy")), **info, backend="interleaved", dtype="float32")
     print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))

@@ -26,7 +26,7 @@ def suite_dir() -> Path:
 def run_suite(out: Path, quick: bool, select: str | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "bench.json"
-    cmd = [sys.executable, "-m", "pytest", str(suite_dir()), "-v", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", str(suite_dir()), "-v", "-rs", "-p", "no:cacheprovider",
            f"--benchmark-json={json_path}", "--benchmark-columns=median,rounds", "--benchmark-max-time=0.5"]
     if select:
         cmd += ["-k", select]
@@ -34,11 +34,15 @@ def run_suite(out: Path, quick: bool, select: str | None) -> Path:
     if quick:
         env["FASTDL_BENCH_QUICK"] = "1"
     print("running:", " ".join(cmd), flush=True)
+    skipped = []
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:          # progress: one line per benchmark as it finishes
             if "::" in line and ("PASSED" in line or "SKIPPED" in line or "FAILED" in line):
                 print(line.rstrip(), flush=True)
+            elif line.startswith("SKIPPED ["):            # -rs summary: what did not run, and why
+                skipped.append(re.sub(r"^SKIPPED \[(\d+)\] [^:]+:\d+: ", r"\1x ", line.strip()))
         rc = proc.wait()
+    (out / "skipped.json").write_text(json.dumps(skipped, indent=1))
     if rc not in (0, 5) or not json_path.is_file():
         raise FastDLError(f"the benchmark run failed (pytest exit {rc}); rerun the command above to see why")
     strip_raw_timings(json_path)
@@ -83,8 +87,19 @@ def rows_by_group(data) -> dict:
     return dict(sorted(groups.items()))
 
 
-def markdown(data, title: str) -> str:
+def _whole_experiment(rows) -> bool:
+    """Rows whose time is not one contender's: interleaved rounds of several, or a subprocess
+    timed only to read its peak memory. A speed-up between them would mean nothing."""
+    return any(k in r.get("extra_info", {}) for r in rows for k in ("rounds_s", "peak_rss_mb"))
+
+
+def is_quick(data) -> bool:
+    return any(b.get("extra_info", {}).get("quick") in (True, "True") for b in data["benchmarks"])
+
+
+def markdown(data, title: str, skipped=None) -> str:
     info = data.get("machine_info", {})
+    quick = is_quick(data)
     lines = [f"# {title}", "",
              f"Machine: {info.get('cpu', {}).get('brand_raw', info.get('processor', '?'))}, "
              f"{info.get('cpu', {}).get('count', '?')} CPUs; Python {info.get('python_version', '?')}; "
@@ -92,19 +107,22 @@ def markdown(data, title: str) -> str:
              "Median of the rounds. Speed-up is NumPy's median over this row's (same group, same run). "
              "Floor fraction = the time of exactly the run's GEMMs at the measured GEMM rate, over the "
              "measured time (1.0 would be pure GEMM).", ""]
+    if quick:
+        lines += ["**A quick smoke run** (`FASTDL_BENCH_QUICK=1`): one small round per benchmark, to show that "
+                  "every suite runs. Its times are not measurements; no speed-ups or ratios are given.", ""]
     for group, rows in rows_by_group(data).items():
-        base = next((r for r in rows if _label(r) == "numpy"), None)
+        base = None if (quick or _whole_experiment(rows)) else next((r for r in rows if _label(r) == "numpy"), None)
         lines += [f"### {group}", "", "| backend | median | speed-up vs numpy | floor fraction | rounds |",
                   "| --- | ---: | ---: | ---: | ---: |"]
         for r in sorted(rows, key=lambda r: r["stats"]["median"]):
             med = r["stats"]["median"]
             speed = f"{base['stats']['median'] / med:.2f}x" if base else "-"
             floor = r.get("extra_info", {}).get("floor_seconds")
-            frac = f"{floor / med:.2f}" if floor else "-"
+            frac = f"{floor / med:.2f}" if floor and not quick else "-"
             lines.append(f"| {_label(r)} | {_fmt(med)} | {speed} | {frac} | {r['stats']['rounds']} |")
         for r in rows:
             ratios = {k: v for k, v in r.get("extra_info", {}).items() if k.startswith(("ratio_", "median_s_"))}
-            if ratios:
+            if ratios and not quick:
                 lines.append("\n" + ", ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in ratios.items()))
         peaks = [r["extra_info"] for r in rows if r.get("extra_info", {}).get("peak_rss_mb")]
         if peaks:
@@ -113,6 +131,12 @@ def markdown(data, title: str) -> str:
     blas = {r.get("extra_info", {}).get("blas") for r in data["benchmarks"]} - {None}
     if blas:
         lines += ["BLAS: " + "; ".join(sorted(blas)), ""]
+    if skipped:
+        counts = defaultdict(int)
+        for s in skipped:
+            n, _, reason = s.partition("x ")
+            counts[reason] += int(n) if n.isdigit() else 1
+        lines += ["## Not run here", ""] + [f"- {n} benchmarks: {reason}" for reason, n in counts.items()] + [""]
     return "\n".join(lines)
 
 
@@ -209,10 +233,12 @@ def run_bench(args) -> int:
     if not files:
         files = [run_suite(out, args.quick, args.select)]
     data = [load(p) for p in files]
-    report = markdown(data[-1], f"fastdl benchmarks ({files[-1].name})")
+    skipped_file = files[-1].parent / "skipped.json"
+    skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else None
+    report = markdown(data[-1], f"fastdl benchmarks ({files[-1].name})", skipped)
     if len(data) == 2:
         report += "\n" + compare(data[0], data[1])
-    pngs = charts(data[-1], out)
+    pngs = [] if is_quick(data[-1]) else charts(data[-1], out)     # no speed-up charts from a smoke run
     report += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
     (out / "report.md").write_text(report)
     print(f"wrote {out / 'report.md'}" + "".join(f", {p}" for p in pngs))
