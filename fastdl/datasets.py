@@ -17,22 +17,17 @@ came from: the next load reads it instead of inflating the ``.gz`` (a fraction o
 ``bench/test_bench_data.py``), still checking its SHA-256, and a damaged or stale entry is
 rebuilt from the original. Plain bytes and JSON: nothing in it can run code.
 
-Downloads go to the mirrors in ``MIRRORS`` in order (``FASTDL_MNIST_MIRRORS`` overrides them, space
-separated). Any failure (HTTP error, timeout, an HTML page served with status 200, wrong length,
-bad checksum) moves on to the next mirror. A download is written to a temporary file beside its
+Missing files are downloaded (``fastdl.download``: the mirrors in turn, any failure moving on to
+the next). A download is written to a temporary file beside its
 final path and renamed into place only once verified, so a crash never leaves a partial file there.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
 
@@ -42,11 +37,6 @@ from .errors import DatasetError, FileFormatError
 from .io import atomic_write_bytes
 from .validate import as_float_dtype
 
-MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
-
 # SHA-256 of the decompressed IDX bytes, and the exact shape each file must declare.
 FILES = {
     "train_images": ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", (60000, 28, 28)),
@@ -55,8 +45,6 @@ FILES = {
     "test_labels": ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", (10000,)),
 }
 
-TIMEOUT = 30.0                 # seconds without progress before a mirror counts as stalled (FASTDL_DOWNLOAD_TIMEOUT)
-DEADLINE = 300.0               # seconds for one whole file, however it trickles (FASTDL_DOWNLOAD_DEADLINE)
 MAX_RAW_BYTES = 64 << 20       # the largest MNIST file is 47 MB; refuse anything that inflates further
 IDX_UBYTE = 0x08
 
@@ -83,12 +71,6 @@ def _named_folder(folder: Path, source: str) -> None:
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise DatasetError(f"the MNIST folder {folder} (from {source}) {what}; create it (the files are then "
                            f"downloaded into it) or name the folder that holds the four MNIST .gz files")
-
-
-def mirrors() -> list[str]:
-    env = os.environ.get("FASTDL_MNIST_MIRRORS", "").split()
-    urls = env or list(MIRRORS)
-    return [u if u.endswith("/") else u + "/" for u in urls]
 
 
 # -- bytes -----------------------------------------------------------------------------------------
@@ -149,74 +131,6 @@ def _verified_raw(data: bytes, key: str, what: str) -> bytes:
         parse_idx(raw, what, shape)
         raise FileFormatError(f"{what}: SHA-256 of the content is {digest}, expected {sha} (corrupt or not MNIST)")
     return raw
-
-
-# -- download --------------------------------------------------------------------------------------
-
-def _read_with_progress(resp, url: str, length) -> bytes:
-    """The body in 64 KiB pieces, with a progress bar on a terminal (tqdm turns itself off
-    elsewhere), capped at MAX_RAW_BYTES + 1."""
-    from tqdm.auto import tqdm
-    total = int(length) if length is not None and length.isdigit() else None
-    limit = float(os.environ.get("FASTDL_DOWNLOAD_DEADLINE", "").strip() or DEADLINE)
-    deadline = time.monotonic() + limit
-    chunks, got = [], 0
-    with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=None, leave=False,
-              postfix={"from": url.split("/")[2]}) as bar:
-        while got <= MAX_RAW_BYTES:
-            chunk = resp.read(min(1 << 16, MAX_RAW_BYTES + 1 - got))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-            bar.update(len(chunk))
-            if time.monotonic() > deadline:      # a server that trickles cannot hold us forever
-                raise TimeoutError(f"not finished after {limit:g} s ({got} bytes so far; "
-                                   f"FASTDL_DOWNLOAD_DEADLINE sets the limit)")
-    return b"".join(chunks)
-
-
-def _fetch(url: str) -> bytes:
-    req = urllib.request.Request(url, headers={"User-Agent": "fastdl (MNIST loader)"})
-    timeout = float(os.environ.get("FASTDL_DOWNLOAD_TIMEOUT", "").strip() or TIMEOUT)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        ctype = resp.headers.get("Content-Type", "")
-        length = resp.headers.get("Content-Length")
-        data = _read_with_progress(resp, url, length)
-    if len(data) > MAX_RAW_BYTES:
-        raise FileFormatError(f"more than {MAX_RAW_BYTES} bytes served; not an MNIST file")
-    if length is not None and length.isdigit() and int(length) != len(data):
-        raise FileFormatError(f"got {len(data)} bytes, the server announced {length} (connection cut?)")
-    if "html" in ctype.lower() or data.lstrip()[:1] == b"<":
-        raise FileFormatError(f"the server sent a web page ({ctype or 'text'}), not the file")
-    return data
-
-
-def download(key: str, folder: Path, urls: list[str] | None = None) -> bytes:
-    """Download one file, trying each mirror in order; return its verified raw IDX bytes."""
-    name = FILES[key][0]
-    failures = []
-    for base in urls if urls is not None else mirrors():
-        url = f"{base}{name}.gz"
-        try:
-            data = _fetch(url)
-            raw = _verified_raw(data, key, "the download")
-        except (urllib.error.URLError, OSError, http.client.HTTPException, FileFormatError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else None
-            failures.append(f"{url}: {reason or exc}")
-            continue
-        try:
-            atomic_write_bytes(folder / f"{name}.gz", data)
-        except OSError as exc:
-            raise DatasetError(
-                f"downloaded and verified {name}, but cannot write it to {folder}: {exc}. "
-                f"Pass root= (or set FASTDL_DATA) to a writable folder") from exc
-        _keep(key, folder / f"{name}.gz", raw)
-        return raw
-    raise DatasetError(
-        f"could not download {name} from any mirror:\n  " + "\n  ".join(failures) +
-        f"\nCheck your connection, or download the four MNIST .gz files by hand into {folder} "
-        f"(or point FASTDL_DATA at a folder holding them)")
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -313,6 +227,7 @@ def load_raw(key: str, root=None, download_missing: bool = True) -> np.ndarray:
                 f"MNIST file {name}(.gz) not found in {folder} (from {source}) and download=False. "
                 f"Put the four MNIST .gz files there, point FASTDL_DATA at a folder that holds them, "
                 f"or allow download=True")
+        from .download import download
         print(f"downloading {name} into {folder}", file=sys.stderr, flush=True)
         raw = download(key, folder)
     return parse_idx(raw, f"{FILES[key][0]} in {folder}", FILES[key][2])

@@ -32,7 +32,7 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
     bk = network.backend
     if FUSED_STEP not in bk.CAPABILITIES:
         raise ValueError(f"backend {bk.name!r} does not declare the {FUSED_STEP!r} capability")
-    xp, dt, params, L = bk.xp, network.dtype, network.params, network.n_layers
+    xp, params, L = bk.xp, network.params, network.n_layers
     W = [params[f"W{i}"] for i in range(1, L + 1)]
     b = [params[f"b{i}"] for i in range(1, L + 1)]
     B = batch_size

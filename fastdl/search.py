@@ -14,7 +14,6 @@ hopeless ones. A trial that diverges or fails is recorded with its error and the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -135,7 +134,7 @@ def objective(cfg, data):
 
 
 def storage_for(url: str | None, out: Path):
-    optuna = _optuna()
+    _optuna()
     if url and "://" in url:
         return url                                            # a database Optuna's RDB storage takes
     path = Path(url) if url else out / "study.log"
@@ -163,13 +162,11 @@ def worker(cfg, n_trials: int) -> None:
     """One process's share of the study (run in a spawned process for --jobs > 1)."""
     from . import datasets
     from .backends import get_backend
-    optuna = _optuna()
     cfg = dict(cfg, backend=get_backend(cfg["backend"]))
     (x, t), _ = datasets.load_mnist(root=cfg["data"])            # the test set is never used here
     data = split(x, t, cfg["train_size"], cfg["val_fraction"], cfg["seed"])
     study = _study(cfg, storage_for(cfg["storage"], Path(cfg["out"])))
     study.optimize(objective(cfg, data), n_trials=n_trials, catch=(Exception,), gc_after_trial=False)
-    del optuna
 
 
 def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, storage=None, study="fastdl-sweep",

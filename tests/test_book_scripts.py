@@ -5,7 +5,6 @@ book's NumPy: FASTDL_BACKEND, set the way a reader would set it."""
 import numpy as np
 import pytest
 
-import fastdl
 
 
 @pytest.fixture

@@ -263,7 +263,7 @@ def test_update_formulas_match_the_book(ref):
     p, h = p0.copy(), np.zeros(6)
     ref.adagrad_update(p, g, h, lr=0.1, eps=1e-7)
     np.testing.assert_allclose(p, p0 - 0.1 * g / (np.abs(g) + 1e-7))
-    p, m, v = p0.copy(), np.zeros(6), np.zeros(6)
+    p = p0.copy()
     adam = Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7)
     adam.update({"p": p}, {"p": g}, ref)                  # step 1: the optimizer folds lr_t
     lr_t = 0.001 * np.sqrt(1 - 0.999) / (1 - 0.9)

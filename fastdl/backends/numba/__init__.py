@@ -1,6 +1,7 @@
 """Numba backend: the kernel contract as JIT-compiled CPU loops, and a fused training step.
 
-Layout: ``loops`` (the ``@njit`` loops, one formula each), ``threads`` (Numba's threads and the
+Layout: ``loops`` (the ``@njit`` loops, one formula each; ``chapter6`` those of Dropout, Batch
+Norm and weight decay), ``threads`` (Numba's threads and the
 BLAS its ``np.dot`` calls, set only inside ``train_scope()``), ``gather`` (the step's row gather
 with software prefetch), ``step`` (the fused step's builders and GEMM routing). This module
 binds them to the contract's names (``fastdl/backends/contract.py``).
@@ -48,7 +49,7 @@ def _cache_dir() -> str:
 _user_cache_dir = numba.config.CACHE_DIR
 numba.config.CACHE_DIR = _cache_dir()
 try:
-    from . import gather, loops, step, threads
+    from . import chapter6, gather, loops, step, threads
 finally:
     numba.config.CACHE_DIR = _user_cache_dir
 
@@ -84,7 +85,7 @@ def describe() -> dict:
 
 def jitted() -> list:
     """Every compiled function of the backend."""
-    return [v for mod in (loops, gather, step) for v in vars(mod).values()
+    return [v for mod in (loops, chapter6, gather, step) for v in vars(mod).values()
             if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == mod.__name__]
 
 
@@ -160,13 +161,13 @@ scale = _ref.scale          # one multiply per element: NumPy's SIMD loop is as 
 
 
 def sum_squares(a):
-    return np.asarray(loops.sum_squares(np.ascontiguousarray(a).reshape(-1)), dtype=a.dtype)
+    return np.asarray(chapter6.sum_squares(np.ascontiguousarray(a).reshape(-1)), dtype=a.dtype)
 
 
 def dropout_forward(x, ratio, key):
     y = np.empty_like(x)
     mask = np.empty(x.shape, dtype=np.bool_)
-    loops.dropout(y, mask, x, float(ratio), np.uint64(key))
+    chapter6.dropout(y, mask, x, float(ratio), np.uint64(key))
     return y, mask
 
 
@@ -174,29 +175,29 @@ def batchnorm_forward(x, gamma, beta, eps):
     n, m = x.shape
     y, xn = np.empty_like(x), np.empty_like(x)
     std, mean, var = (np.empty(m, dtype=x.dtype) for _ in range(3))
-    loops.batchnorm_train(y, xn, std, mean, var, x, gamma, beta, x.dtype.type(eps))
+    chapter6.batchnorm_train(y, xn, std, mean, var, x, gamma, beta, x.dtype.type(eps))
     return y, xn, std, mean, var
 
 
 def batchnorm_inference(x, gamma, beta, mean, var, eps):
     y = np.empty_like(x)
-    loops.batchnorm_inference(y, x, gamma, beta, mean, var, x.dtype.type(eps))
+    chapter6.batchnorm_inference(y, x, gamma, beta, mean, var, x.dtype.type(eps))
     return y
 
 
 def batchnorm_backward(dy, xn, std, gamma):
     dx = np.empty_like(dy)
     dgamma, dbeta = np.empty(dy.shape[1], dtype=dy.dtype), np.empty(dy.shape[1], dtype=dy.dtype)
-    loops.batchnorm_backward(dx, dgamma, dbeta, dy, xn, std, gamma)
+    chapter6.batchnorm_backward(dx, dgamma, dbeta, dy, xn, std, gamma)
     return dx, dgamma, dbeta
 
 
 def running_update(avg, x, momentum, one_minus_momentum):
-    _update(loops.running, (avg, x), (momentum, one_minus_momentum))
+    _update(chapter6.running, (avg, x), (momentum, one_minus_momentum))
 
 
 def axpy_(y, a, x):
-    _update(loops.axpy, (y, x), (a,))
+    _update(chapter6.axpy, (y, x), (a,))
 
 
 # -- optimizer updates (in place, one pass each over flat arrays) ----------------------------------
