@@ -84,3 +84,29 @@ def test_without_optuna_the_error_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(FastDLError, match=r'pip install "fastdl\[sweep\]"'):
         sweep(trials=1, out=tmp_path)
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_every_finished_trial(mnist_root, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import time
+    if not hasattr(signal, "SIGINT"):
+        pytest.skip("no SIGINT on this platform")
+    cmd = [sys.executable, "-m", "fastdl", "sweep", "--trials", "200", "--epochs", "3", "--hidden", "20",
+           "--train-size", "200", "--backend", "numpy", "--data", str(mnist_root), "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / "study.log"
+    deadline = time.monotonic() + 120
+    done = re.compile(r'"state":\s*1\b')
+    while time.monotonic() < deadline and (not journal.is_file() or len(done.findall(journal.read_text())) < 2):
+        time.sleep(0.2)                               # until two trials have finished (state 1: COMPLETE)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "every finished trial is kept" in err
+    trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
+    done = [t for t in trials if t["state"] == "COMPLETE"]
+    assert len(done) >= 2
+    summary = sweep(trials=len(done) + 1, out=tmp_path, data=mnist_root, **SMALL)   # and it continues
+    assert summary["states"]["COMPLETE"] >= len(done) + 1 - summary["states"].get("FAIL", 0)
