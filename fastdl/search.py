@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -158,15 +161,49 @@ def finished(study) -> int:
     return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
 
 
-def worker(cfg, n_trials: int) -> None:
-    """One process's share of the study (run in a spawned process for --jobs > 1)."""
+class _Interrupts:
+    """Ctrl-C during a sweep: the first one lets the running trial finish and stops there (an
+    interrupt in the middle of a storage write could leave the journal's lock behind); a second
+    one stops at once. Installed only in the main thread (signals go there)."""
+
+    def __init__(self, say: bool):
+        self.requested, self.say, self.previous = False, say, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.say:
+            print("fastdl sweep: stopping after the running trial (Ctrl-C again to abandon it)", file=sys.stderr,
+                  flush=True)
+
+    def callback(self, study, trial):
+        if self.requested:
+            study.stop()
+
+
+def worker(cfg, n_trials: int, say: bool = False) -> bool:
+    """One process's share of the study (run in a spawned process for --jobs > 1); True when it
+    stopped early on Ctrl-C."""
     from . import datasets
     from .backends import get_backend
-    cfg = dict(cfg, backend=get_backend(cfg["backend"]))
-    (x, t), _ = datasets.load_mnist(root=cfg["data"])            # the test set is never used here
-    data = split(x, t, cfg["train_size"], cfg["val_fraction"], cfg["seed"])
-    study = _study(cfg, storage_for(cfg["storage"], Path(cfg["out"])))
-    study.optimize(objective(cfg, data), n_trials=n_trials, catch=(Exception,), gc_after_trial=False)
+    with _Interrupts(say) as interrupts:
+        cfg = dict(cfg, backend=get_backend(cfg["backend"]))
+        (x, t), _ = datasets.load_mnist(root=cfg["data"])            # the test set is never used here
+        data = split(x, t, cfg["train_size"], cfg["val_fraction"], cfg["seed"])
+        study = _study(cfg, storage_for(cfg["storage"], Path(cfg["out"])))
+        study.optimize(objective(cfg, data), n_trials=n_trials, catch=(Exception,), gc_after_trial=False,
+                       callbacks=[interrupts.callback])
+    return interrupts.requested
 
 
 def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, storage=None, study="fastdl-sweep",
@@ -197,13 +234,20 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     if overlap:
         raise ValueError(f"{sorted(overlap)} are both searched and fixed; choose one")
     remaining = max(0, trials - finished(_study(cfg, storage_for(storage, out))))
+    stopped = False
     try:
         if remaining and jobs == 1:
-            worker(cfg, remaining)
+            stopped = worker(cfg, remaining, say=True)
         elif remaining:
-            _in_processes(cfg, remaining, jobs)
+            stopped = _in_processes(cfg, remaining, jobs)
     finally:                                       # Ctrl-C included: every finished trial is reported
-        summary = search_report.write(_study(cfg, storage_for(storage, out)), cfg, out)
+        try:
+            summary = search_report.write(_study(cfg, storage_for(storage, out)), cfg, out)
+        except Exception as exc:                   # never hide the interrupt or error behind the report
+            print(f"fastdl sweep: the report could not be written ({type(exc).__name__}: {exc})", file=sys.stderr)
+            summary = None
+    if stopped:
+        raise KeyboardInterrupt
     return summary
 
 
@@ -230,14 +274,16 @@ def _in_processes(cfg, remaining: int, jobs: int) -> None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-            p.join()
-        raise
+    with _Interrupts(say=True) as interrupts:          # the workers get Ctrl-C too and stop alike
+        try:
+            for p in procs:
+                p.join()
+        except KeyboardInterrupt:
+            for p in procs:
+                p.terminate()
+                p.join()
+            raise
     bad = [p.exitcode for p in procs if p.exitcode != 0]
-    if bad:
+    if bad and not interrupts.requested:
         raise FastDLError(f"{len(bad)} of {jobs} sweep workers failed (exit codes {bad}); the finished trials are kept")
+    return interrupts.requested
