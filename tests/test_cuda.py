@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_sources_are_found():
     names = {p.name for p in sources()}
-    assert {"activations.cu", "softmax_xent.cu", "optimizers.cu"} <= names
+    assert {"activations.cu", "softmax_xent.cu", "optimizers.cu", "chapter6.cu"} <= names
     assert (kernel_dir() / "common.cuh").is_file()
 
 
@@ -53,7 +53,8 @@ def test_the_module_the_backend_builds_compiles(tmp_path):
     subprocess.run([NVCC, "-cubin", f"-arch={ARCH}", "-o", str(cubin), str(src)], check=True, capture_output=True)
     data = cubin.read_bytes()
     for kernel in ("bias_relu", "bias_sigmoid", "add_bias", "grad_colsum", "softmax_xent", "softmax_grad",
-                   "gather_rows", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"):
+                   "gather_rows", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "dropout",
+                   "batchnorm_train", "batchnorm_backward", "batchnorm_inference", "running", "axpy"):
         for suffix in ("f32", "f64"):
             assert f"{kernel}_{suffix}".encode() in data, f"{kernel}_{suffix} missing from the module"
 
