@@ -114,10 +114,12 @@ def step_flops(sizes, batch) -> float:
     return float(sum(2 * m * k * n for m, k, n in gemm_shapes(sizes, batch)))
 
 
-def measure_gemm_floor(bk, sizes, batch, dtype=np.float32, repeats: int = 30) -> dict:
+def measure_gemm_floor(bk, sizes, batch, dtype=np.float32, repeats: int = 30, gather_from=None) -> dict:
     """The machine's roof for one training step: the time of exactly its GEMMs on this backend's
     BLAS (median of ``repeats``), hence the FLOP rate at these shapes; ``gemm_seconds_total``:
-    all ``repeats`` back to back, the floor of a run of that many steps."""
+    all ``repeats`` back to back, the floor of a run of that many steps. With ``gather_from``
+    (the training set), each step also gathers ``batch`` random rows of it, as training must:
+    the GEMM + gather floor."""
     xp = bk.xp
     rng = np.random.default_rng(0)
     ops = []
@@ -125,8 +127,14 @@ def measure_gemm_floor(bk, sizes, batch, dtype=np.float32, repeats: int = 30) ->
         a = bk.asarray(rng.standard_normal((m, k)).astype(dtype))
         b = bk.asarray(rng.standard_normal((k, n)).astype(dtype))
         ops.append((a, b, xp.empty((m, n), dtype=dtype)))
+    if gather_from is not None:
+        rows = xp.empty((batch, gather_from.shape[1]), dtype=gather_from.dtype)
+        batches = [bk.asarray(rng.integers(0, gather_from.shape[0], batch)) for _ in range(64)]
+        turn = iter(range(10**12))
 
     def step():
+        if gather_from is not None:
+            xp.take(gather_from, batches[next(turn) % 64], axis=0, out=rows, mode="clip")
         for a, b, c in ops:
             xp.matmul(a, b, out=c)
         bk.synchronize()

@@ -226,15 +226,20 @@ def test_interleaved_ratios(benchmark, mnist):
                                 (lambda tr=_trainer(bk, mnist, BOOK, steps, fast_path=fast): _fit(bk, tr)))
     times = {k: [] for k in contenders}
     times["gemm-floor"] = []
+    times["gemm+gather-floor"] = []
 
     def rounds():
         import time as _t
         for _ in range(max(ROUNDS, 3)):
             # the FLOP floor of the run, measured in every round beside the runs it is compared
-            # with: the same number of steps' GEMMs, back to back, on NumPy's BLAS
+            # with: the same number of steps' GEMMs, back to back, on NumPy's BLAS; and the same
+            # with each step's gather of 100 random training rows, which no step can skip
             settle()
             f = measure_gemm_floor(get_backend("numpy"), BOOK["sizes"], BOOK["batch"], repeats=steps)
             times["gemm-floor"].append(f["gemm_seconds_total"])
+            settle()
+            f = measure_gemm_floor(get_backend("numpy"), BOOK["sizes"], BOOK["batch"], repeats=steps, gather_from=x)
+            times["gemm+gather-floor"].append(f["gemm_seconds_total"])
             for name, setup in contenders.items():
                 run = setup()
                 settle()                  # the previous contender's thread pools asleep first
@@ -251,6 +256,7 @@ def test_interleaved_ratios(benchmark, mnist):
         info["ratio_numba_over_numpy"] = ratio("numba", "numpy")
         info["ratio_numba_over_numpy_layer_path"] = ratio("numba", "numpy-layer-path")
         info["ratio_numba_over_floor"] = ratio("numba", "gemm-floor")
+        info["ratio_numba_over_gemm_gather_floor"] = ratio("numba", "gemm+gather-floor")
     info["ratio_numpy_over_floor"] = ratio("numpy", "gemm-floor")
     info["rounds_s"] = times
     benchmark.extra_info.update(backend_info(get_backend("numpy")), **info, backend="interleaved", dtype="float32")
