@@ -30,10 +30,21 @@ MANIFEST = "__manifest__"
 MAX_MANIFEST_BYTES = 1 << 20
 
 
+_UMASK = None
+
+
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process's umask, read once: Linux reports it in /proc; elsewhere it can only be read
+    by setting it, which briefly changes it for every thread, so that happens once, not per file."""
+    global _UMASK
+    if _UMASK is None:
+        try:
+            with open("/proc/self/status") as f:
+                _UMASK = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            _UMASK = os.umask(0)
+            os.umask(_UMASK)
+    return _UMASK
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -192,10 +192,11 @@ class Trainer:
             if big.size:
                 return (f"the loss exploded to {host[big[0]]:.4g} (it started at {first:.4g}; the limit is "
                         f"explosion={self.explosion:g} times that)"), start + int(big[0]) + 1
-        xp = self.backend.xp
-        worst = max(float(xp.abs(p).max()) for p in self.network.params.values())
-        if not np.isfinite(worst):
+        # two reductions per parameter, no full-size temporary (abs() would make one each sync)
+        ends = [(float(p.max()), float(p.min())) for p in self.network.params.values()]
+        if not all(np.isfinite(hi) and np.isfinite(lo) for hi, lo in ends):
             return "the parameters became non-finite", self.step
+        worst = max(max(hi, -lo) for hi, lo in ends)
         if self.explosion is not None and worst > np.sqrt(np.finfo(self.network.dtype).max):
             return f"a weight reached {worst:.3g}, near the end of {self.network.dtype.name}'s range", self.step
         return None
