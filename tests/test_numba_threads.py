@@ -147,10 +147,11 @@ def test_compiled_code_is_cached_per_version_of_the_sources(nb):
     all of the backend's sources, so an edit anywhere gives a fresh folder, and the user's own
     Numba cache setting is left as it was."""
     import numba
-    from fastdl.backends.numba import loops, step
+    from fastdl.backends.numba import cache, loops, step
     if not loops.CACHE or numba.config.DISABLE_JIT:
         pytest.skip("FASTDL_NUMBA_CACHE=0 or NUMBA_DISABLE_JIT: nothing is compiled or cached")
-    folder = nb._cache_dir()
-    for f in (loops.add_bias, step.split_forward):
+    folder = cache.folder()
+    # the per-activation and per-optimizer functions are made after import: in the same folder
+    for f in (loops.add_bias, step.split_forward(1), step.output_layer(2), step.update_parts("adam_update")):
         assert f._cache._cache_path.startswith(folder)
-    assert numba.config.CACHE_DIR == nb._user_cache_dir
+    assert numba.config.CACHE_DIR == cache.USER_CACHE_DIR

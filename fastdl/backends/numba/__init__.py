@@ -18,7 +18,6 @@ Choices, each measured on the book's shapes (bench/results):
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numba
@@ -26,32 +25,11 @@ import numpy as np
 
 from .. import numpy as _ref
 from ..contract import FUSED_STEP
+from . import cache
 
 
-def _cache_dir() -> str:
-    """Where compiled code is cached: a folder per version of this package's sources. Numba
-    checks only the file that defines a function, not the modules it calls into, so after an
-    edit of loops.py the cached kernels of step.py would go on running the old loops; keyed by
-    a hash of all the sources, a changed file means a fresh folder. Under NUMBA_CACHE_DIR when
-    the user set one, else the user cache folder."""
-    h = hashlib.sha256(numba.__version__.encode())
-    for f in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f.read_bytes())
-    if numba.config.CACHE_DIR:
-        base = Path(numba.config.CACHE_DIR) / "fastdl"
-    else:
-        from platformdirs import user_cache_dir
-        base = Path(user_cache_dir("fastdl")) / "numba"
-    return str(base / h.hexdigest()[:16])
-
-
-# Numba reads its cache folder when a function is decorated: set ours for our modules only.
-_user_cache_dir = numba.config.CACHE_DIR
-numba.config.CACHE_DIR = _cache_dir()
-try:
+with cache.ours():
     from . import chapter6, gather, loops, step, threads
-finally:
-    numba.config.CACHE_DIR = _user_cache_dir
 
 name = "numba"
 xp = np
@@ -84,9 +62,10 @@ def describe() -> dict:
 
 
 def jitted() -> list:
-    """Every compiled function of the backend."""
+    """Every compiled function of the backend (the fused step's per-activation and per-optimizer
+    ones as far as this process has built them)."""
     return [v for mod in (loops, chapter6, gather, step) for v in vars(mod).values()
-            if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == mod.__name__]
+            if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == mod.__name__] + step.MADE
 
 
 def compiled_status() -> str:
@@ -98,7 +77,7 @@ def compiled_status() -> str:
 def _disk_cache_status() -> str:
     if not loops.CACHE:
         return "off (FASTDL_NUMBA_CACHE=0)"
-    folder = Path(_cache_dir())
+    folder = Path(cache.FOLDER)
     files = len(list(folder.glob("*.nbc"))) if folder.is_dir() else 0
     return f"{files} compiled signatures in {folder}"
 

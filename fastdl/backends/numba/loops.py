@@ -236,29 +236,6 @@ def adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps):
         p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
 
 
-# Codes of the update kernels for ``apply``, keyed by the contract's kernel name (the
-# optimizer's ``kernel``); h holds the kernel's scalar arguments in its order.
-UPDATE_CODES = {"sgd_update": 0, "momentum_update": 1, "nesterov_update": 2, "adagrad_update": 3,
-                "rmsprop_update": 4, "adam_update": 5}
-
-
-@jit
-def apply(code, p, g, s0, s1, h):
-    """One update kernel chosen by ``code`` (UPDATE_CODES), state slots s0, s1, scalars h."""
-    if code == 0:
-        sgd(p, g, h[0])
-    elif code == 1:
-        momentum(p, g, s0, h[0], h[1])
-    elif code == 2:
-        nesterov(p, g, s0, h[0], h[1], h[2], h[3])
-    elif code == 3:
-        adagrad(p, g, s0, h[0], h[1])
-    elif code == 4:
-        rmsprop(p, g, s0, h[0], h[1], h[2], h[3])
-    else:
-        adam(p, g, s0, s1, h[0], h[1], h[2], h[3])
-
-
 # -- GEMMs (BLAS through SciPy) --------------------------------------------------------------------
 
 @jit

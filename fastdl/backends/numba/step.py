@@ -23,16 +23,29 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import prange
 
 from .. import composed
 from ..contract import ACT_CODES
-from . import gather, loops, threads
+from . import cache, gather, loops, threads, variants
 from .loops import jit, jit_parallel
 
 SMALL_GEMM = 1 << 22          # multiply-adds; a 256x1000x1000 layer is 64x above, 100x50x10 100x below
 EVAL_ROWS = 1024              # forward products at least this tall are evaluation or prediction
+
+
+MADE = []                     # the compiled functions built per activation or optimizer, so far
+
+
+def _made(pyfunc, decorator):
+    """Compile-on-call ``pyfunc``, cached in the backend's folder."""
+    with cache.ours():
+        f = decorator(pyfunc)
+    MADE.append(f)
+    return f
 
 
 def cuts(n: int, parts: int) -> np.ndarray:
@@ -64,28 +77,28 @@ def forward_gemm(a, b):
 
 # -- the first layer, split by input feature -------------------------------------------------------
 
-@jit_parallel
-def split_forward(z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, act):
-    """z = act(src[idx] / scale @ W + b), features [cut[p], cut[p+1]) gathered and multiplied
-    on thread p (its rows of the batch into Xbuf, its partial product into Zbuf)."""
-    n, N = z.shape
-    for p in prange(cut.shape[0] - 1):
-        k0, k1 = cut[p], cut[p + 1]
-        X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
-        gather.gather_part(X, src[:, k0:k1], idx, scale, ahead)
-        out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
-        np.dot(X, W[k0:k1], out)
-    for p in range(1, cut.shape[0] - 1):
-        part = Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
-        for r in range(n):
-            for j in range(N):
-                z[r, j] += part[r, j]
-    if act == 0:
-        loops.bias_relu(z, b)
-    elif act == 1:
-        loops.bias_sigmoid(z, b)
-    else:
-        loops.add_bias(z, b)
+@functools.cache
+def split_forward(act: int):
+    """The first layer's forward for activation code ``act`` (one compiled function per code)."""
+    bias_act = variants.BIAS_ACTS[act]
+
+    def split_forward(z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b):
+        """z = act(src[idx] / scale @ W + b), features [cut[p], cut[p+1]) gathered and multiplied
+        on thread p (its rows of the batch into Xbuf, its partial product into Zbuf)."""
+        n, N = z.shape
+        for p in prange(cut.shape[0] - 1):
+            k0, k1 = cut[p], cut[p + 1]
+            X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
+            gather.gather_part(X, src[:, k0:k1], idx, scale, ahead)
+            out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
+            np.dot(X, W[k0:k1], out)
+        for p in range(1, cut.shape[0] - 1):
+            part = Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
+            for r in range(n):
+                for j in range(N):
+                    z[r, j] += part[r, j]
+        bias_act(z, b)
+    return _made(split_forward, jit_parallel)
 
 
 @jit_parallel
@@ -105,7 +118,7 @@ class InputLayer:
     def __init__(self, bk, W, b, dW, x_train, batch_size: int, activation: str, byte_coded: bool = True):
         K, N = W.shape
         self.W, self.b, self.dW = W, b, dW
-        self.act = ACT_CODES[activation]
+        self._forward = split_forward(ACT_CODES[activation])
         self.cut = cuts(K, threads.split_parts(K))
         self.one_cut = cuts(K, 1)
         self._cut = self.one_cut
@@ -118,8 +131,8 @@ class InputLayer:
 
     def forward(self, idx, y):
         self._cut = self.cut if threads.active() else self.one_cut
-        split_forward(y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD, self._cut,
-                      self.W, self.b, self.act)
+        self._forward(y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD, self._cut,
+                      self.W, self.b)
 
     def backward(self, dz):
         split_backward(self.dW, self.X, dz, self._cut)           # the rows of the last forward
@@ -127,23 +140,23 @@ class InputLayer:
 
 # -- the last layer and the loss ---------------------------------------------------------------------
 
-@jit
-def output_layer(dW, db, dh, db_h, z, dz, h, W, b, t, act):
-    """z = h @ W + b; dz = softmax'(z); dW = h.T dz; db = sum dz; dh = act'(dz @ W.T); db_h = sum dh.
-    Returns the mean loss."""
-    np.dot(h, W, z)
-    loops.add_bias(z, b)
-    loss = loops.softmax_rows(dz, z, t, True)
-    loops.colsum(db, dz)
-    np.dot(h.T, dz, dW)
-    np.dot(dz, W.T, dh)
-    if act == 0:
-        loops.relu_grad_colsum(dh, db_h, h)
-    elif act == 1:
-        loops.sigmoid_grad_colsum(dh, db_h, h)
-    else:                                    # identity: dh is the gradient of h itself
-        loops.colsum(db_h, dh)
-    return loss
+@functools.cache
+def output_layer(act: int):
+    """The last layer, loss and hidden activation's backward for activation code ``act``."""
+    grad_colsum = variants.GRAD_COLSUMS[act]
+
+    def output_layer(dW, db, dh, db_h, z, dz, h, W, b, t):
+        """z = h @ W + b; dz = softmax'(z); dW = h.T dz; db = sum dz; dh = act'(dz @ W.T);
+        db_h = sum dh. Returns the mean loss."""
+        np.dot(h, W, z)
+        loops.add_bias(z, b)
+        loss = loops.softmax_rows(dz, z, t, True)
+        loops.colsum(db, dz)
+        np.dot(h.T, dz, dW)
+        np.dot(dz, W.T, dh)
+        grad_colsum(dh, db_h, h)
+        return loss
+    return _made(output_layer, jit)
 
 
 class OutputLayer:
@@ -151,35 +164,40 @@ class OutputLayer:
 
     def __init__(self, bk, W, b, dW, db, batch_size: int, activation: str):
         self.W, self.b, self.dW, self.db = W, b, dW, db
-        self.act = ACT_CODES[activation]
+        self._run = output_layer(ACT_CODES[activation])
         self.Z = np.empty((batch_size, W.shape[1]), dtype=W.dtype)
         self.DZ = np.empty_like(self.Z)
 
     def forward_backward(self, dh, db_h, h, t):
         n = h.shape[0]
         z, dz = (self.Z, self.DZ) if n == self.Z.shape[0] else (self.Z[:n], self.DZ[:n])
-        return output_layer(self.dW, self.db, dh, db_h, z, dz, h, self.W, self.b, t, self.act)
+        return self._run(self.dW, self.db, dh, db_h, z, dz, h, self.W, self.b, t)
 
 
 # -- every parameter's update in one parallel call -----------------------------------------------------
 
-@jit_parallel
-def update_parts(code, P, G, S0, S1, h, cut):
-    """Update kernel ``code`` on every parameter; part p of each on thread p (cut[a]: parameter
-    a's flat bounds). P, G, S0, S1: tuples of flat arrays, one per parameter."""
-    for part in prange(cut.shape[1] - 1):
-        for a in range(len(P)):
-            lo, hi = cut[a, part], cut[a, part + 1]
-            loops.apply(code, P[a][lo:hi], G[a][lo:hi], S0[a][lo:hi], S1[a][lo:hi], h)
+@functools.cache
+def update_parts(kernel: str):
+    """Every parameter's update by the contract's kernel ``kernel`` in one parallel call."""
+    update = variants.UPDATES[kernel]
+
+    def update_parts(P, G, S0, S1, h, cut):
+        """Part p of each parameter on thread p (cut[a]: parameter a's flat bounds). P, G, S0, S1:
+        tuples of flat arrays, one per parameter; h: the kernel's scalars."""
+        for part in prange(cut.shape[1] - 1):
+            for a in range(len(P)):
+                lo, hi = cut[a, part], cut[a, part + 1]
+                update(P[a][lo:hi], G[a][lo:hi], S0[a][lo:hi], S1[a][lo:hi], h)
+    return _made(update_parts, jit_parallel)
 
 
 def make_update(bk, optimizer, params, grads):
     """The contract's ``make_update``: one parallel call for the book's six update kernels (known
     by ``optimizer.kernel``); any other kernel keeps one call per parameter. Reads the
     hyperparameters at every call, so changing ``optimizer.lr`` between steps works."""
-    code = loops.UPDATE_CODES.get(optimizer.kernel)
-    if code is None:
+    if optimizer.kernel not in variants.UPDATES:
         return composed.make_update(bk, optimizer, params, grads)
+    run = update_parts(optimizer.kernel)
     keys = list(params)
     dt = params[keys[0]].dtype
     parts = threads.split_parts(params[keys[0]].shape[0])
@@ -198,6 +216,6 @@ def make_update(bk, optimizer, params, grads):
         optimizer.step += 1
         values = tuple(optimizer.kernel_hyperparameters().values())
         h[:len(values)] = values
-        update_parts(code, P, G, states[0], states[1], h, cut)
+        run(P, G, states[0], states[1], h, cut)
 
     return update
