@@ -2,8 +2,6 @@
 each also expressed as a fraction of its FLOP floor (the time of exactly its GEMMs at the
 machine's measured rate, measured in the same run)."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -164,37 +162,6 @@ def test_numba_cold_compile(benchmark):
 
     benchmark.extra_info.update(backend_info(bk), dtype="float32")
     benchmark.pedantic(lambda f: f(dz, z, t, True), setup=setup, rounds=ROUNDS, iterations=1)
-
-
-# Runs `fastdl train` in a fresh interpreter and reports that process's own peak RSS on exit.
-# VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec and can report the forking parent's size.
-_PEAK = ("import runpy, sys\n"
-         "sys.argv = ['fastdl'] + sys.argv[1:]\n"
-         "try:\n    runpy.run_module('fastdl', run_name='__main__')\n"
-         "finally:\n"
-         "    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-         "    print('PEAK_RSS_KB', hwm, file=sys.stderr)\n")
-
-
-@pytest.mark.skipif(QUICK, reason="full runs only: trains for 10,000 steps in a subprocess")
-@pytest.mark.parametrize("name", ["numpy", "numba"])
-def test_peak_memory_of_fastdl_train(benchmark, name, tmp_path):
-    """Peak RSS of `fastdl train` for the book's run (targets: numpy <= 400 MB, numba <= 500 MB)."""
-    from fastdl.backends import backend_status
-    ok, why = backend_status(name)
-    if not ok:
-        pytest.skip(why)
-    benchmark.group = "peak memory of fastdl train"
-
-    def run():
-        r = subprocess.run([sys.executable, "-c", _PEAK, "train", "--backend", name, "--no-progress",
-                            "--out", str(tmp_path)], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr[-2000:]
-        return int(r.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
-
-    peak_kb = benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(backend=name, dtype="float32", peak_rss_mb=peak_kb / 1024)
-    print(f"\npeak RSS of fastdl train --backend {name}: {peak_kb / 1024:.0f} MB")
 
 
 def test_interleaved_ratios(benchmark, mnist):

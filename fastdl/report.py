@@ -121,7 +121,7 @@ def markdown(data, title: str, skipped=None) -> str:
             frac = f"{floor / med:.2f}" if floor and not quick else "-"
             lines.append(f"| {_label(r)} | {_fmt(med)} | {speed} | {frac} | {r['stats']['rounds']} |")
         for r in rows:
-            ratios = {k: v for k, v in r.get("extra_info", {}).items() if k.startswith(("ratio_", "median_s_"))}
+            ratios = {k: v for k, v in r.get("extra_info", {}).items() if k.startswith(("ratio_", "median_s_", "median_mb_"))}
             if ratios and not quick:
                 lines.append("\n" + ", ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in ratios.items()))
         peaks = [r["extra_info"] for r in rows if r.get("extra_info", {}).get("peak_rss_mb")]

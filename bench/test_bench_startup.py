@@ -1,0 +1,146 @@
+"""What a user waits for before and around the training loop: a JIT backend's first ``fit()``
+(compile cache off, empty, warm) and the whole ``fastdl train`` process (wall time, its loop's
+share, peak memory), each contender in a fresh interpreter, interleaved round by round."""
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import QUICK, ROUNDS, machine_info
+from fastdl.backends import backend_status
+
+STEPS = 20 if QUICK else 10_000
+
+# A Trainer's first fit() of the book's network in a fresh interpreter: it compiles (or loads) what
+# the run needs, then trains `steps` steps. Prints the seconds of that first fit().
+_FIRST_FIT = """
+import sys, time, json
+import fastdl
+from fastdl.optimizers import SGD
+backend, steps = sys.argv[1], int(sys.argv[2])
+(x, t), (xt, tt) = fastdl.datasets.load_mnist()
+net = fastdl.TwoLayerNet(784, 50, 10, backend=backend, seed=0)
+tr = fastdl.Trainer(net, SGD(lr=0.1), x, t, xt, tt, iterations=steps, batch_size=100, seed=0,
+                    progress=False, evaluate_train=False)
+t0 = time.perf_counter()
+tr.fit()
+print(json.dumps({"first_fit_s": time.perf_counter() - t0}))
+"""
+
+# `fastdl train` in a fresh interpreter, reporting its own peak RSS (VmHWM, not ru_maxrss: on Linux
+# ru_maxrss survives exec and can report the forking parent's size).
+_TRAIN = ("import runpy, sys\n"
+          "sys.argv = ['fastdl'] + sys.argv[1:]\n"
+          "try:\n    runpy.run_module('fastdl', run_name='__main__')\n"
+          "finally:\n"
+          "    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+          "    print('PEAK_RSS_KB', hwm, file=sys.stderr)\n")
+
+
+def _env(cache: str | None, folder) -> dict:
+    """The environment of a contender: numba's compile cache off (None), or in ``folder``."""
+    import os
+    env = dict(os.environ)
+    env.pop("NUMBA_CACHE_DIR", None)
+    if cache is None:
+        env["FASTDL_NUMBA_CACHE"] = "0"
+    else:
+        env["FASTDL_NUMBA_CACHE"] = "1"
+        env["NUMBA_CACHE_DIR"] = str(folder)
+    return env
+
+
+def _contenders():
+    """name -> (backend, cache state): numpy, and numba with its cache off, empty and warm."""
+    out = {"numpy": ("numpy", None)}
+    if backend_status("numba")[0]:
+        out.update({"numba-cache-off": ("numba", None), "numba-cache-empty": ("numba", "empty"),
+                    "numba-cache-warm": ("numba", "warm")})
+    return out
+
+
+def _folder(tmp_path, state, round_no):
+    # an empty cache is a fresh folder every round; the warm one is shared (filled before timing)
+    return tmp_path / (f"empty-{round_no}" if state == "empty" else "warm")
+
+
+def test_first_fit(benchmark, tmp_path):
+    """A Trainer's first fit() (the book's network, STEPS steps): numba with its compile cache
+    off, empty and warm, beside NumPy's, interleaved; compile time is what numba adds."""
+    if not backend_status("numba")[0]:
+        pytest.skip(f"numba unavailable: {backend_status('numba')[1]}")
+    contenders = _contenders()
+    benchmark.group = f"first fit() of 784-50-10, {STEPS} steps, fresh process"
+
+    def run(backend, state, round_no):
+        r = subprocess.run([sys.executable, "-c", _FIRST_FIT, backend, str(STEPS)], capture_output=True,
+                           text=True, env=_env(state, _folder(tmp_path, state, round_no)))
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])["first_fit_s"]
+
+    run("numba", "warm", 0)                                   # fill the warm cache, untimed
+    times = {k: [] for k in contenders}
+
+    def rounds():
+        for i in range(ROUNDS if QUICK else max(ROUNDS, 3)):
+            for name, (backend, state) in contenders.items():
+                times[name].append(run(backend, state, i))
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    info = {f"median_s_{k}": statistics.median(v) for k, v in times.items()}
+    for k in contenders:
+        if k != "numpy":
+            info[f"ratio_{k}_over_numpy"] = statistics.median(a / b for a, b in zip(times[k], times["numpy"]))
+    info["rounds_s"] = times
+    benchmark.extra_info.update(machine_info(), **info, backend="interleaved", dtype="float32")
+    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))
+
+
+def test_fastdl_train_process(benchmark, tmp_path):
+    """The whole `fastdl train` (the book's run: imports, loading MNIST, compiling, 10,000 steps,
+    17 evaluations, writing the results and the plot), numpy and numba (cache off, empty, warm),
+    interleaved: wall time, the training loop's share of it and the process's peak RSS.
+    Targets: numba with an empty cache no slower than numpy; warm, at most 1.6x its own loop;
+    peak RSS at most 400 MB (numba) and 300 MB (numpy)."""
+    contenders = _contenders()
+    benchmark.group = f"fastdl train, whole process, {STEPS} steps"
+
+    def run(backend, state, round_no):
+        out = tmp_path / "out"
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-c", _TRAIN, "train", "--backend", backend, "--no-progress",
+                            "--iters", str(STEPS), "--out", str(out)], capture_output=True, text=True,
+                           env=_env(state, _folder(tmp_path, state, round_no)))
+        wall = time.perf_counter() - t0
+        assert r.returncode == 0, r.stderr[-2000:]
+        h = json.loads((out / "history.json").read_text())
+        return {"wall_s": wall, "loop_s": h["train_seconds"], "compile_s": h["compile_seconds"],
+                "peak_rss_mb": int(r.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0]) / 1024}
+
+    if "numba-cache-warm" in contenders:
+        run("numba", "warm", 0)                               # fill the warm cache, untimed
+    rows = {k: [] for k in contenders}
+
+    def rounds():
+        for i in range(ROUNDS if QUICK else max(ROUNDS, 3)):
+            for name, (backend, state) in contenders.items():
+                rows[name].append(run(backend, state, i))
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    med = lambda name, key: statistics.median(r[key] for r in rows[name])
+    info = {}
+    for name in contenders:
+        for key in ("wall_s", "loop_s", "compile_s"):
+            info[f"median_s_{key[:-2]}_{name}"] = med(name, key)
+        info[f"median_mb_peak_rss_{name}"] = med(name, "peak_rss_mb")
+        info[f"ratio_wall_over_loop_{name}"] = statistics.median(r["wall_s"] / r["loop_s"] for r in rows[name])
+        if name != "numpy":
+            info[f"ratio_wall_{name}_over_numpy"] = statistics.median(
+                a["wall_s"] / b["wall_s"] for a, b in zip(rows[name], rows["numpy"]))
+    info["rounds_s"] = rows
+    benchmark.extra_info.update(machine_info(), **info, backend="interleaved", dtype="float32")
+    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))
