@@ -100,6 +100,27 @@ class Optimizer:
             else:
                 params[key] = self._update_number(key, p, grads[key], hyper)
 
+    def bind(self, params: dict, grads: dict, backend=None):
+        """``update(params, grads, backend)`` as a function of no arguments for arrays that stay
+        the same from step to step (a fused step's own): everything ``update`` checks is checked
+        once, here; each call reads the hyperparameters (changing ``lr`` between steps works)."""
+        bk = get_backend(backend)
+        kernel = getattr(bk, self.kernel)
+        missing = [k for k in params if k not in grads]
+        if missing:
+            raise KeyError(f"grads lacks {missing} (it has {sorted(grads)}); give a gradient for every parameter")
+        numbers = [k for k, p in params.items() if _is_number(p)]
+        if numbers:
+            raise DTypeError(f"parameters {numbers} are Python numbers; bind() updates arrays in place")
+        bound = [(p, grads[k], self._check(k, p, grads[k], bk)) for k, p in params.items()]
+
+        def update():
+            self.step += 1
+            hyper = self.kernel_hyperparameters()
+            for p, g, states in bound:
+                kernel(p, g, *states, **hyper)
+        return update
+
     def _check(self, key, p, g, bk) -> list:
         """Same arrays, same answer on every backend: the kernels assume g and the state match p
         exactly (the compiled ones read them unchecked, so a mismatch must never reach them).

@@ -98,3 +98,35 @@ def test_state_of_another_network_is_refused(backend, name):
 def test_hyperparameters_are_checked_at_construction(make, words):
     with pytest.raises(ValueError, match=words):
         make()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bound_update_matches_update_and_checks_once(backend, name):
+    """bind(): the same numbers as update() step by step (lr changed between steps included),
+    everything update() refuses refused when binding, before any step."""
+    rng = np.random.default_rng(1)
+    p0 = {"W": rng.standard_normal((5, 3)).astype(np.float32), "b": rng.standard_normal(3).astype(np.float32)}
+    gs = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in p0.items()} for _ in range(3)]
+    a = {k: backend.asarray(v.copy()) for k, v in p0.items()}
+    b = {k: backend.asarray(v.copy()) for k, v in p0.items()}
+    grads = {k: backend.asarray(np.zeros_like(v)) for k, v in p0.items()}
+    ra, rb = optimizers.get_optimizer(name, lr=0.1), optimizers.get_optimizer(name, lr=0.1)
+    step = rb.bind(b, grads, backend)
+    for i, g in enumerate(gs):
+        ra.lr = rb.lr = 0.1 / (i + 1)
+        ra.update(a, {k: backend.asarray(v) for k, v in g.items()}, backend)
+        for k, v in g.items():
+            grads[k][...] = backend.asarray(v)
+        step()
+        for k in p0:
+            np.testing.assert_array_equal(backend.to_numpy(a[k]), backend.to_numpy(b[k]))
+    assert ra.step == rb.step == 3
+    opt = optimizers.get_optimizer(name, lr=0.1)
+    with pytest.raises(KeyError, match="grads lacks"):
+        opt.bind(a, {"W": grads["W"]}, backend)
+    with pytest.raises(ShapeError, match="must match exactly"):
+        opt.bind(a, {"W": grads["W"], "b": backend.asarray(np.zeros(4, np.float32))}, backend)
+    with pytest.raises(DTypeError, match="Python numbers"):
+        opt.bind({"w": 1.0}, {"w": 0.5}, backend)
+    assert opt.step == 0          # and any state made on the way is still zeros, as if new
+    assert all(not backend.to_numpy(v).any() for s in opt.state_names for v in opt.state[s].values())

@@ -67,10 +67,9 @@ class OutputLayer:
 
 
 def make_update(bk, optimizer, params, grads):
-    """One update of every parameter: the optimizer's per-parameter kernels."""
-    def update():
-        optimizer.update(params, grads, bk)
-    return update
+    """One update of every parameter: the optimizer's per-parameter kernels, the arrays checked
+    once (they are the step's own) instead of at every step."""
+    return optimizer.bind(params, grads, bk)
 
 
 def byte_codes(x, xp, chunk: int = 512):
