@@ -83,7 +83,8 @@ def _plot(table, path: Path):
     for r in sorted(done, key=lambda r: -(r["val_acc_curve"][-1]))[:10]:
         b.plot(range(1, r["epochs_run"] + 1), r["val_acc_curve"], label=f"#{r['number']}")
     b.set_xlabel("epoch"); b.set_ylabel("validation accuracy"); b.set_title("the 10 best trials")
-    b.legend(fontsize=7, ncol=2)
+    if done:                             # no finished trial: no curves to name
+        b.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
