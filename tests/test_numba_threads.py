@@ -155,3 +155,25 @@ def test_compiled_code_is_cached_per_version_of_the_sources(nb):
     for f in (loops.add_bias, step.split_forward(1), step.output_layer(2), step.update_parts("adam_update")):
         assert f._cache._cache_path.startswith(folder)
     assert numba.config.CACHE_DIR == cache.USER_CACHE_DIR
+
+
+def test_old_versions_cache_folders_are_pruned(nb, tmp_path, monkeypatch):
+    """Folders of other source versions unused for KEEP_DAYS go; recent ones (another install
+    may use them), this version's and anything not named like ours stay."""
+    import os
+    import time
+    from fastdl.backends.numba import cache
+    monkeypatch.setattr(cache, "USER_CACHE_DIR", str(tmp_path))
+    base = tmp_path / "fastdl"
+    current, old, recent, other = (base / n for n in ("a" * 16, "0123456789abcdef", "fedcba9876543210", "notours"))
+    monkeypatch.setattr(cache, "FOLDER", str(current))
+    long_ago = time.time() - (cache.KEEP_DAYS + 1) * 86400
+    for d in (current, old, recent, other):
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "f.nbi").write_bytes(b"x")
+    for d in (current, old, other):
+        for p in (d, d / "sub", d / "sub" / "f.nbi"):
+            os.utime(p, (long_ago, long_ago))
+    os.utime(recent, (long_ago, long_ago))          # an old folder with a fresh file inside stays
+    assert cache.prune() == [old]
+    assert current.is_dir() and recent.is_dir() and other.is_dir() and not old.exists()

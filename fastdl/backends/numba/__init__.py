@@ -3,8 +3,10 @@
 Layout: ``loops`` (the ``@njit`` loops, one formula each; ``chapter6`` those of Dropout, Batch
 Norm and weight decay), ``threads`` (Numba's threads and the
 BLAS its ``np.dot`` calls, set only inside ``train_scope()``), ``gather`` (the step's row gather
-with software prefetch), ``step`` (the fused step's builders and GEMM routing). This module
-binds them to the contract's names (``fastdl/backends/contract.py``).
+with software prefetch), ``step`` (the fused step's builders and GEMM routing), ``variants``
+(the optimizer updates and activations the step compiles in, one per run's choice), ``cache``
+(where compiled code is kept). This module binds them to the contract's names
+(``fastdl/backends/contract.py``).
 
 Choices, each measured on the book's shapes (bench/results):
 * GEMMs stay in BLAS: hand-written loops, even ones that skip MNIST's zero pixels, measured
@@ -30,6 +32,8 @@ from . import cache
 
 with cache.ours():
     from . import chapter6, gather, loops, step, threads
+if loops.CACHE and not Path(cache.FOLDER).exists():
+    cache.prune()           # a new version's first use: older versions' unused folders go
 
 name = "numba"
 xp = np
