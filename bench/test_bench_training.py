@@ -165,10 +165,12 @@ def test_numba_cold_compile(benchmark):
 
 
 def test_interleaved_ratios(benchmark, mnist):
-    """The book's 10,000-step run of each contender, interleaved round by round, so that slow
+    """The book's 10,000-step run of each contender (fastdl's backends, a plain NumPy loop and the
+    hand-written loops of bench/contenders.py), interleaved round by round, so that slow
     phases of a shared machine hit all of them alike, with the FLOP floor (the run's GEMMs alone
     on NumPy's BLAS) measured in each round too; reports the median of per-round ratios."""
     import statistics
+    import contenders as hand_loops
     import plain_numpy
     from fastdl.backends import backend_status
     benchmark.group = f"interleaved ratios, 784-50-10 x{BOOK['iterations']}"
@@ -183,6 +185,22 @@ def test_interleaved_ratios(benchmark, mnist):
         return lambda: plain_numpy.train(x, t64, *params, iterations=steps)
 
     contenders = {"plain-numpy": plain_setup}
+    # the hand-written loops fastdl is measured against (bench/contenders.py), each checked
+    # against the plain loop's losses first: proof that they do the same work
+    ref = plain_numpy.train(x, t64, *[init[k].copy() for k in ("W1", "b1", "W2", "b2")], iterations=50)
+    hand = {"numba-hand-loop": (hand_loops.numba_loop, lambda: x),
+            "numba-hand-loop-sparse": (hand_loops.numba_sparse_loop, lambda: hand_loops.csr(x))}
+    try:
+        import torch  # noqa: F401  (optional: PyTorch is an outside reference, not a dependency)
+        hand["pytorch-manual-backward"] = (hand_loops.torch_manual, lambda: x)
+    except ImportError:
+        pass
+    for name, (loop, data) in hand.items():
+        d = data()
+        losses = loop(d, t64, *[init[k].copy() for k in ("W1", "b1", "W2", "b2")], iterations=50)
+        np.testing.assert_allclose(losses, ref, rtol=1e-5, atol=1e-6)
+        contenders[name] = (lambda loop=loop, d=d: (lambda p=[init[k].copy() for k in ("W1", "b1", "W2", "b2")]:
+                                                     loop(d, t64, *p, iterations=steps)))
     # "numpy": the trainer's default on NumPy (its fused step); "numpy-layer-path": fast_path=False
     for name, bk_name, fast in (("numpy", "numpy", True), ("numpy-layer-path", "numpy", False),
                                 ("numba", "numba", True)):
@@ -224,6 +242,8 @@ def test_interleaved_ratios(benchmark, mnist):
         info["ratio_numba_over_numpy_layer_path"] = ratio("numba", "numpy-layer-path")
         info["ratio_numba_over_floor"] = ratio("numba", "gemm-floor")
         info["ratio_numba_over_gemm_gather_floor"] = ratio("numba", "gemm+gather-floor")
+        for name in hand:
+            info[f"ratio_numba_over_{name}"] = ratio("numba", name)
     info["ratio_numpy_over_floor"] = ratio("numpy", "gemm-floor")
     info["rounds_s"] = times
     benchmark.extra_info.update(backend_info(get_backend("numpy")), **info, backend="interleaved", dtype="float32")
