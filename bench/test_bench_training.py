@@ -2,6 +2,7 @@
 each also expressed as a fraction of its FLOP floor (the time of exactly its GEMMs at the
 machine's measured rate, measured in the same run)."""
 
+import importlib.util
 
 import numpy as np
 import pytest
@@ -190,11 +191,8 @@ def test_interleaved_ratios(benchmark, mnist):
     ref = plain_numpy.train(x, t64, *[init[k].copy() for k in ("W1", "b1", "W2", "b2")], iterations=50)
     hand = {"numba-hand-loop": (hand_loops.numba_loop, lambda: x),
             "numba-hand-loop-sparse": (hand_loops.numba_sparse_loop, lambda: hand_loops.csr(x))}
-    try:
-        import torch  # noqa: F401  (optional: PyTorch is an outside reference, not a dependency)
+    if importlib.util.find_spec("torch"):     # optional: an outside reference, not a dependency
         hand["pytorch-manual-backward"] = (hand_loops.torch_manual, lambda: x)
-    except ImportError:
-        pass
     for name, (loop, data) in hand.items():
         d = data()
         losses = loop(d, t64, *[init[k].copy() for k in ("W1", "b1", "W2", "b2")], iterations=50)
