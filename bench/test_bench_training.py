@@ -318,3 +318,50 @@ def test_chapter6_interleaved(benchmark, mnist):
     info["rounds_s"] = times
     benchmark.extra_info.update(backend_info(get_backend("numpy")), **info, backend="interleaved", dtype="float32")
     print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))
+
+
+def test_numpy_against_plain_loop_fine(benchmark, mnist):
+    """The NumPy backend's trainer against the plain NumPy loop, in blocks of 300 steps
+    alternating 60 times (each pair in swapped order every other time): this machine's slow
+    phases last seconds and flip inside a 10,000-step run, so only short, paired blocks compare
+    two contenders this close. Reports the median of the per-pair ratios."""
+    import statistics
+    import time as _t
+    import plain_numpy
+    benchmark.group = "NumPy backend vs plain NumPy loop, 300-step blocks, paired"
+    (x, t), _ = mnist
+    t64 = t.astype(np.int64)
+    block, pairs = (50, 6) if QUICK else (300, 60)
+    bk = get_backend("numpy")
+    init = fastdl.TwoLayerNet(784, 50, 10, seed=0).params_numpy()
+
+    def fastdl_block():
+        tr = _trainer(bk, mnist, BOOK, block)              # built (validated) outside the timing
+        return tr.fit
+
+    def plain_block():
+        p = [init[k].copy() for k in ("W1", "b1", "W2", "b2")]
+        return lambda: plain_numpy.train(x, t64, *p, iterations=block)
+
+    ratios, times = [], {"numpy": [], "plain-numpy": []}
+
+    def run():
+        for i in range(pairs):
+            order = [("numpy", fastdl_block), ("plain-numpy", plain_block)]
+            for name, make in (order if i % 2 == 0 else order[::-1]):
+                f = make()
+                t0 = _t.perf_counter()
+                f()
+                times[name].append(_t.perf_counter() - t0)
+            ratios.append(times["numpy"][-1] / times["plain-numpy"][-1])
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    info = {"ratio_numpy_over_plain": statistics.median(ratios),
+            "ratio_numpy_over_plain_quartiles": statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios,
+            "median_s_numpy": statistics.median(times["numpy"]),
+            "median_s_plain-numpy": statistics.median(times["plain-numpy"]), "rounds_s": times}
+    benchmark.extra_info.update(backend_info(bk), **{k: v for k, v in info.items() if k != "ratio_numpy_over_plain_quartiles"},
+                                backend="interleaved", dtype="float32", block_steps=block, pairs=pairs,
+                                quartiles_numpy_over_plain=info["ratio_numpy_over_plain_quartiles"])
+    print(f"\nnumpy / plain: median {info['ratio_numpy_over_plain']:.3f}, quartiles "
+          f"{', '.join(f'{q:.3f}' for q in info['ratio_numpy_over_plain_quartiles'])}")
