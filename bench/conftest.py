@@ -19,6 +19,7 @@ import pytest
 
 import fastdl
 from fastdl.backends import NAMES, backend_status, get_backend
+from fastdl.optimizers import SGD
 
 QUICK = os.environ.get("FASTDL_BENCH_QUICK", "").strip() not in ("", "0", "false", "no")
 # Rounds of each whole-run benchmark (medians of more rounds resist this machine class's noise).
@@ -149,3 +150,25 @@ def measure_gemm_floor(bk, sizes, batch, dtype=np.float32, repeats: int = 30, ga
     flops = step_flops(sizes, batch)
     return {"gemm_seconds_per_step": t, "gemm_flops_per_step": flops, "gemm_rate_gflops": flops / t / 1e9,
             "gemm_seconds_total": float(np.sum(times))}
+
+
+# -- the book's workload and a larger one, through fastdl.Trainer ---------------------------------
+
+BOOK = dict(sizes=[784, 50, 10], batch=100, iterations=200 if QUICK else 10_000)
+LARGE = dict(sizes=[784, 1000, 1000, 10], batch=256, iterations=20 if QUICK else 235)   # one epoch
+
+
+def make_trainer(bk, data, spec, steps, **kw):
+    """A Trainer of ``spec``'s network on MNIST ``data`` for ``steps`` SGD steps (seeded: every
+    contender sees the same batches), without per-epoch training-set evaluation."""
+    (x, t), _ = data
+    net = fastdl.MultiLayerNet(spec["sizes"][0], spec["sizes"][1:-1], spec["sizes"][-1], backend=bk,
+                               seed=0, weight_init_std=0.01 if len(spec["sizes"]) == 3 else "he")
+    return fastdl.Trainer(net, SGD(lr=0.1), x, t, iterations=steps, batch_size=spec["batch"], seed=0,
+                          progress=False, evaluate_train=False, **kw)
+
+
+def fit_synced(bk, tr):
+    """fit(), with the device synchronised before returning (for timing)."""
+    tr.fit()
+    bk.synchronize()
