@@ -68,8 +68,9 @@ def describe() -> dict:
 def jitted() -> list:
     """Every compiled function of the backend (the fused step's per-activation and per-optimizer
     ones as far as this process has built them)."""
+    made = [f for f in step.MADE if isinstance(f, numba.core.registry.CPUDispatcher)]   # not under DISABLE_JIT
     return [v for mod in (loops, chapter6, gather, step) for v in vars(mod).values()
-            if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == mod.__name__] + step.MADE
+            if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == mod.__name__] + made
 
 
 def compiled_status() -> str:
