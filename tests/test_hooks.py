@@ -130,14 +130,14 @@ def case_InputLayer(bk, ref, dtype):
 
 def case_OutputLayer(bk, ref, dtype):
     W, b = rand((12, 10), dtype, 1), rand(10, dtype, 2)
-    for act in ("relu", "sigmoid"):
+    for act in ("relu", "sigmoid", "identity"):         # identity: below Batch Norm / Dropout blocks
         made = []
         for B in (bk, ref):
             bufs = [B.asarray(nan(s, dtype)) for s in ((12, 10), (10,))]
             made.append((B.OutputLayer(B, B.asarray(W), B.asarray(b), *bufs, 40, act), bufs))
         for n in (40, 7):
             h = rand((n, 12), dtype, n)
-            h = np.maximum(h, 0) if act == "relu" else (1 / (1 + np.exp(-h))).astype(dtype)
+            h = {"relu": np.maximum(h, 0), "sigmoid": (1 / (1 + np.exp(-h))).astype(dtype), "identity": h}[act]
             t = labels(n, 10, seed=n).astype(np.int64)
             res = []
             for B, (layer, bufs) in zip((bk, ref), made):
