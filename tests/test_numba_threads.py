@@ -177,3 +177,24 @@ def test_old_versions_cache_folders_are_pruned(nb, tmp_path, monkeypatch):
     os.utime(recent, (long_ago, long_ago))          # an old folder with a fresh file inside stays
     assert cache.prune() == [old]
     assert current.is_dir() and recent.is_dir() and other.is_dir() and not old.exists()
+
+
+def test_info_counts_the_cached_signatures(nb, tmp_path):
+    """`fastdl info`'s disk-cache line counts what a run compiled into the cache (Numba keeps the
+    files in a folder of its own inside ours)."""
+    import os
+    import subprocess
+    import sys
+    import numba
+    from fastdl.backends.numba import loops
+    if not loops.CACHE or numba.config.DISABLE_JIT:
+        pytest.skip("FASTDL_NUMBA_CACHE=0 or NUMBA_DISABLE_JIT: nothing is compiled or cached")
+    script = ("import numpy as np, fastdl\n"
+              "b = fastdl.get_backend('numba')\n"
+              "print(b.describe()['disk_cache'])\n"
+              "b.relu_forward(np.ones((3, 4), np.float32))\n"
+              "print(b.describe()['disk_cache'])\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    before, after = (int(line.split()[0]) for line in out.stdout.split("\n")[:2])
+    assert before == 0 and after >= 1, out.stdout

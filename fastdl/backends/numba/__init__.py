@@ -83,7 +83,7 @@ def _disk_cache_status() -> str:
     if not loops.CACHE:
         return "off (FASTDL_NUMBA_CACHE=0)"
     folder = Path(cache.FOLDER)
-    files = len(list(folder.glob("*.nbc"))) if folder.is_dir() else 0
+    files = len(list(folder.rglob("*.nbc"))) if folder.is_dir() else 0      # Numba nests a folder inside
     return f"{files} compiled signatures in {folder}"
 
 
