@@ -87,6 +87,17 @@ def warm(fn, times: int = 3):
         fn()
 
 
+def timings(fn, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn``, after ``warmup`` untimed ones."""
+    warm(fn, warmup)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 @pytest.fixture(scope="session")
 def mnist():
     from fastdl.datasets import resolve_root
@@ -140,12 +151,7 @@ def measure_gemm_floor(bk, sizes, batch, dtype=np.float32, repeats: int = 30, ga
             xp.matmul(a, b, out=c)
         bk.synchronize()
 
-    warm(step, 5)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    times = timings(step, repeats, warmup=5)
     t = float(np.median(times))
     flops = step_flops(sizes, batch)
     return {"gemm_seconds_per_step": t, "gemm_flops_per_step": flops, "gemm_rate_gflops": flops / t / 1e9,

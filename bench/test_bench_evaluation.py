@@ -2,13 +2,11 @@
 10,000 test images (what the trainer does 17 times in the book's run), per backend, beside the
 time of exactly its GEMMs on NumPy's BLAS measured in the same test (its floor)."""
 
-import time
-
 import numpy as np
 import pytest
 
 import fastdl
-from conftest import QUICK, backend_info, settle, warm
+from conftest import QUICK, backend_info, settle, timings, warm
 from fastdl.networks import EVAL_CHUNK
 
 
@@ -22,13 +20,7 @@ def _gemm_floor(x, W1, W2, repeats=5) -> float:
             n = min(EVAL_CHUNK, x.shape[0] - lo)
             np.matmul(x[lo:lo + n], W1, out=h[:n])
             np.matmul(h[:n], W2, out=y[:n])
-    warm(gemms, 1)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        gemms()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(timings(gemms, repeats)))
 
 
 def test_evaluation(benchmark, backend, mnist):

@@ -68,6 +68,27 @@ def _folder(tmp_path, state, round_no):
     return tmp_path / (f"empty-{round_no}" if state == "empty" else "warm")
 
 
+def _interleaved(benchmark, contenders, run) -> dict:
+    """The warm cache filled (untimed), then ``run(backend, cache state, round)`` for every
+    contender once per round, round after round; name -> its results in round order."""
+    if "numba-cache-warm" in contenders:
+        run("numba", "warm", 0)
+    results = {k: [] for k in contenders}
+
+    def rounds():
+        for i in range(ROUNDS if QUICK else max(ROUNDS, 3)):
+            for name, (backend, state) in contenders.items():
+                results[name].append(run(backend, state, i))
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    return results
+
+
+def _record(benchmark, info, results):
+    benchmark.extra_info.update(machine_info(), **info, rounds_s=results, backend="interleaved", dtype="float32")
+    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))
+
+
 def test_first_fit(benchmark, tmp_path):
     """A Trainer's first fit() (the book's network, STEPS steps): numba with its compile cache
     off, empty and warm, beside NumPy's, interleaved; compile time is what numba adds."""
@@ -82,22 +103,12 @@ def test_first_fit(benchmark, tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         return json.loads(r.stdout.strip().splitlines()[-1])["first_fit_s"]
 
-    run("numba", "warm", 0)                                   # fill the warm cache, untimed
-    times = {k: [] for k in contenders}
-
-    def rounds():
-        for i in range(ROUNDS if QUICK else max(ROUNDS, 3)):
-            for name, (backend, state) in contenders.items():
-                times[name].append(run(backend, state, i))
-
-    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    times = _interleaved(benchmark, contenders, run)
     info = {f"median_s_{k}": statistics.median(v) for k, v in times.items()}
     for k in contenders:
         if k != "numpy":
             info[f"ratio_{k}_over_numpy"] = statistics.median(a / b for a, b in zip(times[k], times["numpy"]))
-    info["rounds_s"] = times
-    benchmark.extra_info.update(machine_info(), **info, backend="interleaved", dtype="float32")
-    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))
+    _record(benchmark, info, times)
 
 
 def test_fastdl_train_process(benchmark, tmp_path):
@@ -121,16 +132,7 @@ def test_fastdl_train_process(benchmark, tmp_path):
         return {"wall_s": wall, "loop_s": h["train_seconds"], "compile_s": h["compile_seconds"],
                 "peak_rss_mb": int(r.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0]) / 1024}
 
-    if "numba-cache-warm" in contenders:
-        run("numba", "warm", 0)                               # fill the warm cache, untimed
-    rows = {k: [] for k in contenders}
-
-    def rounds():
-        for i in range(ROUNDS if QUICK else max(ROUNDS, 3)):
-            for name, (backend, state) in contenders.items():
-                rows[name].append(run(backend, state, i))
-
-    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    rows = _interleaved(benchmark, contenders, run)
     med = lambda name, key: statistics.median(r[key] for r in rows[name])
     info = {}
     for name in contenders:
@@ -141,6 +143,4 @@ def test_fastdl_train_process(benchmark, tmp_path):
         if name != "numpy":
             info[f"ratio_wall_{name}_over_numpy"] = statistics.median(
                 a["wall_s"] / b["wall_s"] for a, b in zip(rows[name], rows["numpy"]))
-    info["rounds_s"] = rows
-    benchmark.extra_info.update(machine_info(), **info, backend="interleaved", dtype="float32")
-    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k != "rounds_s"))
+    _record(benchmark, info, rows)

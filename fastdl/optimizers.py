@@ -87,11 +87,7 @@ class Optimizer:
     def update(self, params: dict, grads: dict, backend=None) -> None:
         bk = get_backend(backend)
         kernel = getattr(bk, self.kernel)
-        missing = [k for k in params if k not in grads]
-        if missing:
-            raise KeyError(f"grads lacks {missing} (it has {sorted(grads)}); give a gradient for every parameter")
-        # every parameter checked before any is changed: a refused update changes nothing
-        arrays = {key: self._check(key, p, grads[key], bk) for key, p in params.items() if not _is_number(p)}
+        arrays = self._checked(params, grads, bk)
         self.step += 1
         hyper = self.kernel_hyperparameters()
         for key, p in params.items():
@@ -106,13 +102,10 @@ class Optimizer:
         once, here; each call reads the hyperparameters (changing ``lr`` between steps works)."""
         bk = get_backend(backend)
         kernel = getattr(bk, self.kernel)
-        missing = [k for k in params if k not in grads]
-        if missing:
-            raise KeyError(f"grads lacks {missing} (it has {sorted(grads)}); give a gradient for every parameter")
         numbers = [k for k, p in params.items() if _is_number(p)]
         if numbers:
             raise DTypeError(f"parameters {numbers} are Python numbers; bind() updates arrays in place")
-        bound = [(p, grads[k], self._check(k, p, grads[k], bk)) for k, p in params.items()]
+        bound = [(params[k], grads[k], states) for k, states in self._checked(params, grads, bk).items()]
 
         def update():
             self.step += 1
@@ -120,6 +113,14 @@ class Optimizer:
             for p, g, states in bound:
                 kernel(p, g, *states, **hyper)
         return update
+
+    def _checked(self, params: dict, grads: dict, bk) -> dict:
+        """Every array parameter checked before any is changed (a refused update changes nothing):
+        its state arrays by key."""
+        missing = [k for k in params if k not in grads]
+        if missing:
+            raise KeyError(f"grads lacks {missing} (it has {sorted(grads)}); give a gradient for every parameter")
+        return {key: self._check(key, p, grads[key], bk) for key, p in params.items() if not _is_number(p)}
 
     def _check(self, key, p, g, bk) -> list:
         """Same arrays, same answer on every backend: the kernels assume g and the state match p
