@@ -14,6 +14,7 @@ from .errors import (BackendUnavailableError, DatasetError, DeviceError, Diverge
                      FastDLError, FileFormatError, LabelError, NonFiniteError, ShapeError,
                      UnknownBackendError)
 from .gradcheck import gradient_check, numerical_gradient
+from .images import ByteImages
 from .io import load, save
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .networks import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
@@ -36,7 +37,7 @@ __all__ = [
     "datasets", "functions", "optimizers", "perceptron", "gradient_check", "numerical_gradient", "load", "save",
     "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "Dropout", "BatchNormalization", "MultiLayerNet",
     "MultiLayerNetExtend", "TwoLayerNet",
-    "History", "Trainer", "sweep", "FastDLError", "UnknownBackendError", "BackendUnavailableError",
+    "ByteImages", "History", "Trainer", "sweep", "FastDLError", "UnknownBackendError", "BackendUnavailableError",
     "ShapeError", "DTypeError", "NonFiniteError", "LabelError", "DeviceError", "DivergenceError",
     "DatasetError", "FileFormatError",
 ]

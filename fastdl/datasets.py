@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError, FileFormatError
+from .images import ByteImages
 from .io import atomic_write_bytes
 from .validate import as_float_dtype
 
@@ -234,13 +235,15 @@ def load_raw(key: str, root=None, download_missing: bool = True) -> np.ndarray:
 
 
 def load_mnist(normalize: bool = True, flatten: bool = True, one_hot: bool | None = None,
-               dtype="float32", root=None, download: bool = True, *, one_hot_label: bool | None = None):
+               dtype="float32", root=None, download: bool = True, *, one_hot_label: bool | None = None,
+               as_bytes: bool = False):
     """``((x_train, t_train), (x_test, t_test))`` as NumPy arrays, like the book's loader.
 
     normalize: pixels scaled to [0, 1] (else 0-255 in ``dtype``). flatten: images as (N, 784)
     (else (N, 1, 28, 28)). one_hot (the book's ``one_hot_label``): labels as (N, 10) rows of
     ``dtype`` (else uint8 indices). ``dtype="uint8"`` with ``normalize=False`` returns the raw
-    pixels without conversion.
+    pixels without conversion. ``as_bytes=True``: images as ``fastdl.ByteImages`` standing for
+    the same floats, kept as bytes (a quarter of the memory) until a backend reads them.
     """
     if one_hot is not None and one_hot_label is not None and bool(one_hot) != bool(one_hot_label):
         raise TypeError("give one_hot= or the book's one_hot_label=, not both")
@@ -248,15 +251,21 @@ def load_mnist(normalize: bool = True, flatten: bool = True, one_hot: bool | Non
     dt = np.dtype(dtype) if str(dtype) == "uint8" else as_float_dtype(dtype)
     if dt == np.uint8 and normalize:
         raise ValueError("dtype='uint8' keeps raw pixels; pass normalize=False with it")
+    if as_bytes and (dt == np.uint8 or not flatten):
+        raise ValueError("as_bytes=True gives flat images decoded to a float dtype; drop dtype='uint8' "
+                         "and flatten=False, or drop as_bytes")
     out = []
     for split in ("train", "test"):
         images = load_raw(f"{split}_images", root, download)
         labels = load_raw(f"{split}_labels", root, download)
         if images.shape[0] != labels.shape[0]:
             raise FileFormatError(f"{split}: {images.shape[0]} images but {labels.shape[0]} labels")
-        # one pass, a fresh writable array: the same k / 255 in dt as converting, then dividing
-        x = np.divide(images, dt.type(255), dtype=dt) if normalize else images.astype(dt)
-        x = x.reshape(len(x), -1) if flatten else x.reshape(len(x), 1, 28, 28)
+        if as_bytes:
+            x = ByteImages(images.reshape(len(images), -1), 255 if normalize else 1, dt)
+        else:
+            # one pass, a fresh writable array: the same k / 255 in dt as converting, then dividing
+            x = np.divide(images, dt.type(255), dtype=dt) if normalize else images.astype(dt)
+            x = x.reshape(len(x), -1) if flatten else x.reshape(len(x), 1, 28, 28)
         if one_hot:
             t = np.zeros((len(labels), 10), dtype=dt if dt != np.uint8 else np.float32)
             t[np.arange(len(labels)), labels] = 1

@@ -18,12 +18,15 @@ import numpy as np
 
 from .backends import get_backend
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
-from .validate import as_float_dtype, check_features, check_labels, host_view
+from .images import ByteImages, backend_input
+from .validate import as_float_dtype, check_labels, host_view
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 
 # Rows per forward pass when evaluating a large set: bounds memory, costs nothing in speed.
-EVAL_CHUNK = 10_000
+EVAL_ROWS = 10_000
+# ByteImages' rows per pass through the backend's InputLayer: its buffers stay in the cache.
+BYTE_ROWS = 1024
 
 
 def _check_size(value, what: str) -> int:
@@ -195,10 +198,10 @@ class MultiLayerNet:
 
     # -- validated public API ------------------------------------------------------------------
 
-    def _x(self, x):
-        host = host_view(x, self.backend, "x")
-        check_features(host, self.input_size, "x", self.dtype)
-        return self.backend.asarray(x if self.backend.is_backend_array(x) else host, dtype=self.dtype)
+    def _x(self, x, decode: bool = True):
+        """x checked and on the backend; ByteImages decoded whole unless ``decode=False``."""
+        x = backend_input(x, self.backend, self.input_size, self.dtype)
+        return x[:] if decode and isinstance(x, ByteImages) else x
 
     def _t(self, t, n_rows):
         idx = check_labels(host_view(t, self.backend, "t"), self.output_size, n_rows)
@@ -214,7 +217,7 @@ class MultiLayerNet:
         return float(self._loss(x, self._t(t, x.shape[0]), train_flg))
 
     def accuracy(self, x, t) -> float:
-        x = self._x(x)
+        x = self._x(x, decode=False)          # evaluated a block at a time
         return self._accuracy(x, self._t(t, x.shape[0]))
 
     def gradient(self, x, t) -> dict:
@@ -264,13 +267,32 @@ class MultiLayerNet:
         return grads
 
     def _correct(self, x, t) -> int:
-        """Number of correct predictions, evaluated in chunks to bound memory."""
+        """Number of correct predictions, evaluated a block of rows at a time."""
         xp = self.backend.xp
         correct = 0
-        for start in range(0, x.shape[0], EVAL_CHUNK):
-            y = self._predict(x[start:start + EVAL_CHUNK])
-            correct += (xp.argmax(y, axis=1) == t[start:start + EVAL_CHUNK]).sum()
+        for start, y in self._score_blocks(x):
+            correct += (xp.argmax(y, axis=1) == t[start:start + y.shape[0]]).sum()
         return int(correct)
+
+    def _score_blocks(self, x):
+        """``(start, scores)`` in inference mode for blocks of x's rows (bounded memory).
+        ByteImages are read by the backend's ``InputLayer``, as the trainer's step reads them
+        (decoded a block at a time into buffers made once), then the layers after Affine1."""
+        if not isinstance(x, ByteImages):
+            for start in range(0, x.shape[0], EVAL_ROWS):
+                yield start, self._predict(x[start:start + EVAL_ROWS])
+            return
+        bk, W, b = self.backend, self.params["W1"], self.params["b1"]
+        rows = min(BYTE_ROWS, x.shape[0])
+        first = bk.InputLayer(bk, W, b, bk.xp.empty_like(W), x, rows, "identity")
+        z = bk.xp.empty((rows, W.shape[1]), dtype=self.dtype)
+        for start in range(0, x.shape[0], rows):
+            n = min(rows, x.shape[0] - start)
+            y = z if n == rows else z[:n]
+            first.forward(bk.asarray(np.arange(start, start + n)), y)      # x[rows] @ W1 + b1
+            for layer in self._forward_layers[1:]:
+                y = layer._forward(y, False)
+            yield start, y
 
     def _accuracy(self, x, t) -> float:
         return self._correct(x, t) / x.shape[0]

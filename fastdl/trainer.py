@@ -26,7 +26,8 @@ import numpy as np
 from .backends.contract import FUSED_STEP
 from .errors import DivergenceError
 from .fused import compile_train_step
-from .validate import check_features, check_labels, host_view
+from .images import backend_input
+from .validate import check_labels, host_view
 
 SAMPLING = ("shuffle", "replacement")
 
@@ -90,10 +91,11 @@ class Trainer:
         if sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {sync_every!r}")
 
-        x_host = host_view(x_train, bk, "x_train")
-        check_features(x_host, network.input_size, "x_train", network.dtype)
-        t_idx = check_labels(host_view(t_train, bk, "t_train"), network.output_size, x_host.shape[0], "t_train")
-        self.n_train = x_host.shape[0]
+        # Data is checked once and moved to the backend once, in the network's dtype
+        # (ByteImages stay bytes there: fastdl.images).
+        self.x_train = backend_input(x_train, bk, network.input_size, network.dtype, "x_train")
+        self.n_train = self.x_train.shape[0]
+        t_idx = check_labels(host_view(t_train, bk, "t_train"), network.output_size, self.n_train, "t_train")
         if batch_size > self.n_train and explicit:     # the default (100) shrinks to a small set
             raise ValueError(f"batch_size={batch_size} is larger than the training set ({self.n_train} samples); "
                              f"use at most {self.n_train}")
@@ -108,17 +110,13 @@ class Trainer:
                 raise ValueError(f"epochs must be a positive finite number, got {epochs!r}")
             self.total_steps = max(1, round(epochs * self.steps_per_epoch))
 
-        # Data moves to the backend once, in the network's dtype.
-        self.x_train = bk.asarray(x_train if bk.is_backend_array(x_train) else x_host, dtype=network.dtype)
         self.t_train = bk.asarray(t_idx)
         self.x_test = self.t_test = None
         if (x_test is None) != (t_test is None):
             raise ValueError("give both x_test and t_test, or neither")
         if x_test is not None:
-            xt = host_view(x_test, bk, "x_test")
-            check_features(xt, network.input_size, "x_test", network.dtype)
-            tt = check_labels(host_view(t_test, bk, "t_test"), network.output_size, xt.shape[0], "t_test")
-            self.x_test = bk.asarray(x_test if bk.is_backend_array(x_test) else xt, dtype=network.dtype)
+            self.x_test = backend_input(x_test, bk, network.input_size, network.dtype, "x_test")
+            tt = check_labels(host_view(t_test, bk, "t_test"), network.output_size, self.x_test.shape[0], "t_test")
             self.t_test = bk.asarray(tt)
 
         self.sampling = sampling

@@ -61,3 +61,15 @@ __device__ void gather_rows_impl(T* out, const T* src, const long long* idx, lon
 }
 FASTDL_INSTANTIATE(gather_rows, (T* out, const T* src, const long long* idx, long long n, long long d),
                    (out, src, idx, n, d))
+
+// out[i] = codes[i] / scale: byte-coded pixels (fastdl.ByteImages) to floats, with the IEEE
+// division the host's decode does (the sources are compiled without fast math).
+template <typename T>
+__device__ void decode_bytes_impl(T* out, const unsigned char* codes, T scale, long long total) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        out[i] = T(codes[i]) / scale;
+    }
+}
+FASTDL_INSTANTIATE(decode_bytes, (T* out, const unsigned char* codes, T scale, long long total),
+                   (out, codes, scale, total))

@@ -175,7 +175,7 @@ def _check(name, T, sig, args):
         if kind.endswith("*"):
             assert isinstance(a, ndarray), f"{where}: got {type(a).__name__}, not a device array"
             assert a.flags.c_contiguous, f"{where}: not C-contiguous"
-            want = T if kind == "T*" else {"long long*": np.int64, "bool*": np.bool_}[kind]
+            want = T if kind == "T*" else {"long long*": np.int64, "bool*": np.bool_, "unsigned char*": np.uint8}[kind]
             assert a.dtype == want, f"{where}: dtype {a.dtype}, kernel expects {np.dtype(want)}"
         else:
             want = {"T": T, "long long": np.int64, "int": np.int32, "double": float,

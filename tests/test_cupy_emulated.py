@@ -116,6 +116,22 @@ def test_the_fused_step_launches_the_hand_written_kernels(emu):
     assert {"gather_rows_f32", "bias_relu_f32", "add_bias_f32", "softmax_xent_f32", "grad_colsum_f32", "sgd_f32"} <= launched
 
 
+def test_training_from_byte_images_on_the_emulated_device(emu):
+    """ByteImages stay bytes on the device, each batch is decoded by the decode_bytes kernel, and
+    the run is the float array's, exactly (the same device arithmetic) and NumPy's (within
+    float32's rounding)."""
+    from test_images import _identical, _run, pixel_codes
+    codes, t = pixel_codes()
+    floats = np.divide(codes, np.float32(255), dtype=np.float32)
+    before = emu._module().get_function("decode_bytes_f32").launches
+    tr, from_bytes = _run(emu, fastdl.ByteImages(codes), t, fastdl.ByteImages(codes[:120]), t[:120])
+    assert isinstance(tr.x_train.codes, fake_cupy.ndarray) and tr._fused.byte_coded
+    assert emu._module().get_function("decode_bytes_f32").launches - before >= tr.total_steps
+    _identical(from_bytes, _run(emu, floats, t, floats[:120], t[:120])[1])
+    on_numpy = _run("numpy", floats, t, floats[:120], t[:120])[1]
+    np.testing.assert_allclose(from_bytes[0], on_numpy[0], rtol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_chapter6_kernels_match_numpy(emu, dtype):
     """Dropout (the same masks), Batch Norm (column statistics and backward, with barriers) and the

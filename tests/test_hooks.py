@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import tol
-from fastdl import optimizers
+from fastdl import ByteImages, optimizers
 from test_kernels import labels, rand
 
 SHAPES = [(1, 1), (37, 13), (100, 50)]
@@ -53,6 +53,24 @@ def case_gather_rows_(bk, ref, dtype):
         idx = np.random.default_rng(n).integers(0, 300, n)
         both(bk, ref, "gather_rows_", [nan((n, 23), dtype)], [src, idx], dtype)
         both(bk, ref, "gather_rows_", [np.zeros(n, np.int64)], [lab, idx], dtype)
+        both(bk, ref, "gather_rows_", [np.zeros((n, 23), np.uint8)], [codes(300, 23), idx], dtype)
+
+
+def codes(n, d, seed=0):
+    """uint8 pixel codes, many zeros, every value 0..255 likely present."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, (n, d)) * (rng.random((n, d)) < 0.4)).astype(np.uint8)
+
+
+def case_decode_bytes_(bk, ref, dtype):
+    for (n, d), scale in [((1, 1), 255), ((37, 13), 255), ((2048, 784), 255), ((37, 13), 1), ((5, 300), 7.5)]:
+        c = codes(n, d, n)
+        c[0, 0], c[-1, -1] = 255, 1
+        both(bk, ref, "decode_bytes_", [nan((n, d), dtype)], [c, dtype(scale)], dtype)
+        out = bk.asarray(nan((n, d), dtype))
+        bk.decode_bytes_(out, bk.asarray(c), dtype(scale))
+        # exactly the floats a float array made by dividing holds (what load_mnist makes)
+        np.testing.assert_array_equal(bk.to_numpy(out), np.divide(c, dtype(scale), dtype=dtype))
 
 
 def case_matmul_(bk, ref, dtype):
@@ -109,12 +127,14 @@ def case_softmax_xent_(bk, ref, dtype):
 def case_InputLayer(bk, ref, dtype):
     rng = np.random.default_rng(3)
     W, b = rand((23, 7), dtype, 1), rand(7, dtype, 2)
-    for data in (rand((300, 23), dtype, 0), pixels((300, 23), dtype)):
+    as_bytes = ByteImages(codes(300, 23), 255, dtype)
+    for data in (rand((300, 23), dtype, 0), pixels((300, 23), dtype), as_bytes):
         for act in ("identity", "relu", "sigmoid"):
             made = []
             for B in (bk, ref):
                 dW = B.asarray(np.zeros_like(W))
-                made.append((B.InputLayer(B, B.asarray(W), B.asarray(b), dW, B.asarray(data), 40, act), dW))
+                x = data.on(B, dtype) if data is as_bytes else B.asarray(data)
+                made.append((B.InputLayer(B, B.asarray(W), B.asarray(b), dW, x, 40, act), dW))
             for n in (40, 13, 40):                             # full, partial, full again
                 idx, dz = rng.integers(0, 300, n), rand((n, 7), dtype, n)
                 out = []
@@ -173,7 +193,7 @@ CASES = {
     "add_bias_": _bias_case("add_bias_"), "bias_relu_": _bias_case("bias_relu_"),
     "bias_sigmoid_": _bias_case("bias_sigmoid_", scale=30.0), "colsum_": case_colsum_,
     "relu_grad_colsum_": case_relu_grad_colsum_, "sigmoid_grad_colsum_": case_sigmoid_grad_colsum_,
-    "softmax_xent_": case_softmax_xent_, "InputLayer": case_InputLayer, "OutputLayer": case_OutputLayer,
+    "softmax_xent_": case_softmax_xent_, "decode_bytes_": case_decode_bytes_, "InputLayer": case_InputLayer, "OutputLayer": case_OutputLayer,
     "make_update": case_make_update,
 }
 

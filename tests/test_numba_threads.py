@@ -84,12 +84,12 @@ def test_layer_path_gemm_routes(nb, threads, monkeypatch):
     real = loops.split_dot
     monkeypatch.setattr(loops, "split_dot", lambda out, a, *r: (calls.append(a.shape[0]), real(out, a, *r))[1])
     monkeypatch.setattr(step, "SMALL_GEMM", 1000)
-    for m in (step.EVAL_ROWS, step.EVAL_ROWS + 37, 100):
+    for m in (step.TALL_ROWS, step.TALL_ROWS + 37, 100):
         a, b = rand((m, 60), np.float32, 0), rand((60, 30), np.float32, 1)
         with nb.train_scope():
             np.testing.assert_allclose(step.forward_gemm(a, b), a @ b, **tol(np.float32, 60))
         np.testing.assert_allclose(step.forward_gemm(a, b), a @ b, **tol(np.float32, 60))
-    assert calls == [step.EVAL_ROWS, step.EVAL_ROWS + 37]
+    assert calls == [step.TALL_ROWS, step.TALL_ROWS + 37]
 
 
 def test_num_threads_setting_is_honoured(nb):

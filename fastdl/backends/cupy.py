@@ -163,8 +163,8 @@ def softmax_xent_(dz, z, t):
 
 
 def gather_rows_(out, src, idx):
-    if src.ndim == 1:
-        cp.take(src, idx, out=out)
+    if src.ndim == 1 or src.dtype == cp.uint8:          # labels, ByteImages' codes
+        cp.take(src, idx, axis=0, out=out)
         return
     n, d = out.shape
     _launch("gather_rows", src.dtype, n * d, out, src, idx, np.int64(n), np.int64(d))
@@ -282,6 +282,10 @@ def running_update(avg, x, momentum, one_minus_momentum):
 
 def axpy_(y, a, x):
     _update("axpy", y, (x,), (a,))
+
+
+def decode_bytes_(out, codes, scale):
+    _launch("decode_bytes", out.dtype, out.size, out, codes, out.dtype.type(scale), np.int64(out.size))
 
 
 # -- optimizer updates (in place) -----------------------------------------------------------------

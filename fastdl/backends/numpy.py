@@ -242,6 +242,11 @@ def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
 
 # -- in-place hooks of the fused step (outputs first; see the contract) -------------------------
 
+def decode_bytes_(out, codes, scale):
+    # dtype=: the division in out's type (uint8 / float32 scalar promotes differently across NumPy versions)
+    np.divide(codes, scale, out=out, dtype=out.dtype)
+
+
 def gather_rows_(out, src, idx):
     # mode="clip": with the default mode take() buffers `out` (measured here: 29 us against 11 us
     # for 100 MNIST rows); indices are validated before any hook runs, so clipping never happens

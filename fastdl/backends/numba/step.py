@@ -28,13 +28,15 @@ import functools
 import numpy as np
 from numba import prange
 
+from ...errors import ShapeError
+from ...images import ByteImages
 from .. import composed
 from ..contract import ACT_CODES
 from . import cache, gather, loops, threads, variants
 from .loops import jit, jit_parallel
 
 SMALL_GEMM = 1 << 22          # multiply-adds; a 256x1000x1000 layer is 64x above, 100x50x10 100x below
-EVAL_ROWS = 1024              # forward products at least this tall are evaluation or prediction
+TALL_ROWS = 1024              # forward products at least this tall are evaluation or prediction
 
 
 MADE = []                     # the compiled functions built per activation or optimizer, so far
@@ -65,13 +67,13 @@ def matmul_(out, a, b):
 def forward_gemm(a, b):
     """x @ W for the layer path's forward kernels (see the module's notes)."""
     m = a.shape[0]
-    if (m < EVAL_ROWS or m * a.shape[1] * b.shape[1] < SMALL_GEMM or threads.parts(m) == 1
-            or a.dtype != b.dtype or a.dtype.char not in "fd" or a.size == 0 or b.size == 0
+    if (m < TALL_ROWS or not threads.active() or a.dtype != b.dtype or a.dtype.char not in "fd"
+            or a.size == 0 or b.size == 0
             or not (a.flags.c_contiguous or a.flags.f_contiguous)
             or not (b.flags.c_contiguous or b.flags.f_contiguous)):
         return a @ b
     out = np.empty((m, b.shape[1]), dtype=a.dtype)
-    loops.split_dot(out, a, b, cuts(m, threads.parts(m)))
+    matmul_(out, a, b)             # small ones too: NumPy's BLAS pool would wake and spin
     return out
 
 
@@ -122,7 +124,12 @@ class InputLayer:
         self.cut = cuts(K, threads.split_parts(K))
         self.one_cut = cuts(K, 1)
         self._cut = self.one_cut
-        coded = composed.byte_codes(x_train, np) if byte_coded else None
+        if x_train.shape[1] != K:          # the gather reads K bytes or floats per row, unchecked
+            raise ShapeError(f"x_train has {x_train.shape[1]} features per row; W has {K} rows")
+        if isinstance(x_train, ByteImages):
+            coded = x_train.codes, x_train.scale
+        else:
+            coded = composed.byte_codes(x_train, np) if byte_coded else None
         self.byte_coded = coded is not None
         self.src, scale = coded if coded is not None else (x_train, 1)
         self.scale = W.dtype.type(scale)
