@@ -81,8 +81,6 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("running_update", "update", "running_update(avg, x, momentum, one_minus_momentum)",
           "avg = momentum avg + one_minus_momentum x (Batch Norm's running mean and variance)", "avg"),
     Entry("axpy_", "hook", "axpy_(y, a, x)", "y += a x (the weight decay's lambda W added to dW)", "y"),
-    Entry("decode_bytes_", "hook", "decode_bytes_(out, codes, scale)",
-          "out = codes / scale: uint8 codes to out's dtype, then one division (fastdl.ByteImages)", "out"),
     # -- optimizer updates: the book's formulas, in its order; the scalars are
     #    Optimizer.kernel_hyperparameters(), derived ones (1 - beta, ...) formed in float64 --
     Entry("sgd_update", "update", "sgd_update(p, g, lr)", "p -= lr g", "p"),
@@ -101,6 +99,9 @@ ENTRIES: tuple[Entry, ...] = (
     # -- in-place hooks of the fused step ------------------------------------------------------
     Entry("gather_rows_", "hook", "gather_rows_(out, src, idx)", "out[r] = src[idx[r]] (rows or elements; any dtype: uint8 codes too)",
           "out", FUSED_STEP),
+    Entry("decode_bytes_", "hook", "decode_bytes_(out, codes, scale)",
+          "out = codes / scale: uint8 codes to out's dtype, then one division (ByteImages' rows, "
+          "in the composed InputLayer)", "out", FUSED_STEP),
     Entry("matmul_", "hook", "matmul_(out, a, b)", "out = a @ b (a, b may be transposed views)", "out", FUSED_STEP),
     Entry("add_bias_", "hook", "add_bias_(z, b)", "z += b", "z", FUSED_STEP),
     Entry("bias_relu_", "hook", "bias_relu_(z, b)", "z = max(z + b, 0)", "z", FUSED_STEP),

@@ -142,8 +142,8 @@ def softmax_cross_entropy_backward(probs, t):
 # -- chapter 6 -------------------------------------------------------------------------------------
 
 scale = _ref.scale          # one multiply per element: NumPy's SIMD loop is as fast as ours
-# evaluation's ByteImages blocks (the step decodes while gathering): NumPy's SIMD division takes
-# ~0.2 ns a pixel, a few percent of the GEMM after it, and nothing to compile
+# The contract's hook for the composed InputLayer; numba's own InputLayer decodes while it gathers
+# and never calls it. NumPy's SIMD loop: nothing to compile.
 decode_bytes_ = _ref.decode_bytes_
 
 
