@@ -142,9 +142,6 @@ def softmax_cross_entropy_backward(probs, t):
 # -- chapter 6 -------------------------------------------------------------------------------------
 
 scale = _ref.scale          # one multiply per element: NumPy's SIMD loop is as fast as ours
-# The contract's hook for the composed InputLayer; numba's own InputLayer decodes while it gathers
-# and never calls it. NumPy's SIMD loop: nothing to compile.
-decode_bytes_ = _ref.decode_bytes_
 
 
 def sum_squares(a):
@@ -230,6 +227,10 @@ def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
 def gather_rows_(out, src, idx):
     (loops.gather_rows if src.ndim == 2 else loops.gather)(out, src, idx)
 
+
+# The contract's hook for the composed InputLayer; numba's own InputLayer decodes while it gathers
+# and never calls it. NumPy's SIMD loop: nothing to compile.
+decode_bytes_ = _ref.decode_bytes_
 
 matmul_ = step.matmul_
 add_bias_ = loops.add_bias
