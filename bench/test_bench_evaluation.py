@@ -1,13 +1,14 @@
 """Evaluation at an epoch's end: the accuracy of the book's network on all 60,000 training and
-10,000 test images (what the trainer does 17 times in the book's run), per backend, beside the
-time of exactly its GEMMs on NumPy's BLAS measured in the same test (its floor)."""
+10,000 test images (what the trainer does 17 times in the book's run), per backend, from float32
+pixels and from ByteImages (what ``fastdl train`` holds), beside the time of exactly its GEMMs on
+NumPy's BLAS measured in the same test (its floor)."""
 
 import numpy as np
 import pytest
 
 import fastdl
 from conftest import QUICK, backend_info, settle, timings, warm
-from fastdl.networks import EVAL_CHUNK
+from fastdl.networks import EVAL_ROWS as EVAL_CHUNK
 
 
 def _gemm_floor(x, W1, W2, repeats=5) -> float:
@@ -23,7 +24,8 @@ def _gemm_floor(x, W1, W2, repeats=5) -> float:
     return float(np.median(timings(gemms, repeats)))
 
 
-def test_evaluation(benchmark, backend, mnist):
+@pytest.mark.parametrize("pixels", ["float32", "bytes"])
+def test_evaluation(benchmark, backend, mnist, pixels):
     """train and test accuracy of 784-50-10, as at the end of each of the book's epochs."""
     (x, t), (xt, tt) = mnist
     if QUICK:
@@ -31,13 +33,21 @@ def test_evaluation(benchmark, backend, mnist):
     benchmark.group = f"evaluation: accuracy on {len(x)} + {len(xt)} images, 784-50-10"
     net = fastdl.TwoLayerNet(784, 50, 10, backend=backend, seed=0, weight_init_std="he")
     ref = fastdl.TwoLayerNet(784, 50, 10, backend="numpy", seed=0, weight_init_std="he")
-    xs, xts = backend.asarray(x), backend.asarray(xt)
+    if pixels == "bytes":
+        as_bytes = lambda a: fastdl.ByteImages(np.rint(a * 255).astype(np.uint8)).on(backend, np.float32)
+        xs, xts = as_bytes(x), as_bytes(xt)
+        assert np.array_equal(backend.to_numpy(xs[:]), x)
+    else:
+        xs, xts = backend.asarray(x), backend.asarray(xt)
     ts, tts = backend.asarray(t.astype(np.int64)), backend.asarray(tt.astype(np.int64))
-    run = lambda: (net._accuracy(xs, ts), net._accuracy(xts, tts))
+
+    def run():
+        with backend.train_scope():            # as the trainer evaluates: inside fit()
+            return net._accuracy(xs, ts), net._accuracy(xts, tts)
     assert run() == pytest.approx((ref.accuracy(x, t), ref.accuracy(xt, tt)), abs=2e-4)
     warm(run, 2)
     p = ref.params_numpy()
     floor = _gemm_floor(x, p["W1"], p["W2"]) + _gemm_floor(xt, p["W1"], p["W2"])
     settle()
-    benchmark.extra_info.update(backend_info(backend), dtype="float32", floor_seconds=floor)
+    benchmark.extra_info.update(backend_info(backend), dtype="float32", pixels=pixels, floor_seconds=floor)
     benchmark.pedantic(run, rounds=3 if QUICK else 10, iterations=1)
