@@ -277,20 +277,23 @@ class MultiLayerNet:
     def _score_blocks(self, x):
         """``(start, scores)`` in inference mode for blocks of x's rows (bounded memory).
         ByteImages are read by the backend's ``InputLayer``, as the trainer's step reads them
-        (decoded a block at a time into buffers made once), then the layers after Affine1."""
+        (decoded a block at a time into buffers made once), with the step's activation when one
+        follows Affine1 (numba then compiles nothing more for evaluation), then the layers after."""
         if not isinstance(x, ByteImages):
             for start in range(0, x.shape[0], EVAL_ROWS):
                 yield start, self._predict(x[start:start + EVAL_ROWS])
             return
         bk, W, b = self.backend, self.params["W1"], self.params["b1"]
         rows = min(BYTE_ROWS, x.shape[0])
-        first = bk.InputLayer(bk, W, b, bk.xp.empty_like(W), x, rows, "identity")
+        act = "identity" if self.batch_norm else self.activation       # Batch Norm comes before it
+        rest = self._forward_layers[1 if act == "identity" else 2:]
+        first = bk.InputLayer(bk, W, b, bk.xp.empty_like(W), x, rows, act)
         z = bk.xp.empty((rows, W.shape[1]), dtype=self.dtype)
         for start in range(0, x.shape[0], rows):
             n = min(rows, x.shape[0] - start)
             y = z if n == rows else z[:n]
-            first.forward(bk.asarray(np.arange(start, start + n)), y)      # x[rows] @ W1 + b1
-            for layer in self._forward_layers[1:]:
+            first.forward(bk.asarray(np.arange(start, start + n)), y)      # act(x[rows] @ W1 + b1)
+            for layer in rest:
                 y = layer._forward(y, False)
             yield start, y
 

@@ -108,7 +108,8 @@ def test_evaluation_reads_blocks_of_rows_through_the_input_layer(backend, monkey
     extended = fastdl.MultiLayerNet(codes.shape[1], [8, 6], 4, activation="sigmoid", batch_norm=True,
                                     dropout=0.3, backend=backend, seed=0)
     extended.buffers["running_mean1"][...] = backend.asarray(np.linspace(0, 1, 8, dtype=np.float32))
-    for net in (plain, extended):
+    sigmoid = fastdl.TwoLayerNet(codes.shape[1], 8, 4, activation="sigmoid", backend=backend, seed=0)
+    for net in (plain, extended, sigmoid):
         assert net.accuracy(ByteImages(codes), t) == net.accuracy(floats, t)
         scores = [backend.to_numpy(s) for _, s in net._score_blocks(ByteImages(codes).on(backend, np.float32))]
         np.testing.assert_allclose(np.concatenate(scores), backend.to_numpy(net.predict(floats)),
