@@ -20,7 +20,8 @@ to the loss and lambda W to each dW, by ``axpy_``, before the update); Batch Nor
 Affine (its pure kernels; the block's activation then runs after the normalisation); Dropout after
 a hidden activation (the network's own layer, so its masks and counters are the layer path's).
 Those pure kernels allocate their outputs; the head then stops at the gradient of its input
-(activation "identity") and each block's backward runs here.
+(activation "identity") and each block's backward runs here. Such steps are never captured for
+replay (``step.uncapturable`` says why); the plain ones are (``fastdl.replay``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def compile_train_step(network, optimizer, batch_size: int, x_train, t_train):
     build = _extended if (network._norms or network._dropouts) else _shallow if L == 1 else _plain
     step, first = build(network, bk, B, x_train, t_train, T, W, b, dW, db, grads, update)
     step.byte_coded = first.byte_coded         # for the tests: whether rows come from byte codes
+    # Whether a block of these steps can be captured and replayed (fastdl.replay), or why not
+    step.uncapturable = ("Batch Norm, Dropout and weight decay allocate in every step"
+                         if build is _extended or network.weight_decay else None)
     return step
 
 

@@ -47,6 +47,9 @@ def _is_number(p) -> bool:
 class Optimizer:
     kernel = ""           # the contract's update kernel, e.g. "sgd_update"
     state_names: tuple[str, ...] = ()
+    # Whether kernel_hyperparameters() stays the same from step to step while the hyperparameters
+    # do (so a captured block of steps may replay them: fastdl.replay). Declared, never assumed.
+    steady_scalars = False
 
     def __init__(self, lr: float):
         if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
@@ -155,6 +158,7 @@ class Optimizer:
 class SGD(Optimizer):
     """p -= lr * g"""
     kernel = "sgd_update"
+    steady_scalars = True
 
     def __init__(self, lr: float = 0.01):
         super().__init__(lr)
@@ -163,6 +167,7 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     """v = momentum * v - lr * g; p += v"""
     kernel = "momentum_update"
+    steady_scalars = True
     state_names = ("v",)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9):
@@ -187,6 +192,7 @@ class Nesterov(Momentum):
 class AdaGrad(Optimizer):
     """h += g^2; p -= lr * g / (sqrt(h) + eps)"""
     kernel = "adagrad_update"
+    steady_scalars = True
     state_names = ("h",)
 
     def __init__(self, lr: float = 0.01, eps: float = 1e-7):
@@ -200,6 +206,7 @@ class AdaGrad(Optimizer):
 class RMSprop(Optimizer):
     """h = decay * h + (1 - decay) * g^2; p -= lr * g / (sqrt(h) + eps)"""
     kernel = "rmsprop_update"
+    steady_scalars = True
     state_names = ("h",)
 
     def __init__(self, lr: float = 0.01, decay: float = 0.99, eps: float = 1e-7):
@@ -217,6 +224,7 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with the bias correction folded into the step size, as in the book."""
     kernel = "adam_update"
+    steady_scalars = False          # the step size changes every step
     state_names = ("m", "v")
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .backends.contract import FUSED_STEP
+from .backends.contract import FUSED_STEP, GRAPH_REPLAY
 from .errors import DivergenceError
 from .fused import compile_train_step
 from .images import backend_input
@@ -70,6 +70,9 @@ class Trainer:
     that many times the run's first loss, or a weight past the square root of the dtype's range.
     ``fast_path=True`` (the default) trains with the backend's fused step (``fastdl.fused``)
     wherever the backend declares one, as all three do; ``False`` runs the layer-by-layer path.
+    Where the backend can replay captured work (cupy: CUDA graphs) each block of ``sync_every``
+    full steps runs as one replay (``fastdl.replay``), with the same numbers; ``capture_note``
+    says why a run does not.
     """
 
     def __init__(self, network, optimizer, x_train, t_train, x_test=None, t_test=None, *,
@@ -144,6 +147,7 @@ class Trainer:
         # A backend that declares the fused step gets it: the same numbers as the layer-by-layer
         # path (tests hold it to that) with every intermediate preallocated.
         self._fused = None
+        self.capture_note = None         # why fit() replays no captured blocks, if it does not
         if fast_path and FUSED_STEP in bk.CAPABILITIES:
             self._fused = compile_train_step(network, optimizer, self.batch_size, self.x_train, self.t_train)
         self.fast_path = self._fused is not None
@@ -229,15 +233,15 @@ class Trainer:
 
     def fit(self) -> History:
         """Train until ``total_steps`` (continuing from a resumed checkpoint, if any)."""
-        bk, net, opt, h = self.backend, self.network, self.optimizer, self.history
+        bk, net, h = self.backend, self.network, self.history
         xp = bk.xp
-        B, spe = self.batch_size, self.steps_per_epoch
+        spe = self.steps_per_epoch
         losses = xp.empty(self.sync_every, dtype=net.dtype)
         snapshot = {k: v.copy() for k, v in net.params.items()}
         bar = self._progress_bar()
         t_start = time.perf_counter()
         train_time = 0.0
-        done = 0                         # steps since the last sync
+        self._replay = self._make_replay(losses)
         # A diverging run overflows on the way to NaN; we detect that ourselves and raise
         # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
         try:
@@ -251,28 +255,20 @@ class Trainer:
                     epoch_idx = bk.asarray(self._epoch_host)         # one transfer per epoch
                     end = min(spe, self._pos + self.total_steps - self.step)
                     t0 = time.perf_counter()
-                    while self._pos < end:
-                        s = self._pos
-                        idx = epoch_idx[s * B:(s + 1) * B]
-                        if self._fused is not None:
-                            loss = self._fused(idx)
-                        else:
-                            loss = net.train_step(self.x_train[idx], self.t_train[idx], opt)
-                        losses[done] = loss
-                        done += 1
-                        self.step += 1
-                        self._pos += 1
-                        if done == self.sync_every or self._pos == end:
-                            bk.synchronize()
-                            train_time += time.perf_counter() - t0
-                            snapshot = self._sync(losses, done, snapshot)
-                            done = 0
-                            if bar is not None:
-                                bar.update(self.step - bar.n)
-                                bar.set_postfix(loss=f"{h.loss[-1]:.4f}")
-                            if self._pos < spe and self._checkpoint_due():
-                                self.save_checkpoint(self.checkpoint)
-                            t0 = time.perf_counter()
+                    while self._pos < end:               # blocks of steps between two sync points
+                        done = min(self.sync_every, end - self._pos)
+                        self._run_block(epoch_idx, done, losses)
+                        self.step += done
+                        self._pos += done
+                        bk.synchronize()
+                        train_time += time.perf_counter() - t0
+                        snapshot = self._sync(losses, done, snapshot)
+                        if bar is not None:
+                            bar.update(self.step - bar.n)
+                            bar.set_postfix(loss=f"{h.loss[-1]:.4f}")
+                        if self._pos < spe and self._checkpoint_due():
+                            self.save_checkpoint(self.checkpoint)
+                        t0 = time.perf_counter()
                     if self._pos == spe or self.step == self.total_steps:
                         self._evaluate()             # _pos stays at spe: the next pass draws a new epoch
                         if self._checkpoint_due():
@@ -286,6 +282,33 @@ class Trainer:
             h.train_seconds += train_time
             h.seconds += time.perf_counter() - t_start
         return h
+
+    def _run_block(self, epoch_idx, n: int, losses) -> None:
+        """Steps _pos .. _pos + n - 1 of this epoch, their losses into losses[:n]: one replay of
+        a captured block where it can (``fastdl.replay``), else step by step."""
+        B, pos = self.batch_size, self._pos
+        full = (pos + n) * B <= epoch_idx.shape[0]           # no partial batch at the epoch's end
+        if self._replay is not None and n == self.sync_every and full and self._replay.run(epoch_idx, pos):
+            return
+        for j in range(n):
+            idx = epoch_idx[(pos + j) * B:(pos + j + 1) * B]
+            if self._fused is not None:
+                losses[j] = self._fused(idx)
+            else:
+                losses[j] = self.network.train_step(self.x_train[idx], self.t_train[idx], self.optimizer)
+
+    def _make_replay(self, losses):
+        """A Replay of this run's blocks where the backend and the step allow it (else None, the
+        reason in ``capture_note``)."""
+        from .replay import Replay
+        if self._fused is None or GRAPH_REPLAY not in self.backend.CAPABILITIES:
+            self.capture_note = None if self._fused is None else f"backend {self.backend.name!r} replays nothing"
+            return None
+        why = self._fused.uncapturable or (None if self.optimizer.steady_scalars else
+                                            f"{type(self.optimizer).__name__}'s kernel scalars change every step")
+        self.capture_note = why
+        return None if why else Replay(self.backend, self._fused, self.optimizer, self.batch_size,
+                                       self.sync_every, losses)
 
     # -- checkpoints -----------------------------------------------------------------------------
 

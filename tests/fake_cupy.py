@@ -33,7 +33,72 @@ __version__ = "0.0-emulated"
 
 
 class ndarray(np.ndarray):
-    """A "device" array."""
+    """A "device" array. While a stream captures, what would write one is recorded, and what
+    would allocate one is refused (see ``_capturing``)."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        base = lambda a: a.view(np.ndarray) if isinstance(a, ndarray) else a
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(base(o) for o in out)
+        args = tuple(base(a) for a in inputs)
+        run = lambda: getattr(ufunc, method)(*args, **kwargs)
+        if _CAPTURE is not None:
+            _capturing(ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}", {"out": out}, run)
+        else:
+            result = run()
+            if out is None:
+                return _dev(result)
+        return out[0] if len(out) == 1 else out
+
+    def __array_finalize__(self, obj):
+        if _CAPTURE is not None and self.base is None:      # new memory, not a view (copy, astype, ...)
+            raise CaptureError("a new device array during stream capture (a graph cannot own pool memory): "
+                               "write into a preallocated one")
+
+    def __setitem__(self, key, value):
+        if _CAPTURE is not None:
+            _CAPTURE.append(lambda: np.ndarray.__setitem__(self, key, value))
+            return
+        super().__setitem__(key, value)
+
+
+# -- stream capture (CUDA graphs) ----------------------------------------------------------------
+# While a stream captures, the GPU runs nothing: kernel launches, cuBLAS calls and copies become
+# nodes of a graph that each launch of it replays, on the very same memory. So here: work that
+# writes given arrays is recorded and replayed in order by Graph.launch(); work that would
+# allocate its result is refused, as it must be on a GPU too (pool memory handed out during a
+# capture goes back to the pool afterwards while the graph still writes to it); so are host
+# transfers and synchronisation, which a capture forbids.
+
+_CAPTURE = None              # the recorded work while a stream captures
+
+
+class CaptureError(RuntimeError):
+    pass
+
+
+def _capturing(what, kwargs, work):
+    if kwargs.get("out") is None:
+        raise CaptureError(f"{what} allocates its result during stream capture (a graph cannot own pool "
+                           f"memory): write into a preallocated array with out=")
+    _CAPTURE.append(work)
+
+
+def _no_capture(what):
+    if _CAPTURE is not None:
+        raise CaptureError(f"{what} during stream capture: a captured graph cannot wait on the host")
+
+
+class Graph:
+    def __init__(self, work):
+        self.work, self.launches = work, 0
+
+    def launch(self, stream=None):
+        _no_capture("launching a graph")
+        self.launches += 1
+        for w in self.work:
+            w()
 
 
 def _dev(a):
@@ -46,6 +111,9 @@ def _dev(a):
 
 def _wrap(fn):
     def wrapped(*args, **kwargs):
+        if _CAPTURE is not None:
+            _capturing(f"cupy.{getattr(fn, '__name__', 'fn')}", kwargs, lambda: fn(*args, **kwargs))
+            return kwargs["out"]
         return _dev(fn(*args, **kwargs))
     wrapped.__name__ = getattr(fn, "__name__", "fn")
     return wrapped
@@ -60,6 +128,7 @@ def ascontiguousarray(a, dtype=None):
 
 
 def asnumpy(a):
+    _no_capture("copying to the host")
     return np.array(a, copy=True).view(np.ndarray) if isinstance(a, np.ndarray) else np.asarray(a)
 
 
@@ -71,8 +140,40 @@ def __getattr__(name):
 # -- the CUDA runtime --------------------------------------------------------------------------
 
 class _Stream:
+    """The current stream; ``Stream(non_blocking=True)`` makes one to capture on."""
+
+    def __init__(self, null=False, non_blocking=False):
+        self.capturing = False
+
     def synchronize(self):
-        pass
+        _no_capture("synchronizing")
+
+    def __enter__(self):
+        global _CURRENT
+        self._outer, _CURRENT = _CURRENT, self
+        return self
+
+    def __exit__(self, *exc):
+        global _CURRENT
+        _CURRENT = self._outer
+
+    def begin_capture(self, mode=None):
+        global _CAPTURE
+        assert self is not _NULL, "cannot capture on the default (legacy) stream"
+        assert _CAPTURE is None, "a stream is capturing already"
+        _CAPTURE, self.capturing = [], True
+
+    def end_capture(self):
+        global _CAPTURE
+        assert self.capturing, "this stream is not capturing"
+        work, _CAPTURE, self.capturing = _CAPTURE, None, False
+        return Graph(work)
+
+    def is_capturing(self):
+        return self.capturing
+
+
+_NULL = _CURRENT = _Stream(null=True)
 
 
 class _Device:
@@ -95,7 +196,8 @@ class _Runtime:
     driverGetVersion = runtimeGetVersion
 
 
-cuda = types.SimpleNamespace(runtime=_Runtime(), Device=_Device, get_current_stream=lambda: _Stream())
+cuda = types.SimpleNamespace(runtime=_Runtime(), Device=_Device, Stream=_Stream, Graph=Graph,
+                             get_current_stream=lambda: _CURRENT)
 
 
 # -- kernels -------------------------------------------------------------------------------------
@@ -202,6 +304,12 @@ class _Kernel:
         real = ctypes.c_float if self.T == np.float32 else ctypes.c_double
         c_args = [ctypes.c_void_p(a.ctypes.data) if kind.endswith("*") else (_C_TYPES[kind] or real)(a)
                   for (kind, _), a in zip(self.sig, args)]
+        if _CAPTURE is not None:               # a node of the graph: the same pointers and scalars
+            _CAPTURE.append(lambda: self._run(grid, block, c_args))
+            return
+        self._run(grid, block, c_args)
+
+    def _run(self, grid, block, c_args):
         self.launches += 1
         if self.fn(*grid, *block, *c_args) != 0:
             raise RuntimeError(f"kernel {self.name}_{'f32' if self.T == np.float32 else 'f64'} failed on the "

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 CORE = "core"
 FUSED_STEP = "fused_step"          # the trainer's whole-step path (fastdl.fused)
+GRAPH_REPLAY = "graph_replay"      # blocks of steps captured once and replayed (fastdl.replay)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("sigmoid_grad_colsum_", "hook", "sigmoid_grad_colsum_(dh, db, y)",
           "dh *= y (1 - y); db = dh.sum(0)  (y: the sigmoid's output)", "dh, db", FUSED_STEP),
     Entry("softmax_xent_", "hook", "softmax_xent_(dz, z, t) -> loss",
-          "dz = (softmax(z) - onehot(t)) / N; returns the mean loss (on a GPU, a 0-d device array)",
+          "dz = (softmax(z) - onehot(t)) / N; returns the mean loss (on a GPU, a 0-d device array that "
+          "the next call with the same batch size overwrites)",
           "dz", FUSED_STEP),
     # -- builders of the fused step ------------------------------------------------------------
     Entry("InputLayer", "builder", "InputLayer(bk, W, b, dW, x_train, batch_size, activation)",
@@ -125,6 +127,11 @@ ENTRIES: tuple[Entry, ...] = (
           "dW, db, dh, db_h", FUSED_STEP),
     Entry("make_update", "builder", "make_update(bk, optimizer, params, grads) -> update()",
           "update() == optimizer.update(params, grads, bk)", "params, optimizer state", FUSED_STEP),
+    # -- replaying captured work ---------------------------------------------------------------
+    Entry("capture", "function", "capture(work) -> replay()",
+          "records what work() launches without running it; each replay() runs that again, on the same "
+          "arrays (cupy: a CUDA graph). work() may only write arrays that outlive the replays; what it "
+          "cannot record (an allocation, a wait on the host) raises", "", GRAPH_REPLAY),
 )
 
 BY_NAME = {e.name: e for e in ENTRIES}

@@ -25,12 +25,12 @@ import numpy as np
 
 from ..cuda_sources import combined_source, kernel_dir
 from . import composed
-from .contract import ACT_CODES, FUSED_STEP, SOFTMAX_GRAD, SOFTMAX_PROBS
+from .contract import ACT_CODES, FUSED_STEP, GRAPH_REPLAY, SOFTMAX_GRAD, SOFTMAX_PROBS
 
 name = "cupy"
 xp = cp
 device = "cuda"          # refined by check_usable() to the device's name
-CAPABILITIES = frozenset({FUSED_STEP})
+CAPABILITIES = frozenset({FUSED_STEP, GRAPH_REPLAY})
 COMPILES = True           # NVRTC, at selection; the step's first call still sets up cuBLAS
 
 THREADS = 256
@@ -146,20 +146,23 @@ def colsum_(out, dy):
 _row_loss = {}
 
 
-def _softmax(out, z, t, mode):
+def _softmax(out, z, t, mode, keep=False):
+    """The per-row kernel, then the mean loss as a 0-d device array (no host round trip): a new
+    one, or with ``keep`` the same one per batch size and dtype, overwritten by the next call
+    (so the fused step allocates nothing, and a captured step writes where its replays will)."""
     n, c = z.shape
     key = (n, z.dtype.char, cp.cuda.Device().id)
-    row_loss = _row_loss.get(key)
-    if row_loss is None:                    # one buffer per batch size: no allocation per step
-        row_loss = _row_loss[key] = cp.empty(n, dtype=z.dtype)
+    if key not in _row_loss:                    # buffers per batch size: no allocation per step
+        _row_loss[key] = cp.empty(n, dtype=z.dtype), cp.empty((), dtype=z.dtype)
+    row_loss, mean = _row_loss[key]
     warps_per_block = THREADS // 32
     blocks = math.ceil(n / warps_per_block)
     _kernel("softmax_xent", z.dtype)((blocks,), (THREADS,), (z, t, out, row_loss, np.int64(n), np.int32(c), np.int32(mode)))
-    return row_loss.mean()            # a 0-d device array: no host round trip
+    return cp.mean(row_loss, out=mean) if keep else row_loss.mean()
 
 
 def softmax_xent_(dz, z, t):
-    return _softmax(dz, z, t, SOFTMAX_GRAD)
+    return _softmax(dz, z, t, SOFTMAX_GRAD, keep=True)
 
 
 def gather_rows_(out, src, idx):
@@ -317,3 +320,23 @@ def rmsprop_update(p, g, h, lr, decay, one_minus_decay, eps):
 
 def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
     _update("adam", p, (g, m, v), (lr_t, one_minus_beta1, one_minus_beta2, eps))
+
+
+# -- replaying captured work -----------------------------------------------------------------------
+
+def capture(work):
+    """work() captured into a CUDA graph on a stream of its own (nothing runs); the replay
+    launches the graph on the current stream, so it stays in order with the work around it."""
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        try:
+            work()
+        except BaseException:
+            try:                                 # end the (now invalid) capture; report work's error
+                stream.end_capture()
+            except Exception:                    # noqa: BLE001
+                pass
+            raise
+        graph = stream.end_capture()
+    return lambda: graph.launch(stream=cp.cuda.get_current_stream())

@@ -1,0 +1,160 @@
+"""Blocks of steps captured once and replayed (fastdl.replay): on the emulated GPU (CUDA graphs
+recorded and replayed on the CPU) and on NumPy, the run is the uncaptured one, bit for bit; what
+cannot be captured falls back with a stated reason and the same numbers."""
+
+import numpy as np
+import pytest
+
+import fastdl
+import fake_cupy
+from fastdl.backends.contract import GRAPH_REPLAY
+from fastdl.optimizers import get_optimizer
+
+
+@pytest.fixture(scope="module")
+def emu():
+    if fake_cupy.CXX is None:
+        pytest.skip("no C++ compiler (g++, clang++ or $CXX): the CUDA kernels cannot run on the CPU here")
+    with fake_cupy.emulated_backend() as module:
+        yield module
+
+
+def data(n=437, d=20, c=5, seed=0):
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, c, n)
+    return (rng.standard_normal((c, d))[t] * 2 + rng.standard_normal((n, d))).astype(np.float32), t
+
+
+def train(backend, opt="SGD", replay=True, monkeypatch=None, epochs=3, **net_kw):
+    """A run of 437 rows in batches of 50 (a partial batch per epoch), 3 steps a block."""
+    if not replay:
+        monkeypatch.setattr(backend, "CAPABILITIES", backend.CAPABILITIES - {GRAPH_REPLAY})
+    x, t = data()
+    net = fastdl.MultiLayerNet(20, [16, 12], 5, weight_init_std="he", backend=backend, seed=0, **net_kw)
+    tr = fastdl.Trainer(net, get_optimizer(opt, lr=0.05), x, t, x[:100], t[:100], epochs=epochs, batch_size=50,
+                        seed=1, sync_every=3, progress=False)
+    h = tr.fit()
+    if not replay:
+        monkeypatch.undo()
+    return tr, (h.loss, h.train_acc, h.test_acc, net.params_numpy())
+
+
+def identical(a, b):
+    assert a[0] == b[0] and a[1] == b[1] and a[2] == b[2]
+    for k in a[3]:
+        np.testing.assert_array_equal(a[3][k], b[3][k])
+
+
+@pytest.mark.parametrize("opt", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop"])
+def test_replayed_blocks_are_the_uncaptured_run_bit_for_bit(emu, opt, monkeypatch):
+    tr, replayed = train(emu, opt)
+    assert tr.capture_note is None and tr._replay.note is None
+    # 9 steps an epoch: blocks of 3, 3, 3 (the last one ends in the partial batch: uncaptured);
+    # the first block warms up, the second is captured and replayed, every later full one replayed
+    assert tr._replay.replays == 3 * 2 - 1
+    identical(replayed, train(emu, opt, replay=False, monkeypatch=monkeypatch)[1])
+
+
+def test_byte_images_are_replayed_too(emu, monkeypatch):
+    """ByteImages' gather (CuPy's take) and decode kernel inside the captured steps."""
+    x, t = data()
+    codes = np.clip(np.rint((x - x.min()) * 20), 0, 255).astype(np.uint8)
+
+    def run(replay):
+        if not replay:
+            monkeypatch.setattr(emu, "CAPABILITIES", emu.CAPABILITIES - {GRAPH_REPLAY})
+        net = fastdl.TwoLayerNet(20, 16, 5, weight_init_std="he", backend=emu, seed=0)
+        tr = fastdl.Trainer(net, get_optimizer("SGD", lr=0.05), fastdl.ByteImages(codes), t, epochs=2,
+                            batch_size=50, seed=1, sync_every=3, progress=False)
+        h = tr.fit()
+        monkeypatch.undo()
+        return tr, h.loss, net.params_numpy()
+    tr, loss, params = run(True)
+    assert tr._replay.replays == 3 and tr._fused.byte_coded
+    _, want_loss, want = run(False)
+    assert loss == want_loss
+    for k in want:
+        np.testing.assert_array_equal(params[k], want[k])
+
+
+def test_a_graph_replays_kernels_on_the_same_memory_and_runs_nothing_while_captured(emu):
+    """The emulator's capture itself: launches and writes recorded, not run; the replay runs them."""
+    z, b = emu.asarray(np.zeros((4, 3), np.float32)), emu.asarray(np.ones(3, np.float32))
+    out = fake_cupy.zeros((), np.float32)
+
+    def work():
+        emu.add_bias_(z, b)
+        fake_cupy.mean(z, out=out)
+    replay = emu.capture(work)
+    assert float(out) == 0 and not z.any()
+    replay()
+    replay()
+    assert float(out) == 2 and (np.asarray(z) == 2).all()
+
+
+@pytest.mark.parametrize("what", ["allocate", "host copy", "synchronize"])
+def test_what_a_graph_cannot_hold_is_refused_while_capturing(emu, what):
+    z = emu.asarray(np.ones((4, 3), np.float32))
+    work = {"allocate": lambda: z.sum(), "host copy": lambda: emu.to_numpy(z), "synchronize": emu.synchronize}[what]
+    with pytest.raises(fake_cupy.CaptureError, match="capture"):
+        emu.capture(work)
+    assert fake_cupy._CAPTURE is None                    # the capture was ended
+    emu.synchronize()
+
+
+def test_a_failed_capture_runs_uncaptured_with_the_reason(emu, monkeypatch):
+    """A step that allocates cannot be captured: the run warns, says why, and its numbers are the
+    uncaptured run's."""
+    want = train(emu, replay=False, monkeypatch=monkeypatch)[1]
+    real = emu.add_bias_
+    monkeypatch.setattr(emu, "add_bias_", lambda z, b: (real(z, b), z.copy()))      # a stray allocation
+    with pytest.warns(RuntimeWarning, match="capturing a block of steps failed.*new device array"):
+        tr, got = train(emu)
+    assert "uncaptured" in tr._replay.note and tr._replay.replays == 0
+    identical(got, want)
+
+
+def test_a_changed_learning_rate_is_captured_again(emu, monkeypatch):
+    def run(replay):
+        if not replay:
+            monkeypatch.setattr(emu, "CAPABILITIES", emu.CAPABILITIES - {GRAPH_REPLAY})
+        x, t = data()
+        net = fastdl.TwoLayerNet(20, 16, 5, weight_init_std="he", backend=emu, seed=0)
+        opt = get_optimizer("Momentum", lr=0.05)
+        tr = fastdl.Trainer(net, opt, x, t, iterations=30, batch_size=50, seed=1, sync_every=3, progress=False,
+                            callbacks=[lambda tr, rec: setattr(opt, "lr", opt.lr / 2)])       # at each epoch's end
+        tr.fit()
+        monkeypatch.undo()
+        return tr, net.params_numpy()
+    tr, got = run(True)
+    assert tr._replay.captured_with["lr"] == 0.05 / 2 ** 3
+    want = run(False)[1]
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+@pytest.mark.parametrize("case", ["Adam", "batch norm", "weight decay"])
+def test_what_is_never_captured_says_why(emu, case):
+    opt = "Adam" if case == "Adam" else "SGD"
+    kw = {"batch norm": {"batch_norm": True}, "weight decay": {"weight_decay": 0.01}}.get(case, {})
+    tr, _ = train(emu, opt, epochs=1, **kw)
+    assert tr._replay is None
+    assert tr.capture_note == {"Adam": "Adam's kernel scalars change every step"}.get(
+        case, "Batch Norm, Dropout and weight decay allocate in every step")
+
+
+def test_numpy_replays_by_calling_the_steps_again(monkeypatch):
+    """NumPy's capture is the reference: the block logic runs there too, with the same numbers."""
+    np_backend = fastdl.get_backend("numpy")
+    tr, replayed = train(np_backend, "Momentum")
+    assert tr._replay.replays == 5
+    identical(replayed, train(np_backend, "Momentum", replay=False, monkeypatch=monkeypatch)[1])
+
+
+def test_numba_declares_no_replay():
+    nb = pytest.importorskip("numba") and fastdl.get_backend("numba")
+    x, t = data()
+    tr = fastdl.Trainer(fastdl.TwoLayerNet(20, 8, 5, backend=nb, seed=0), get_optimizer("SGD", lr=0.1), x, t,
+                        iterations=3, progress=False)
+    tr.fit()
+    assert tr._replay is None and tr.capture_note == "backend 'numba' replays nothing"
