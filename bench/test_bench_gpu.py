@@ -1,6 +1,8 @@
-"""GPU benchmarks (skipped without a usable cupy backend): the book's workload on cupy against
-PyTorch eager autograd on the same GPU, how a cupy step splits into GPU time and launch overhead,
-and larger networks against the GPU's measured GEMM rate and the numba backend on the CPU."""
+"""GPU benchmarks (skipped without a usable cupy backend): the book's workload on cupy, with its
+blocks of steps replayed as CUDA graphs (the trainer's default) and uncaptured, against PyTorch
+eager autograd and PyTorch's CUDA graphs on the same GPU, at batch 100, 1000 and 10,000; how a
+cupy step splits into GPU time and launch overhead; and larger networks against the GPU's
+measured GEMM rate and the numba backend on the CPU."""
 
 import time
 
@@ -16,7 +18,12 @@ ok, why = backend_status("cupy")
 pytestmark = pytest.mark.skipif(not ok, reason=f"cupy backend unavailable: {why}")
 
 BOOK_STEPS = 500 if QUICK else 10_000
+BOOK_BATCHES = [100, 1000, 10_000]
 LARGE = [([784, 1000, 1000, 10], 1024), ([784, 4096, 4096, 10], 1024)]
+
+
+def _book_group(batch):
+    return f"gpu book 784-50-10 batch {batch} x{BOOK_STEPS}"
 
 
 def _train(bk_name, data, sizes, batch, steps):
@@ -55,23 +62,42 @@ def test_large_network_epoch(benchmark, mnist, name, sizes, batch):
     benchmark.pedantic(_fit, setup=lambda: ((_train(name, mnist, sizes, batch, steps),), {}), rounds=3, iterations=1)
 
 
-def test_cupy_book_workload(benchmark, mnist):
-    benchmark.group = f"gpu book 784-50-10 batch 100 x{BOOK_STEPS}"
-    _fit(_train("cupy", mnist, [784, 50, 10], 100, 200))
-    _info(benchmark, get_backend("cupy"), [784, 50, 10], 100, BOOK_STEPS)
-    benchmark.pedantic(_fit, setup=lambda: ((_train("cupy", mnist, [784, 50, 10], 100, BOOK_STEPS),), {}),
+@pytest.mark.parametrize("batch", BOOK_BATCHES)
+@pytest.mark.parametrize("mode", ["graph", "eager"])
+def test_cupy_book_workload(benchmark, mnist, mode, batch, monkeypatch):
+    """The book's run on cupy: blocks of 100 steps replayed as CUDA graphs (the default), or every
+    step launched from Python (the graph_replay capability taken away)."""
+    from fastdl.backends.contract import GRAPH_REPLAY
+    bk = get_backend("cupy")
+    if mode == "eager":
+        monkeypatch.setattr(bk, "CAPABILITIES", bk.CAPABILITIES - {GRAPH_REPLAY})
+    benchmark.group = _book_group(batch)
+    warm = _train("cupy", mnist, [784, 50, 10], batch, 300)
+    _fit(warm)
+    replays = warm._replay.replays if warm._replay is not None else 0
+    assert (replays > 0) == (mode == "graph"), warm.capture_note or (warm._replay and warm._replay.note)
+    _info(benchmark, bk, [784, 50, 10], batch, BOOK_STEPS)
+    benchmark.extra_info.update(backend=f"cupy ({'CUDA graphs' if mode == 'graph' else 'uncaptured'})",
+                                mode=mode, capture_note=str(warm.capture_note))
+    benchmark.pedantic(_fit, setup=lambda: ((_train("cupy", mnist, [784, 50, 10], batch, BOOK_STEPS),), {}),
                        rounds=3, iterations=1)
 
 
-@pytest.mark.parametrize("sizes,batch", [([784, 50, 10], 100)] + LARGE, ids=["784-50-10", "784-1000-1000-10", "784-4096-4096-10"])
-def test_torch_gpu_eager(benchmark, mnist, sizes, batch):
-    """PyTorch eager autograd on the same GPU, same network, batches and hyperparameters."""
+TORCH_CASES = [([784, 50, 10], b) for b in BOOK_BATCHES] + LARGE
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "cuda-graph"])
+@pytest.mark.parametrize("sizes,batch", TORCH_CASES,
+                         ids=[f"784-50-10-b{b}" for b in BOOK_BATCHES] + ["784-1000-1000-10", "784-4096-4096-10"])
+def test_torch_gpu(benchmark, mnist, sizes, batch, graph):
+    """PyTorch on the same GPU, same network, batches and hyperparameters: eager autograd, or the
+    whole step (forward, backward, SGD) captured once with torch.cuda.graphs and replayed with the
+    batch copied into its static input."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("PyTorch sees no CUDA device")
     steps = BOOK_STEPS if sizes[1] == 50 else (10 if QUICK else 59)
-    benchmark.group = (f"gpu book 784-50-10 batch 100 x{BOOK_STEPS}" if sizes[1] == 50 else
-                       f"gpu large {'-'.join(map(str, sizes))} batch {batch} x{steps}")
+    benchmark.group = _book_group(batch) if sizes[1] == 50 else f"gpu large {'-'.join(map(str, sizes))} batch {batch} x{steps}"
     (x, t), _ = mnist
     dev = torch.device("cuda")
     X, T = torch.from_numpy(x).to(dev), torch.from_numpy(t.astype(np.int64)).to(dev)
@@ -83,30 +109,61 @@ def test_torch_gpu_eager(benchmark, mnist, sizes, batch):
         ps = [torch.from_numpy(init[f"{k}{i}"].copy()).to(dev).requires_grad_() for i in range(1, L + 1) for k in "Wb"]
         return (ps,), {}
 
+    def loss_of(ps, x, t):
+        h = x
+        for i in range(L):
+            h = h @ ps[2 * i] + ps[2 * i + 1]
+            if i < L - 1:
+                h = torch.relu(h)
+        return torch.nn.functional.cross_entropy(h, t)
+
+    def captured(ps, opt):
+        """The step as a CUDA graph over static batch tensors (PyTorch's whole-network recipe:
+        warm up on a side stream, capture with the gradients left in place)."""
+        sx, st = X[:batch].clone(), T[:batch].clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                opt.zero_grad(set_to_none=True)
+                loss_of(ps, sx, st).backward()
+                opt.step()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(g):
+            static_loss = loss_of(ps, sx, st)
+            static_loss.backward()
+            opt.step()
+        return g, sx, st
+
     def run(ps):
         rng = np.random.default_rng(0)
         opt = torch.optim.SGD(ps, lr=0.1)
+        if graph:
+            g, sx, st = captured(ps, opt)
         spe = -(-n // batch)
         done = 0
         while done < steps:
             perm = torch.from_numpy(rng.permutation(n)).to(dev)
             for s in range(min(spe, steps - done)):
                 idx = perm[s * batch:(s + 1) * batch]
-                h = X[idx]
-                for i in range(L):
-                    h = h @ ps[2 * i] + ps[2 * i + 1]
-                    if i < L - 1:
-                        h = torch.relu(h)
-                loss = torch.nn.functional.cross_entropy(h, T[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                if graph and idx.shape[0] == batch:
+                    torch.index_select(X, 0, idx, out=sx)
+                    torch.index_select(T, 0, idx, out=st)
+                    g.replay()
+                else:                  # eager, and the graph's partial last batch of an epoch
+                    loss = loss_of(ps, X[idx], T[idx])
+                    opt.zero_grad(set_to_none=not graph)
+                    loss.backward()
+                    opt.step()
                 done += 1
         torch.cuda.synchronize()
 
     run(setup()[0][0])
-    benchmark.extra_info.update(backend="pytorch-cuda-eager", torch=torch.__version__, device=torch.cuda.get_device_name(),
-                                network="-".join(map(str, sizes)), batch=batch, steps=steps)
+    benchmark.extra_info.update(backend=f"pytorch-cuda-{'graph' if graph else 'eager'}", torch=torch.__version__,
+                                device=torch.cuda.get_device_name(), network="-".join(map(str, sizes)),
+                                batch=batch, steps=steps, dtype="float32")
     benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
 
 

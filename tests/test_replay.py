@@ -158,3 +158,14 @@ def test_numba_declares_no_replay():
                         iterations=3, progress=False)
     tr.fit()
     assert tr._replay is None and tr.capture_note == "backend 'numba' replays nothing"
+
+
+def test_every_backend_that_replays_gives_the_uncaptured_run(backend, monkeypatch):
+    """On each real backend (on a GPU: real CUDA graphs, cuBLAS inside): replayed blocks against
+    the same run uncaptured, bit for bit; a backend that does not replay says so."""
+    tr, got = train(backend, "Momentum")
+    if GRAPH_REPLAY not in backend.CAPABILITIES:
+        assert tr._replay is None and "replays nothing" in tr.capture_note
+        return
+    assert tr._replay.note is None and tr._replay.replays == 5
+    identical(got, train(backend, "Momentum", replay=False, monkeypatch=monkeypatch)[1])
