@@ -21,6 +21,7 @@ from .backends.contract import FUSED_STEP
 from .errors import DTypeError, ShapeError
 from .validate import as_float_dtype, check_features, host_view
 
+
 class ByteImages:
     """``codes`` (uint8, shape (N, D)) standing for ``codes / scale`` in ``dtype``."""
 

@@ -59,6 +59,9 @@ class History:
 class Trainer:
     """Mini-batch training of ``network`` with ``optimizer`` on the network's backend.
 
+    ``x_train`` and ``x_test`` are float arrays (N, D), or ``fastdl.ByteImages`` (pixels kept as
+    bytes, read a batch or a block at a time; the same numbers).
+
     Give ``epochs`` or ``iterations`` (not both). ``batch_size`` defaults to 100 (at most the
     training set's size); a larger one given explicitly is refused. ``sampling="shuffle"`` draws a fresh permutation
     per epoch (every sample once); ``"replacement"`` draws each batch independently, as the book.
