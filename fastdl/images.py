@@ -37,9 +37,13 @@ class ByteImages:
         if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) \
                 or not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"ByteImages scale={scale!r} must be a positive finite number (255 for pixels in [0, 1])")
+        dt = as_float_dtype(dtype)
+        if 255 / scale > float(np.finfo(dt).max):
+            raise ValueError(f"ByteImages scale={scale!r} is so small that 255 / scale overflows {dt.name}; "
+                             f"use a scale of at least {255 / float(np.finfo(dt).max):.3g}")
         self.codes = codes if codes.flags.c_contiguous else codes.copy()    # kernels read rows whole
         self.scale = scale
-        self.dtype = as_float_dtype(dtype)
+        self.dtype = dt
 
     @property
     def shape(self) -> tuple:

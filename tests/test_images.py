@@ -50,6 +50,9 @@ def test_bad_ones_are_refused_saying_what_to_do():
             ByteImages(codes, scale)
     with pytest.raises(DTypeError, match="float32"):
         ByteImages(codes, 255, "int8")
+    with pytest.raises(ValueError, match="overflows float32"):        # 255 / 1e-37 is inf in float32
+        ByteImages(codes, 1e-37)
+    assert np.isfinite(np.asarray(ByteImages(codes, 1e-37, "float64"))).all()
     # strided codes are copied: kernels read whole rows
     assert ByteImages(codes[:, ::2]).codes.flags.c_contiguous
 
