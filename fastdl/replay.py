@@ -4,13 +4,14 @@ At the book's batch of 100 a GPU step is a dozen kernels of a few microseconds e
 launching them from Python costs more than running them. A backend that declares the
 ``graph_replay`` capability records what a piece of work launches (``capture(work)``; on cupy a
 CUDA graph, with cuBLAS's GEMMs in it) and replays it with one launch. The trainer runs its steps
-between two sync points as one block, so a block of ``sync_every`` full batches is one replay:
+between two sync points as one block (``sync_every`` steps, fewer where an epoch ends first), so
+a block of full batches is one replay:
 
 * the block's batch indices go into one device buffer (a copy per block) that the captured steps
   read, and each step's loss into its slot of the trainer's loss buffer;
-* the first block runs uncaptured (kernels compiled, cuBLAS and the optimizer's state made), the
-  second is captured, and every later one replays it; a block that is shorter or ends in a
-  partial batch runs uncaptured;
+* the first block runs uncaptured (kernels compiled, cuBLAS and the optimizer's state made); then
+  each block length is captured once (a run has one or two: ``sync_every`` and what is left at an
+  epoch's end) and replayed from then on; a block that ends in a partial batch runs uncaptured;
 * the optimizer's kernel scalars are baked into the graph, so only optimizers that declare them
   the same from step to step (``Optimizer.steady_scalars``: not Adam, whose step size changes)
   are replayed, and a changed hyperparameter (``optimizer.lr = ...``) captures the block again;
@@ -27,25 +28,24 @@ import warnings
 
 
 class Replay:
-    """``run(epoch_idx, pos, losses) -> bool``: the steps ``pos .. pos + k - 1`` of the epoch
-    (full batches of ``batch_size``), losses into ``losses[:k]``; False when the caller must run
-    them one by one (the first block, or after a failed capture)."""
+    """``run(epoch_idx, pos, n) -> bool``: the steps ``pos .. pos + n - 1`` of the epoch (full
+    batches of ``batch_size``, ``n`` at most ``k``), losses into ``losses[:n]``; False when the
+    caller must run them one by one (the first block, or after a failed capture)."""
 
     def __init__(self, bk, step, optimizer, batch_size: int, k: int, losses):
-        self.bk, self.step, self.optimizer, self.B, self.k, self.losses = bk, step, optimizer, batch_size, k, losses
+        self.bk, self.step, self.optimizer, self.B, self.losses = bk, step, optimizer, batch_size, losses
         self.idx = bk.xp.empty(k * batch_size, dtype=bk.xp.int64)
         self.views = [self.idx[j * batch_size:(j + 1) * batch_size] for j in range(k)]
-        self.replay = None
-        self.captured_with = None       # the optimizer's kernel scalars in the captured graph
+        self.graphs = {}                # block length -> (replay, the optimizer's scalars baked in)
         self.warm = False
         self.note = None                # why blocks stopped being replayed, if they did
         self.replays = 0
 
-    def _work(self):
-        for j, idx in enumerate(self.views):
-            self.losses[j] = self.step(idx)
+    def _work(self, n: int):
+        for j in range(n):
+            self.losses[j] = self.step(self.views[j])
 
-    def run(self, epoch_idx, pos: int) -> bool:
+    def run(self, epoch_idx, pos: int, n: int) -> bool:
         if self.note is not None:
             return False
         if not self.warm:               # compile and allocate everything outside any capture
@@ -53,19 +53,18 @@ class Replay:
             return False
         opt = self.optimizer
         before, scalars = opt.step, opt.kernel_hyperparameters()
-        self.idx[...] = epoch_idx[pos * self.B:(pos + self.k) * self.B]
-        if self.replay is None or scalars != self.captured_with:
+        self.idx[:n * self.B] = epoch_idx[pos * self.B:(pos + n) * self.B]
+        if n not in self.graphs or self.graphs[n][1] != scalars:
             try:
-                self.replay = self.bk.capture(self._work)
+                self.graphs[n] = self.bk.capture(lambda: self._work(n)), scalars
             except Exception as exc:            # noqa: BLE001 (any failure: run uncaptured, say why)
                 opt.step = before
-                self.replay = None
+                self.graphs.clear()
                 self.note = f"capturing a block of steps failed ({type(exc).__name__}: {exc}); training runs uncaptured"
                 warnings.warn(self.note, RuntimeWarning, stacklevel=3)
                 return False
-            self.captured_with = scalars
-        opt.step = before                       # capturing ran the step's Python k times; a replay none
-        self.replay()
-        opt.step = before + self.k
+        opt.step = before                       # capturing ran the step's Python n times; a replay none
+        self.graphs[n][0]()
+        opt.step = before + n
         self.replays += 1
         return True

@@ -73,9 +73,9 @@ class Trainer:
     that many times the run's first loss, or a weight past the square root of the dtype's range.
     ``fast_path=True`` (the default) trains with the backend's fused step (``fastdl.fused``)
     wherever the backend declares one, as all three do; ``False`` runs the layer-by-layer path.
-    Where the backend can replay captured work (cupy: CUDA graphs) each block of ``sync_every``
-    full steps runs as one replay (``fastdl.replay``), with the same numbers; ``capture_note``
-    says why a run does not.
+    Where the backend can replay captured work (cupy: CUDA graphs) each block of full steps
+    between two sync points runs as one replay (``fastdl.replay``), with the same numbers;
+    ``capture_note`` says why a run does not.
     """
 
     def __init__(self, network, optimizer, x_train, t_train, x_test=None, t_test=None, *,
@@ -291,7 +291,7 @@ class Trainer:
         a captured block where it can (``fastdl.replay``), else step by step."""
         B, pos = self.batch_size, self._pos
         full = (pos + n) * B <= epoch_idx.shape[0]           # no partial batch at the epoch's end
-        if self._replay is not None and n == self.sync_every and full and self._replay.run(epoch_idx, pos):
+        if self._replay is not None and full and self._replay.run(epoch_idx, pos, n):
             return
         for j in range(n):
             idx = epoch_idx[(pos + j) * B:(pos + j + 1) * B]

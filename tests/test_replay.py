@@ -25,11 +25,11 @@ def data(n=437, d=20, c=5, seed=0):
     return (rng.standard_normal((c, d))[t] * 2 + rng.standard_normal((n, d))).astype(np.float32), t
 
 
-def train(backend, opt="SGD", replay=True, monkeypatch=None, epochs=3, **net_kw):
+def train(backend, opt="SGD", replay=True, monkeypatch=None, epochs=3, n=437, **net_kw):
     """A run of 437 rows in batches of 50 (a partial batch per epoch), 3 steps a block."""
     if not replay:
         monkeypatch.setattr(backend, "CAPABILITIES", backend.CAPABILITIES - {GRAPH_REPLAY})
-    x, t = data()
+    x, t = data(n)
     net = fastdl.MultiLayerNet(20, [16, 12], 5, weight_init_std="he", backend=backend, seed=0, **net_kw)
     tr = fastdl.Trainer(net, get_optimizer(opt, lr=0.05), x, t, x[:100], t[:100], epochs=epochs, batch_size=50,
                         seed=1, sync_every=3, progress=False)
@@ -53,6 +53,14 @@ def test_replayed_blocks_are_the_uncaptured_run_bit_for_bit(emu, opt, monkeypatc
     # the first block warms up, the second is captured and replayed, every later full one replayed
     assert tr._replay.replays == 3 * 2 - 1
     identical(replayed, train(emu, opt, replay=False, monkeypatch=monkeypatch)[1])
+
+
+def test_each_block_length_is_captured_once(emu, monkeypatch):
+    """400 rows: 8 full steps an epoch, blocks of 3, 3 and 2 (the epoch ends first): two graphs,
+    every block after the first replayed."""
+    tr, replayed = train(emu, "Momentum", n=400)
+    assert sorted(tr._replay.graphs) == [2, 3] and tr._replay.replays == 3 * 3 - 1
+    identical(replayed, train(emu, "Momentum", replay=False, monkeypatch=monkeypatch, n=400)[1])
 
 
 def test_byte_images_are_replayed_too(emu, monkeypatch):
@@ -127,7 +135,7 @@ def test_a_changed_learning_rate_is_captured_again(emu, monkeypatch):
         monkeypatch.undo()
         return tr, net.params_numpy()
     tr, got = run(True)
-    assert tr._replay.captured_with["lr"] == 0.05 / 2 ** 3
+    assert tr._replay.graphs[3][1]["lr"] == 0.05 / 2 ** 3
     want = run(False)[1]
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
