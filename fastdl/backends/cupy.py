@@ -173,6 +173,10 @@ def gather_rows_(out, src, idx):
     _launch("gather_rows", src.dtype, n * d, out, src, idx, np.int64(n), np.int64(d))
 
 
+def decode_bytes_(out, codes, scale):
+    _launch("decode_bytes", out.dtype, out.size, out, codes, out.dtype.type(scale), np.int64(out.size))
+
+
 def matmul_(out, a, b):
     cp.matmul(a, b, out=out)                 # cuBLAS
 
@@ -285,10 +289,6 @@ def running_update(avg, x, momentum, one_minus_momentum):
 
 def axpy_(y, a, x):
     _update("axpy", y, (x,), (a,))
-
-
-def decode_bytes_(out, codes, scale):
-    _launch("decode_bytes", out.dtype, out.size, out, codes, out.dtype.type(scale), np.int64(out.size))
 
 
 # -- optimizer updates (in place) -----------------------------------------------------------------
