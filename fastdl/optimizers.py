@@ -47,9 +47,11 @@ def _is_number(p) -> bool:
 class Optimizer:
     kernel = ""           # the contract's update kernel, e.g. "sgd_update"
     state_names: tuple[str, ...] = ()
-    # Whether kernel_hyperparameters() stays the same from step to step while the hyperparameters
-    # do (so a captured block of steps may replay them: fastdl.replay). Declared, never assumed.
-    steady_scalars = False
+    # Which of kernel_hyperparameters() change from step to step while the hyperparameters stay
+    # (Adam's lr_t); () when none do; None (unknown) for an optimizer that does not declare it.
+    # A captured block of steps (fastdl.replay) feeds those from device memory and bakes in the
+    # rest. Declared, never assumed.
+    step_scalars: tuple[str, ...] | None = None
 
     def __init__(self, lr: float):
         if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
@@ -57,6 +59,7 @@ class Optimizer:
         self.lr = float(lr)
         self.state: dict[str, dict[str, object]] = {name: {} for name in self.state_names}
         self.step = 0
+        self.scalar_source = None      # set by fastdl.replay while it captures or replays
 
     def hyperparameters(self) -> dict:
         return {"lr": self.lr}
@@ -113,6 +116,8 @@ class Optimizer:
         def update():
             self.step += 1
             hyper = self.kernel_hyperparameters()
+            if self.scalar_source is not None:       # a replayed block's per-step scalars, on the device
+                hyper.update(self.scalar_source())
             for p, g, states in bound:
                 kernel(p, g, *states, **hyper)
         return update
@@ -158,7 +163,7 @@ class Optimizer:
 class SGD(Optimizer):
     """p -= lr * g"""
     kernel = "sgd_update"
-    steady_scalars = True
+    step_scalars = ()
 
     def __init__(self, lr: float = 0.01):
         super().__init__(lr)
@@ -167,7 +172,7 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     """v = momentum * v - lr * g; p += v"""
     kernel = "momentum_update"
-    steady_scalars = True
+    step_scalars = ()
     state_names = ("v",)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9):
@@ -192,7 +197,7 @@ class Nesterov(Momentum):
 class AdaGrad(Optimizer):
     """h += g^2; p -= lr * g / (sqrt(h) + eps)"""
     kernel = "adagrad_update"
-    steady_scalars = True
+    step_scalars = ()
     state_names = ("h",)
 
     def __init__(self, lr: float = 0.01, eps: float = 1e-7):
@@ -206,7 +211,7 @@ class AdaGrad(Optimizer):
 class RMSprop(Optimizer):
     """h = decay * h + (1 - decay) * g^2; p -= lr * g / (sqrt(h) + eps)"""
     kernel = "rmsprop_update"
-    steady_scalars = True
+    step_scalars = ()
     state_names = ("h",)
 
     def __init__(self, lr: float = 0.01, decay: float = 0.99, eps: float = 1e-7):
@@ -224,7 +229,7 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with the bias correction folded into the step size, as in the book."""
     kernel = "adam_update"
-    steady_scalars = False          # the step size changes every step
+    step_scalars = ("lr_t",)        # the bias-corrected step size
     state_names = ("m", "v")
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):

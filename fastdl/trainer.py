@@ -307,8 +307,9 @@ class Trainer:
         if self._fused is None or GRAPH_REPLAY not in self.backend.CAPABILITIES:
             self.capture_note = None if self._fused is None else f"backend {self.backend.name!r} replays nothing"
             return None
-        why = self._fused.uncapturable or (None if self.optimizer.steady_scalars else
-                                            f"{type(self.optimizer).__name__}'s kernel scalars change every step")
+        why = self._fused.uncapturable or (None if self.optimizer.step_scalars is not None else
+                                            f"{type(self.optimizer).__name__} does not declare which of its kernel "
+                                            f"scalars change from step to step (Optimizer.step_scalars)")
         self.capture_note = why
         return None if why else Replay(self.backend, self._fused, self.optimizer, self.batch_size,
                                        self.sync_every, losses)

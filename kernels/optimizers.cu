@@ -68,3 +68,12 @@ __device__ void adam_impl(T* p, const T* g, T* m, T* v, T lr_t, T omb1, T omb2, 
 }
 FASTDL_INSTANTIATE(adam, (T* p, const T* g, T* m, T* v, T lr_t, T omb1, T omb2, T eps, long long size),
                    (p, g, m, v, lr_t, omb1, omb2, eps, size))
+
+// The same with lr_t read from device memory when the kernel runs: a CUDA graph replays its
+// launches with the arguments they were captured with, and Adam's step size changes every step.
+template <typename T>
+__device__ void adam_at_impl(T* p, const T* g, T* m, T* v, const T* lr_t, T omb1, T omb2, T eps, long long size) {
+    adam_impl<T>(p, g, m, v, *lr_t, omb1, omb2, eps, size);
+}
+FASTDL_INSTANTIATE(adam_at, (T* p, const T* g, T* m, T* v, const T* lr_t, T omb1, T omb2, T eps, long long size),
+                   (p, g, m, v, lr_t, omb1, omb2, eps, size))

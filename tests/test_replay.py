@@ -45,7 +45,7 @@ def identical(a, b):
         np.testing.assert_array_equal(a[3][k], b[3][k])
 
 
-@pytest.mark.parametrize("opt", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop"])
+@pytest.mark.parametrize("opt", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"])
 def test_replayed_blocks_are_the_uncaptured_run_bit_for_bit(emu, opt, monkeypatch):
     tr, replayed = train(emu, opt)
     assert tr.capture_note is None and tr._replay.note is None
@@ -141,14 +141,45 @@ def test_a_changed_learning_rate_is_captured_again(emu, monkeypatch):
         np.testing.assert_array_equal(got[k], want[k])
 
 
-@pytest.mark.parametrize("case", ["Adam", "batch norm", "weight decay"])
+@pytest.mark.parametrize("case", ["batch norm", "dropout", "weight decay"])
 def test_what_is_never_captured_says_why(emu, case):
-    opt = "Adam" if case == "Adam" else "SGD"
-    kw = {"batch norm": {"batch_norm": True}, "weight decay": {"weight_decay": 0.01}}.get(case, {})
-    tr, _ = train(emu, opt, epochs=1, **kw)
+    kw = {"batch norm": {"batch_norm": True}, "dropout": {"dropout": 0.2}, "weight decay": {"weight_decay": 0.01}}[case]
+    tr, _ = train(emu, "SGD", epochs=1, **kw)
     assert tr._replay is None
-    assert tr.capture_note == {"Adam": "Adam's kernel scalars change every step"}.get(
-        case, "Batch Norm, Dropout and weight decay allocate in every step")
+    assert tr.capture_note == "Batch Norm, Dropout and weight decay allocate in every step"
+
+
+def test_an_optimizer_that_does_not_declare_its_step_scalars_is_not_captured(emu):
+    class Mine(fastdl.optimizers.SGD):
+        step_scalars = None
+    x, t = data()
+    tr = fastdl.Trainer(fastdl.TwoLayerNet(20, 8, 5, backend=emu, seed=0), Mine(lr=0.1), x, t, iterations=9,
+                        batch_size=50, sync_every=3, progress=False)
+    tr.fit()
+    assert tr._replay is None and "does not declare which of its kernel scalars" in tr.capture_note
+
+
+@pytest.mark.parametrize("where", ["numpy", "emulated"])
+def test_adam_reads_a_device_step_size_when_it_runs(emu, where):
+    """The contract's adam_update with lr_t as a 0-d array: the value it holds when the update
+    runs (what a replayed block writes there before each replay), equal to passing the number."""
+    bk = emu if where == "emulated" else fastdl.get_backend("numpy")
+    rng = np.random.default_rng(0)
+    p, g, m, v = (rng.standard_normal(37).astype(np.float32) for _ in range(4))
+    v = np.abs(v)
+    want = [a.copy() for a in (p, m, v)]
+    fastdl.get_backend("numpy").adam_update(*want[:1], g, *want[1:], 0.003, 0.1, 0.001, 1e-7)
+    dev = [bk.asarray(a) for a in (p, g, m, v)]
+    slot = bk.asarray(np.array([9.0, 0.003, 9.0], np.float32))[1:2].reshape(())
+    if where == "emulated":
+        slot[...] = np.float32(9.0)              # captured while it held another value
+        replay = bk.capture(lambda: bk.adam_update(*dev, slot, 0.1, 0.001, 1e-7))
+        slot[...] = np.float32(0.003)
+        replay()
+    else:
+        bk.adam_update(*dev, slot, 0.1, 0.001, 1e-7)
+    for got, w in zip((dev[0], dev[2], dev[3]), want):
+        np.testing.assert_array_equal(bk.to_numpy(got), w)
 
 
 def test_numpy_replays_by_calling_the_steps_again(monkeypatch):

@@ -95,7 +95,8 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("rmsprop_update", "update", "rmsprop_update(p, g, h, lr, decay, one_minus_decay, eps)",
           "h = decay h + one_minus_decay g^2; p -= lr g / (sqrt(h) + eps)", "p, h"),
     Entry("adam_update", "update", "adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps)",
-          "m += one_minus_beta1 (g - m); v += one_minus_beta2 (g^2 - v); p -= lr_t m / (sqrt(v) + eps)",
+          "m += one_minus_beta1 (g - m); v += one_minus_beta2 (g^2 - v); p -= lr_t m / (sqrt(v) + eps) "
+          "(on a graph_replay backend lr_t may be a 0-d array of p's dtype, read when the update runs)",
           "p, m, v"),
     # -- in-place hooks of the fused step ------------------------------------------------------
     Entry("gather_rows_", "hook", "gather_rows_(out, src, idx)", "out[r] = src[idx[r]] (rows or elements; any dtype: uint8 codes too)",

@@ -319,6 +319,11 @@ def rmsprop_update(p, g, h, lr, decay, one_minus_decay, eps):
 
 
 def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
+    if isinstance(lr_t, cp.ndarray):          # a replayed block's per-step value, read when it runs
+        t = p.dtype.type
+        _launch("adam_at", p.dtype, p.size, p, g, m, v, lr_t, t(one_minus_beta1), t(one_minus_beta2), t(eps),
+                np.int64(p.size))
+        return
     _update("adam", p, (g, m, v), (lr_t, one_minus_beta1, one_minus_beta2, eps))
 
 
