@@ -90,6 +90,16 @@ def _no_capture(what):
         raise CaptureError(f"{what} during stream capture: a captured graph cannot wait on the host")
 
 
+class MemoryHook:
+    """CuPy's pool hooks; the emulator checks allocations itself (above), so nothing is reported."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 class Graph:
     def __init__(self, work):
         self.work, self.launches = work, 0
@@ -196,7 +206,7 @@ class _Runtime:
     driverGetVersion = runtimeGetVersion
 
 
-cuda = types.SimpleNamespace(runtime=_Runtime(), Device=_Device, Stream=_Stream, Graph=Graph,
+cuda = types.SimpleNamespace(runtime=_Runtime(), Device=_Device, Stream=_Stream, Graph=Graph, MemoryHook=MemoryHook,
                              get_current_stream=lambda: _CURRENT)
 
 

@@ -24,7 +24,7 @@ import cupy as cp
 import numpy as np
 
 from ..cuda_sources import combined_source, kernel_dir
-from . import composed
+from . import composed, cuda_graphs
 from .contract import ACT_CODES, FUSED_STEP, GRAPH_REPLAY, SOFTMAX_GRAD, SOFTMAX_PROBS
 
 name = "cupy"
@@ -329,19 +329,4 @@ def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
 
 # -- replaying captured work -----------------------------------------------------------------------
 
-def capture(work):
-    """work() captured into a CUDA graph on a stream of its own (nothing runs); the replay
-    launches the graph on the current stream, so it stays in order with the work around it."""
-    stream = cp.cuda.Stream(non_blocking=True)
-    with stream:
-        stream.begin_capture()
-        try:
-            work()
-        except BaseException:
-            try:                                 # end the (now invalid) capture; report work's error
-                stream.end_capture()
-            except Exception:                    # noqa: BLE001
-                pass
-            raise
-        graph = stream.end_capture()
-    return lambda: graph.launch(stream=cp.cuda.get_current_stream())
+capture = cuda_graphs.capturer(cp)
