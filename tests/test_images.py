@@ -152,3 +152,18 @@ def test_load_mnist_as_bytes_stands_for_the_same_floats(mnist_root, dtype):
     np.testing.assert_array_equal(bt, t)
     with pytest.raises(ValueError, match="flatten"):
         fastdl.datasets.load_mnist(root=mnist_root, download=False, as_bytes=True, flatten=False)
+
+
+def test_the_sweeps_validation_split_keeps_bytes():
+    """fastdl sweep loads MNIST as bytes in every worker: its split keeps them bytes, the same
+    rows as splitting the floats."""
+    from fastdl.search import split
+    codes, t = pixel_codes()
+    floats = np.divide(codes, np.float32(255), dtype=np.float32)
+    (bx, bt), (bv, btv) = split(ByteImages(codes), t, 400, 0.2, seed=5)
+    (fx, ft), (fv, ftv) = split(floats, t, 400, 0.2, seed=5)
+    assert isinstance(bx, ByteImages) and isinstance(bv, ByteImages) and len(bx) + len(bv) == 400
+    np.testing.assert_array_equal(np.asarray(bx), fx)
+    np.testing.assert_array_equal(np.asarray(bv), fv)
+    np.testing.assert_array_equal(bt, ft)
+    np.testing.assert_array_equal(btv, ftv)
