@@ -50,6 +50,16 @@ def accelerated(request):
     return load_or_skip(request.param)
 
 
+@pytest.fixture(scope="module")
+def emu():
+    """The cupy backend on the CPU emulator (tests/fake_cupy.py), for a test module's duration."""
+    import fake_cupy
+    if fake_cupy.CXX is None:
+        pytest.skip("no C++ compiler (g++, clang++ or $CXX): the CUDA kernels cannot run on the CPU here")
+    with fake_cupy.emulated_backend() as module:
+        yield module
+
+
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
 def dtype(request):
     return request.param

@@ -14,14 +14,6 @@ from test_hooks import CASES
 from test_kernels import UPDATES, labels, rand, run
 
 
-@pytest.fixture(scope="module")
-def emu():
-    if fake_cupy.CXX is None:
-        pytest.skip("no C++ compiler (g++, clang++ or $CXX): the CUDA kernels cannot run on the CPU here")
-    with fake_cupy.emulated_backend() as module:
-        yield module
-
-
 def test_selection_compiles_the_module_and_names_the_device(emu):
     assert emu.device.startswith("cuda:0 (emulated GPU, sm_90)")
     assert isinstance(emu._module(), fake_cupy.RawModule)

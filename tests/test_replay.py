@@ -11,14 +11,6 @@ from fastdl.backends.contract import GRAPH_REPLAY
 from fastdl.optimizers import get_optimizer
 
 
-@pytest.fixture(scope="module")
-def emu():
-    if fake_cupy.CXX is None:
-        pytest.skip("no C++ compiler (g++, clang++ or $CXX): the CUDA kernels cannot run on the CPU here")
-    with fake_cupy.emulated_backend() as module:
-        yield module
-
-
 def data(n=437, d=20, c=5, seed=0):
     rng = np.random.default_rng(seed)
     t = rng.integers(0, c, n)
