@@ -289,10 +289,11 @@ class MultiLayerNet:
         rest = self._forward_layers[1 if act == "identity" else 2:]
         first = bk.InputLayer(bk, W, b, bk.xp.empty_like(W), x, rows, act)
         z = bk.xp.empty((rows, W.shape[1]), dtype=self.dtype)
+        order = bk.asarray(np.arange(x.shape[0]))           # one transfer; each block reads a slice
         for start in range(0, x.shape[0], rows):
             n = min(rows, x.shape[0] - start)
             y = z if n == rows else z[:n]
-            first.forward(bk.asarray(np.arange(start, start + n)), y)      # act(x[rows] @ W1 + b1)
+            first.forward(order[start:start + n], y)                        # act(x[rows] @ W1 + b1)
             for layer in rest:
                 y = layer._forward(y, False)
             yield start, y
