@@ -1,44 +1,63 @@
 #!/usr/bin/env bash
-# One prepared run on a GPU machine: install what is missing, run the whole test suite with the
-# cupy backend enabled, run the GPU benchmarks, and write everything to one folder.
+# One prepared run on a GPU machine: a smoke run of the cupy backend (graphs and uncaptured), every
+# GPU test of the suite, the GPU benchmarks, and the headline table, all written to one folder.
 #
-#   OUT=/some/folder bash bench/gpu_check.sh
+#   OUT=/some/folder bash bench/gpu_check.sh [tests|bench|all]
 #
 # MNIST comes from $FASTDL_DATA, or from bench/.mnist/ (git-ignored) when the machine has no copy:
 #   mkdir -p bench/.mnist && cp /path/to/mnist/*.gz bench/.mnist/   # then ship bench/.mnist along
-# Needs no network: what the GPU image lacks is only reported, and fastdl runs from this checkout
-# (PYTHONPATH) rather than being installed.
-# Budget: under 9 minutes on an H200 (tests 240 s at most, benchmarks 280 s). Writes $OUT/gpu-tests.log, $OUT/gpu-bench.json,
-# $OUT/gpu-bench.log and $OUT/env.txt.
+# Needs no network: Python packages the GPU image lacks can come as wheels in .whl/ (git-ignored;
+# platformdirs is the one fastdl needs that such images often lack), installed to a private
+# folder; fastdl runs from this checkout (PYTHONPATH) rather than being installed.
+# Budget: about 6 minutes on an H200 (smoke 40 s, tests 150 s, benchmarks 200 s at most). Writes
+# $OUT/env.txt, smoke.log, gpu-tests.log, gpu-bench.json, gpu-bench.log and gpu-table.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu-$(date +%Y%m%d)}
-mkdir -p "$OUT"
+WHAT=${1:-all}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 [ -z "${FASTDL_DATA:-}" ] && [ -d bench/.mnist ] && export FASTDL_DATA=$PWD/bench/.mnist
-
-{
-  date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  $PY -c "import sys, numpy, cupy; print(sys.version); print('numpy', numpy.__version__, 'cupy', cupy.__version__)"
-} > "$OUT/env.txt" 2>&1
-
-# What the GPU image lacks (it has cupy, numba, torch, pytest, pytest-benchmark): check, then install.
-missing=$($PY - <<'PY'
-import importlib.util as u
-print(" ".join(p for m, p in [("platformdirs", "platformdirs"), ("tqdm", "tqdm"), ("hypothesis", "hypothesis"),
-      ("pytest_benchmark", "pytest-benchmark"), ("threadpoolctl", "threadpoolctl")] if u.find_spec(m) is None))
-PY
-)
-[ -n "$missing" ] && { echo "missing: $missing (trying pip)"; $PY -m pip install -q $missing || true; } >> "$OUT/env.txt" 2>&1
+if compgen -G ".whl/*.whl" > /dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fastdl-site .whl/*.whl \
+    && export PYTHONPATH=/tmp/fastdl-site
+fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
-# 1. Every test, cupy included (parity of every kernel, fused kernels, end to end).
-timeout 240 $PY -m pytest -q -p no:cacheprovider tests -k "not wheel" 2>&1 | tee "$OUT/gpu-tests.log"
-echo "tests exit: ${PIPESTATUS[0]}" >> "$OUT/env.txt"
+{
+  date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  $PY - <<'PY'
+import sys
+print("python", sys.version.split()[0])
+for m in ("numpy", "cupy", "torch", "numba", "pytest", "pytest_benchmark", "platformdirs"):
+    try:
+        print(m, __import__(m).__version__)
+    except Exception as e:                        # noqa: BLE001
+        print(m, "missing:", e)
+import cupy
+print("cuda runtime", cupy.cuda.runtime.runtimeGetVersion(), "driver", cupy.cuda.runtime.driverGetVersion())
+print("cupy accelerators", cupy._core.get_routine_accelerators() if hasattr(cupy._core, "get_routine_accelerators") else "?")
+PY
+} > "$OUT/env.txt" 2>&1
 
-# 2. GPU benchmarks: the book's workload and the larger networks on cupy, numba (CPU) and PyTorch.
-timeout 280 $PY -m pytest -q -p no:cacheprovider bench/test_bench_training.py bench/test_bench_gpu.py \
-    -k "cupy or gpu or torch" --benchmark-json="$OUT/gpu-bench.json" --benchmark-columns=median,rounds \
-    2>&1 | tee "$OUT/gpu-bench.log"
-echo "bench exit: ${PIPESTATUS[0]}" >> "$OUT/env.txt"
+# 0. Smoke: the book's run briefly on cupy, replayed and uncaptured: same losses, the capture's note.
+timeout 40 $PY bench/gpu_smoke.py > "$OUT/smoke.log" 2>&1
+echo "smoke exit: $?" >> "$OUT/env.txt"
+
+# 1. Every GPU test (the cupy parameter of each backend test: kernels, hooks, fused step, replay,
+#    end to end on MNIST), in 8 processes.
+if [ "$WHAT" != bench ]; then
+  timeout -s INT -k 10 150 $PY -m pytest -q -p no:cacheprovider tests -m gpu -n 8 --timeout 100 --tb=short -rfEs \
+      2>&1 | tee "$OUT/gpu-tests.log"
+  echo "tests exit: ${PIPESTATUS[0]}" >> "$OUT/env.txt"
+fi
+
+# 2. GPU benchmarks: the book's workload on cupy (graphs, uncaptured) and PyTorch (eager, CUDA
+#    graph), the larger networks, the sgemm rate; then the headline table.
+if [ "$WHAT" != tests ]; then
+  timeout -s INT -k 10 200 $PY -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py ${BENCH_K:+-k "$BENCH_K"} \
+      --benchmark-json="$OUT/gpu-bench.json" --benchmark-columns=median,rounds 2>&1 | tee "$OUT/gpu-bench.log"
+  echo "bench exit: ${PIPESTATUS[0]}" >> "$OUT/env.txt"
+  (cd bench && $PY gpu_table.py "$OUT/gpu-bench.json" > "$OUT/gpu-table.md" 2>&1)
+fi

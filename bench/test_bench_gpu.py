@@ -1,8 +1,9 @@
 """GPU benchmarks (skipped without a usable cupy backend): the book's workload on cupy, with its
 blocks of steps replayed as CUDA graphs (the trainer's default) and uncaptured, against PyTorch
 eager autograd and PyTorch's CUDA graphs on the same GPU, at batch 100, 1000 and 10,000; how a
-cupy step splits into GPU time and launch overhead; and larger networks against the GPU's
-measured GEMM rate and the numba backend on the CPU."""
+cupy step splits into GPU time and launch overhead; and larger networks (784-1000-1000-10 and
+784-4096-4096-10 at batch 256 and 4096) against the GEMM floor of their shapes and the GPU's
+float32 GEMM rate, all measured in the same run."""
 
 import time
 
@@ -19,7 +20,17 @@ pytestmark = pytest.mark.skipif(not ok, reason=f"cupy backend unavailable: {why}
 
 BOOK_STEPS = 500 if QUICK else 10_000
 BOOK_BATCHES = [100, 1000, 10_000]
-LARGE = [([784, 1000, 1000, 10], 1024), ([784, 4096, 4096, 10], 1024)]
+LARGE = [(sizes, batch) for sizes in ([784, 1000, 1000, 10], [784, 4096, 4096, 10]) for batch in (256, 4096)]
+LARGE_IDS = [f"{'-'.join(map(str, s))}-b{b}" for s, b in LARGE]
+
+
+def _epoch_steps(batch):
+    """One epoch of MNIST's 60,000 training images (10 steps in a quick run)."""
+    return 10 if QUICK else -(-60_000 // batch)
+
+
+def _large_group(sizes, batch):
+    return f"gpu large {'-'.join(map(str, sizes))} batch {batch} x{_epoch_steps(batch)}"
 
 
 def _book_group(batch):
@@ -43,23 +54,7 @@ def _info(benchmark, bk, sizes, batch, steps):
     f = measure_gemm_floor(bk, sizes, batch)
     benchmark.extra_info.update(backend_info(bk), network="-".join(map(str, sizes)), batch=batch, steps=steps,
                                 floor_seconds=f["gemm_seconds_per_step"] * steps, gemm_rate_gflops=f["gemm_rate_gflops"],
-                                achieved_gflops_per_step=step_flops(sizes, batch) / 1e9)
-
-
-@pytest.mark.parametrize("name", ["cupy", "numba"])
-@pytest.mark.parametrize("sizes,batch", LARGE, ids=["784-1000-1000-10", "784-4096-4096-10"])
-def test_large_network_epoch(benchmark, mnist, name, sizes, batch):
-    """One epoch (59 steps of 1024) of a larger network: cupy against numba on the CPU."""
-    if name == "numba" and sizes[1] == 4096:
-        pytest.skip("784-4096-4096-10 on 2 CPU cores takes minutes; compared on 784-1000-1000-10")
-    ok_, why_ = backend_status(name)
-    if not ok_:
-        pytest.skip(why_)
-    steps = 10 if QUICK else 59
-    benchmark.group = f"gpu large {'-'.join(map(str, sizes))} batch {batch} x{steps}"
-    _fit(_train(name, mnist, sizes, batch, 5))
-    _info(benchmark, get_backend(name), sizes, batch, steps)
-    benchmark.pedantic(_fit, setup=lambda: ((_train(name, mnist, sizes, batch, steps),), {}), rounds=3, iterations=1)
+                                gflop_per_step=step_flops(sizes, batch) / 1e9)
 
 
 @pytest.mark.parametrize("batch", BOOK_BATCHES)
@@ -84,11 +79,11 @@ def test_cupy_book_workload(benchmark, mnist, mode, batch, monkeypatch):
 
 
 TORCH_CASES = [([784, 50, 10], b) for b in BOOK_BATCHES] + LARGE
+TORCH_IDS = [f"784-50-10-b{b}" for b in BOOK_BATCHES] + LARGE_IDS
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "cuda-graph"])
-@pytest.mark.parametrize("sizes,batch", TORCH_CASES,
-                         ids=[f"784-50-10-b{b}" for b in BOOK_BATCHES] + ["784-1000-1000-10", "784-4096-4096-10"])
+@pytest.mark.parametrize("sizes,batch", TORCH_CASES, ids=TORCH_IDS)
 def test_torch_gpu(benchmark, mnist, sizes, batch, graph):
     """PyTorch on the same GPU, same network, batches and hyperparameters: eager autograd, or the
     whole step (forward, backward, SGD) captured once with torch.cuda.graphs and replayed with the
@@ -96,8 +91,9 @@ def test_torch_gpu(benchmark, mnist, sizes, batch, graph):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("PyTorch sees no CUDA device")
-    steps = BOOK_STEPS if sizes[1] == 50 else (10 if QUICK else 59)
-    benchmark.group = _book_group(batch) if sizes[1] == 50 else f"gpu large {'-'.join(map(str, sizes))} batch {batch} x{steps}"
+    torch.backends.cuda.matmul.allow_tf32 = False      # full float32 GEMMs, as cuBLAS gives CuPy
+    steps = BOOK_STEPS if sizes[1] == 50 else _epoch_steps(batch)
+    benchmark.group = _book_group(batch) if sizes[1] == 50 else _large_group(sizes, batch)
     (x, t), _ = mnist
     dev = torch.device("cuda")
     X, T = torch.from_numpy(x).to(dev), torch.from_numpy(t.astype(np.int64)).to(dev)
@@ -165,6 +161,37 @@ def test_torch_gpu(benchmark, mnist, sizes, batch, graph):
                                 device=torch.cuda.get_device_name(), network="-".join(map(str, sizes)),
                                 batch=batch, steps=steps, dtype="float32")
     benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
+
+
+@pytest.mark.parametrize("sizes,batch", LARGE, ids=LARGE_IDS)
+def test_large_network_epoch(benchmark, mnist, sizes, batch):
+    """One epoch of a larger network on cupy (the trainer's default: CUDA-graph replay), against
+    the floor of its GEMMs at the step's shapes on this GPU (extra_info floor_seconds)."""
+    steps = _epoch_steps(batch)
+    benchmark.group = _large_group(sizes, batch)
+    _fit(_train("cupy", mnist, sizes, batch, 5))
+    _info(benchmark, get_backend("cupy"), sizes, batch, steps)
+    benchmark.pedantic(_fit, setup=lambda: ((_train("cupy", mnist, sizes, batch, steps),), {}), rounds=3, iterations=1)
+
+
+def test_sgemm_rate(benchmark):
+    """The GPU's float32 GEMM rate on a large square product (8192^3 through cuBLAS, TF32 off as
+    in training): the roof the larger networks are measured against."""
+    import cupy as cp
+    n = 2048 if QUICK else 8192
+    rng = cp.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=cp.float32) for _ in range(2))
+    c = cp.empty((n, n), dtype=cp.float32)
+
+    def run():
+        cp.matmul(a, b, out=c)
+        cp.cuda.get_current_stream().synchronize()
+
+    benchmark.group = "gpu sgemm"
+    for _ in range(3):
+        run()
+    benchmark.extra_info.update(backend_info(get_backend("cupy")), shape=f"{n}x{n}x{n}", flops=2 * n ** 3)
+    benchmark.pedantic(run, rounds=10, iterations=1)
 
 
 def test_cupy_step_split(benchmark, mnist):

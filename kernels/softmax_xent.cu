@@ -73,3 +73,23 @@ __device__ void decode_bytes_impl(T* out, const unsigned char* codes, T scale, l
 }
 FASTDL_INSTANTIATE(decode_bytes, (T* out, const unsigned char* codes, T scale, long long total),
                    (out, codes, scale, total))
+
+// out[0] = mean(x[0:n]) in one block: each thread sums a stride of x, then the block adds the
+// partials in a fixed tree (deterministic). The fused step's loss is written here rather than by
+// CuPy's mean, whose reduction may take scratch memory from the pool, which a captured CUDA graph
+// cannot own. Launch with exactly FASTDL_MEAN_THREADS threads and one block.
+#define FASTDL_MEAN_THREADS 256
+template <typename T>
+__device__ void mean_of_impl(const T* x, T* out, long long n) {
+    __shared__ T part[FASTDL_MEAN_THREADS];
+    T acc = T(0);
+    for (long long i = threadIdx.x; i < n; i += FASTDL_MEAN_THREADS) acc += x[i];
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    for (int half = FASTDL_MEAN_THREADS / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = part[0] / T(n);
+}
+FASTDL_INSTANTIATE(mean_of, (const T* x, T* out, long long n), (x, out, n))

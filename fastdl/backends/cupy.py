@@ -34,6 +34,7 @@ CAPABILITIES = frozenset({FUSED_STEP, GRAPH_REPLAY})
 COMPILES = True           # NVRTC, at selection; the step's first call still sets up cuBLAS
 
 THREADS = 256
+MEAN_THREADS = 256        # FASTDL_MEAN_THREADS of kernels/softmax_xent.cu: mean_of's one block
 
 
 def check_usable() -> None:
@@ -147,9 +148,10 @@ _row_loss = {}
 
 
 def _softmax(out, z, t, mode, keep=False):
-    """The per-row kernel, then the mean loss as a 0-d device array (no host round trip): a new
-    one, or with ``keep`` the same one per batch size and dtype, overwritten by the next call
-    (so the fused step allocates nothing, and a captured step writes where its replays will)."""
+    """The per-row kernel, then the mean loss (kernel ``mean_of``) as a 0-d device array (no host
+    round trip): a new one, or with ``keep`` the same one per batch size and dtype, overwritten by
+    the next call (so the fused step allocates nothing, and a captured step writes where its
+    replays will)."""
     n, c = z.shape
     key = (n, z.dtype.char, cp.cuda.Device().id)
     if key not in _row_loss:                    # buffers per batch size: no allocation per step
@@ -158,7 +160,9 @@ def _softmax(out, z, t, mode, keep=False):
     warps_per_block = THREADS // 32
     blocks = math.ceil(n / warps_per_block)
     _kernel("softmax_xent", z.dtype)((blocks,), (THREADS,), (z, t, out, row_loss, np.int64(n), np.int32(c), np.int32(mode)))
-    return cp.mean(row_loss, out=mean) if keep else row_loss.mean()
+    mean = mean if keep else cp.empty((), dtype=z.dtype)
+    _kernel("mean_of", z.dtype)((1,), (MEAN_THREADS,), (row_loss, mean, np.int64(n)))
+    return mean
 
 
 def softmax_xent_(dz, z, t):
