@@ -12,6 +12,8 @@ from conftest import tol
 from fastdl.backends import contract
 from test_hooks import CASES
 from test_kernels import UPDATES, labels, rand, run
+from test_optimizers import NAMES as OPTIMIZERS
+from test_optimizers import test_updates_in_place_on_any_layout as layout_case
 
 
 def test_selection_compiles_the_module_and_names_the_device(emu):
@@ -64,6 +66,15 @@ def test_optimizer_updates(emu, kernel):
     getattr(emu, kernel)(*dev, **hyper)
     for d, w in zip(dev, want):
         np.testing.assert_allclose(emu.to_numpy(d), w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "column slice"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_updates_in_place_on_any_layout(emu, name, layout):
+    """The update kernels index flat memory: a Fortran-ordered parameter or a column slice goes
+    through contiguous copies written back, never past the view's own elements (the first GPU run
+    found the kernels run on such arrays as they were)."""
+    layout_case(emu, fastdl.get_backend("numpy"), name, layout)
 
 
 @pytest.mark.parametrize("opt", ["SGD", "Momentum", "Adam"])

@@ -299,7 +299,20 @@ def axpy_(y, a, x):
 
 def _update(base, p, arrays, scalars):
     t = p.dtype.type
-    _launch(base, p.dtype, p.size, p, *arrays, *[t(s) for s in scalars], np.int64(p.size))
+    _flat_launch(base, (p, *arrays), [t(s) for s in scalars])
+
+
+def _flat_launch(base, arrays, scalars):
+    """One update kernel over flat arrays of equal size (``arrays[0]`` the parameter). The kernels
+    index flat memory, so arrays that are not C-contiguous (a column slice, a Fortran-ordered
+    array) go through contiguous copies written back: in place on every layout, never on a silent
+    copy, and never past a view's own elements."""
+    dense = [cp.ascontiguousarray(a) for a in arrays]
+    p = dense[0]
+    _launch(base, p.dtype, p.size, *dense, *scalars, np.int64(p.size))
+    for a, d in zip(arrays, dense):
+        if d is not a:
+            a[...] = d
 
 
 def sgd_update(p, g, lr):
@@ -325,8 +338,7 @@ def rmsprop_update(p, g, h, lr, decay, one_minus_decay, eps):
 def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
     if isinstance(lr_t, cp.ndarray):          # a replayed block's per-step value, read when it runs
         t = p.dtype.type
-        _launch("adam_at", p.dtype, p.size, p, g, m, v, lr_t, t(one_minus_beta1), t(one_minus_beta2), t(eps),
-                np.int64(p.size))
+        _flat_launch("adam_at", (p, g, m, v), [lr_t, t(one_minus_beta1), t(one_minus_beta2), t(eps)])
         return
     _update("adam", p, (g, m, v), (lr_t, one_minus_beta1, one_minus_beta2, eps))
 
