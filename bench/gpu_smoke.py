@@ -63,4 +63,5 @@ if __name__ == "__main__":
             main(emu, steps=300)
     else:
         print("cupy:", backend_status("cupy"), flush=True)
+        print("gemm:", get_backend("cupy").gemm_path, flush=True)
         main(get_backend("cupy"))

@@ -346,7 +346,9 @@ BACKEND_SOURCE = Path(__file__).resolve().parent.parent / "fastdl" / "backends" 
 def emulated_backend(source: str | None = None):
     """The cupy backend (``fastdl/backends/cupy.py``, or ``source``: a changed copy of it) loaded
     over this module as ``cupy``; its kernels compiled for the CPU."""
+    from fastdl import backends
     saved = sys.modules.get("cupy")
+    before = (dict(backends._loaded), dict(backends._failed), sys.modules.get("fastdl.backends.cupy"))
     sys.modules["cupy"] = sys.modules[__name__]
     try:
         module = types.ModuleType("fastdl.backends._cupy_emulated")
@@ -360,3 +362,9 @@ def emulated_backend(source: str | None = None):
             sys.modules.pop("cupy", None)
         else:
             sys.modules["cupy"] = saved
+        # a name lookup of "cupy" while emulating (get_backend("cupy")) loads the real backend
+        # module over this stand-in: forget it, so later tests see the machine's own cupy
+        backends._loaded.clear(), backends._loaded.update(before[0])
+        backends._failed.clear(), backends._failed.update(before[1])
+        if before[2] is None:
+            sys.modules.pop("fastdl.backends.cupy", None)

@@ -24,7 +24,7 @@ import cupy as cp
 import numpy as np
 
 from ..cuda_sources import combined_source, kernel_dir
-from . import composed, cuda_graphs
+from . import composed, cublas_direct, cuda_graphs
 from .contract import ACT_CODES, FUSED_STEP, GRAPH_REPLAY, SOFTMAX_GRAD, SOFTMAX_PROBS
 
 name = "cupy"
@@ -48,12 +48,13 @@ def check_usable() -> None:
     gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     device = f"cuda:{dev.id} ({gpu}, sm_{props['major']}{props['minor']})"
     _module()                                        # compile now: a toolchain problem shows here
+    _bind_gemm()
 
 
 def describe() -> dict:
     info = {"backend": name, "device": device, "cupy": cp.__version__,
             "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
-            "cuda_driver": cp.cuda.runtime.driverGetVersion(), "kernels": str(kernel_dir())}
+            "cuda_driver": cp.cuda.runtime.driverGetVersion(), "kernels": str(kernel_dir()), "gemm": gemm_path}
     return info
 
 
@@ -181,8 +182,27 @@ def decode_bytes_(out, codes, scale):
     _launch("decode_bytes", out.dtype, out.size, out, codes, out.dtype.type(scale), np.int64(out.size))
 
 
+_GEMM = None              # cublas_direct.Gemm, bound at selection (check_usable)
+gemm_path = "not bound yet"
+
+
+def _bind_gemm():
+    """Our own cuBLAS handle for matmul_ (CuPy's GEMMs cannot be captured into a CUDA graph);
+    where it cannot be had, CuPy's matmul, and captures of the step fail with CuPy's reason."""
+    global _GEMM, gemm_path
+    try:
+        _GEMM = cublas_direct.Gemm(cp)
+        gemm_path = "cuBLAS through fastdl's own handle (capturable)"
+    except (OSError, AttributeError, RuntimeError) as exc:
+        _GEMM = lambda out, a, b: False
+        gemm_path = f"CuPy's matmul (fastdl's own cuBLAS handle unavailable: {exc})"
+
+
 def matmul_(out, a, b):
-    cp.matmul(a, b, out=out)                 # cuBLAS
+    if _GEMM is None:
+        _bind_gemm()
+    if not _GEMM(out, a, b):                 # a layout the direct call cannot describe
+        cp.matmul(a, b, out=out)
 
 
 InputLayer = composed.InputLayer

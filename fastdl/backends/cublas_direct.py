@@ -1,0 +1,122 @@
+"""cuBLAS's GEMM called directly (ctypes) for the cupy backend's ``matmul_``.
+
+CuPy refuses every cuBLAS call while a stream captures (its wrapper raises NotImplementedError
+before setting the handle's stream), so a CUDA graph of the training step could not hold its
+GEMMs. cuBLAS itself supports capture, given a workspace of the caller's (it then allocates
+nothing): ``Gemm`` keeps a cuBLAS handle of its own with such a workspace and calls
+``cublasSgemm_v2`` / ``cublasDgemm_v2`` on the current stream, captured or not. Uncaptured steps
+take the same path, so a replayed step does the very arithmetic of an uncaptured one.
+
+cuBLAS does no bounds checks: only arrays whose memory the call describes exactly reach it (2-D,
+C- or F-contiguous, one float dtype, matching shapes, C-contiguous output, sizes within int32);
+for anything else ``Gemm`` returns False and the caller uses CuPy's matmul.
+
+Built around the array module it is given (``Gemm(cupy)``), like ``cuda_graphs``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+
+WORKSPACE_BYTES = 32 << 20          # NVIDIA's recommended cuBLAS workspace on Hopper
+OP_N, OP_T = 0, 1                    # cublasOperation_t
+INT_MAX = 2**31 - 1
+
+
+def gemm_args(out, a, b):
+    """``(transa, transb, m, n, k, lda, ldb, ldc)`` of the column-major GEMM that writes the
+    row-major ``out = a @ b``, with cuBLAS's first operand ``b`` and second ``a``; None where the
+    arrays' memory cannot be described that way.
+
+    Row-major ``out`` (M x N) is column-major ``out^T`` (N x M, leading dimension N), and
+    ``out^T = b^T a^T``. A C-contiguous ``x`` (r x c) is column-major ``x^T`` with leading
+    dimension c (no transpose needed); an F-contiguous one is column-major ``x`` with leading
+    dimension r (cuBLAS transposes it)."""
+    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
+        return None
+    (m, k), (k2, n) = a.shape, b.shape
+    if k2 != k or out.shape != (m, n) or not out.flags.c_contiguous:
+        return None
+    if a.dtype != out.dtype or b.dtype != out.dtype or out.dtype not in (np.float32, np.float64):
+        return None
+    if min(m, n, k) == 0 or max(m, n, k) > INT_MAX:
+        return None
+
+    def operand(x, rows, cols):
+        if x.flags.c_contiguous:
+            return OP_N, max(1, cols)
+        if x.flags.f_contiguous:
+            return OP_T, max(1, rows)
+        return None
+
+    first, second = operand(b, k, n), operand(a, m, k)
+    if first is None or second is None:
+        return None
+    return first[0], second[0], n, m, k, first[1], second[1], max(1, n)
+
+
+def _loaded_cublas():
+    """The libcublas this process already loaded (CuPy's), found in the process's memory map."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split(None, 5)[5].strip() for line in f if "libcublas.so" in line}
+    except OSError as exc:
+        raise OSError(f"cannot read this process's memory map to find libcublas: {exc}") from exc
+    paths = sorted(p for p in paths if os.path.basename(p).startswith("libcublas.so"))
+    if not paths:
+        raise OSError("libcublas is not loaded in this process (CuPy loads it at its first GEMM)")
+    return ctypes.CDLL(paths[0])
+
+
+class Gemm:
+    """``gemm(out, a, b) -> bool``: out = a @ b through this handle's cuBLAS call, or False (and
+    nothing done) where ``gemm_args`` cannot describe the arrays."""
+
+    def __init__(self, cp):
+        self.cp = cp
+        cp.matmul(cp.ones((2, 2), dtype=cp.float32), cp.ones((2, 2), dtype=cp.float32))   # CuPy loads cuBLAS
+        lib = self.lib = _loaded_cublas()
+        p, i, vp = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)
+        for name, args in (("cublasCreate_v2", [vp]), ("cublasSetStream_v2", [p, p]),
+                           ("cublasSetWorkspace_v2", [p, p, ctypes.c_size_t]),
+                           ("cublasSgemm_v2", [p, i, i, i, i, i, p, p, i, p, i, p, p, i]),
+                           ("cublasDgemm_v2", [p, i, i, i, i, i, p, p, i, p, i, p, p, i])):
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, ctypes.c_int
+        self.handle = ctypes.c_void_p()
+        self._check(lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate_v2")
+        self.workspace = cp.empty(WORKSPACE_BYTES, dtype=cp.uint8)
+        self.stream = None
+        self.calls = {np.dtype(np.float32): (lib.cublasSgemm_v2, ctypes.c_float),
+                      np.dtype(np.float64): (lib.cublasDgemm_v2, ctypes.c_double)}
+
+    @staticmethod
+    def _check(status, what):
+        if status != 0:
+            raise RuntimeError(f"{what} failed with cuBLAS status {status}")
+
+    def _bind(self, stream):
+        # cublasSetStream puts the handle back on cuBLAS's own workspace pool, which allocates
+        # (forbidden during a capture): our workspace is set again after every change of stream.
+        lib, h = self.lib, self.handle
+        self._check(lib.cublasSetStream_v2(h, ctypes.c_void_p(stream)), "cublasSetStream_v2")
+        self._check(lib.cublasSetWorkspace_v2(h, ctypes.c_void_p(self.workspace.data.ptr), WORKSPACE_BYTES),
+                    "cublasSetWorkspace_v2")
+        self.stream = stream
+
+    def __call__(self, out, a, b) -> bool:
+        args = gemm_args(out, a, b)
+        if args is None:
+            return False
+        transa, transb, m, n, k, lda, ldb, ldc = args
+        stream = self.cp.cuda.get_current_stream().ptr
+        if stream != self.stream:
+            self._bind(stream)
+        call, scalar = self.calls[out.dtype]
+        one, zero = scalar(1), scalar(0)
+        self._check(call(self.handle, transa, transb, m, n, k, ctypes.byref(one), b.data.ptr, lda,
+                         a.data.ptr, ldb, ctypes.byref(zero), out.data.ptr, ldc), "cublas gemm")
+        return True
