@@ -38,13 +38,18 @@ FASTDL_INSTANTIATE(bias_sigmoid, (T* z, const T* b, long long n, int m), (z, b, 
 // mode FASTDL_ACT_RELU:     dh *= (h > 0)   (h is the ReLU's output)
 // mode FASTDL_ACT_SIGMOID:  dh *= h (1 - h) (h is the sigmoid's output)
 // mode FASTDL_ACT_IDENTITY: dh unchanged    (a plain column sum)
+// Grid (ceil(m / 32), parts): block (x, y) sums rows [y * rows, min(n, (y + 1) * rows)) of its 32
+// columns into db[y * m + col]. One part (rows = n) gives the column sums; with more, sum_parts
+// adds them up. A tall batch needs the parts: one block of 8 threads per column walking 10,000
+// rows waits on memory at each row, and the whole GPU runs 1 or 2 such blocks.
 template <typename T>
-__device__ void grad_colsum_impl(T* dh, const T* h, T* db, long long n, int m, int mode) {
+__device__ void grad_colsum_impl(T* dh, const T* h, T* db, long long n, int m, int mode, long long rows) {
     __shared__ T part[8][33];
     int col = blockIdx.x * 32 + threadIdx.x;
+    long long first = blockIdx.y * rows, end = min(n, first + rows);
     T acc = T(0);
     if (col < m) {
-        for (long long r = threadIdx.y; r < n; r += 8) {
+        for (long long r = first + threadIdx.y; r < end; r += 8) {
             long long i = r * m + col;
             T v = dh[i];
             if (mode == FASTDL_ACT_RELU) v = h[i] > T(0) ? v : T(0);
@@ -58,8 +63,19 @@ __device__ void grad_colsum_impl(T* dh, const T* h, T* db, long long n, int m, i
     if (threadIdx.y == 0 && col < m) {
         T s = T(0);
         for (int k = 0; k < 8; ++k) s += part[k][threadIdx.x];
+        db[blockIdx.y * (long long)m + col] = s;
+    }
+}
+FASTDL_INSTANTIATE(grad_colsum, (T* dh, const T* h, T* db, long long n, int m, int mode, long long rows),
+                   (dh, h, db, n, m, mode, rows))
+
+// db[col] = sum over p of parts[p * m + col], in order p = 0, 1, ... (deterministic).
+template <typename T>
+__device__ void sum_parts_impl(const T* parts, T* db, int count, int m) {
+    for (int col = blockIdx.x * blockDim.x + threadIdx.x; col < m; col += gridDim.x * blockDim.x) {
+        T s = T(0);
+        for (int p = 0; p < count; ++p) s += parts[p * (long long)m + col];
         db[col] = s;
     }
 }
-FASTDL_INSTANTIATE(grad_colsum, (T* dh, const T* h, T* db, long long n, int m, int mode),
-                   (dh, h, db, n, m, mode))
+FASTDL_INSTANTIATE(sum_parts, (const T* parts, T* db, int count, int m), (parts, db, count, m))

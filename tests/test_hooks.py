@@ -10,6 +10,9 @@ from fastdl import ByteImages, optimizers
 from test_kernels import labels, rand
 
 SHAPES = [(1, 1), (37, 13), (100, 50)]
+# column sums also over tall batches: cupy sums those in parts of rows (two parts, a part per 256
+# rows, and its cap of 64 parts with an uneven last one)
+COLSUM_SHAPES = SHAPES + [(257, 3), (1000, 50), (20_001, 10)]
 
 
 def pixels(shape, dtype, seed=0, scale=255):
@@ -100,18 +103,18 @@ def case_axpy_(bk, ref, dtype):
 
 
 def case_colsum_(bk, ref, dtype):
-    for n, m in SHAPES:
+    for n, m in COLSUM_SHAPES:
         both(bk, ref, "colsum_", [nan(m, dtype)], [rand((n, m), dtype)], dtype, n)
 
 
 def case_relu_grad_colsum_(bk, ref, dtype):
-    for n, m in SHAPES:
+    for n, m in COLSUM_SHAPES:
         h = np.maximum(rand((n, m), dtype, 1), 0)              # a ReLU's output: many exact zeros
         both(bk, ref, "relu_grad_colsum_", [rand((n, m), dtype), nan(m, dtype)], [h], dtype, n)
 
 
 def case_sigmoid_grad_colsum_(bk, ref, dtype):
-    for n, m in SHAPES:
+    for n, m in COLSUM_SHAPES:
         y = (1 / (1 + np.exp(-rand((n, m), dtype, 1, 4)))).astype(dtype)
         both(bk, ref, "sigmoid_grad_colsum_", [rand((n, m), dtype), nan(m, dtype)], [y], dtype, n)
 

@@ -126,11 +126,29 @@ def bias_sigmoid_(z, b):
     _launch("bias_sigmoid", z.dtype, n * m, z, b, np.int64(n), np.int32(m))
 
 
+COLSUM_ROWS = 256          # rows per block of a column sum; a taller batch is summed in parts
+COLSUM_PARTS = 64          # at most (enough blocks to fill the GPU with the book's widths)
+_parts = {}
+
+
 def _grad_colsum(dh, db, h, activation):
-    """One block of (32 x 8) threads per 32 columns (the kernel's layout; see activations.cu)."""
+    """Blocks of (32 x 8) threads, one per 32 columns and part of the rows (see activations.cu);
+    the parts' sums go to a kept scratch array (per shape: nothing allocated per step, so a
+    captured step can hold it) and one more kernel adds them up in order."""
     n, m = dh.shape
-    _kernel("grad_colsum", dh.dtype)((math.ceil(m / 32),), (32, 8),
-                                     (dh, h, db, np.int64(n), np.int32(m), np.int32(ACT_CODES[activation])))
+    count = max(1, min(math.ceil(n / COLSUM_ROWS), COLSUM_PARTS))
+    rows = math.ceil(n / count)
+    out = db
+    if count > 1:
+        key = (count, m, dh.dtype.char, cp.cuda.Device().id)
+        if key not in _parts:
+            _parts[key] = cp.empty(count * m, dtype=dh.dtype)
+        out = _parts[key]
+    _kernel("grad_colsum", dh.dtype)((math.ceil(m / 32), count), (32, 8),
+                                     (dh, h, out, np.int64(n), np.int32(m), np.int32(ACT_CODES[activation]),
+                                      np.int64(rows)))
+    if count > 1:
+        _kernel("sum_parts", dh.dtype)(_grid(m), (THREADS,), (out, db, np.int32(count), np.int32(m)))
 
 
 def relu_grad_colsum_(dh, db, h):
