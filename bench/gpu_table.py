@@ -27,7 +27,7 @@ def table(data) -> str:
             sgemm = info["flops"] / b["stats"]["median"]
         elif group.startswith(("gpu book", "gpu large")) and "network" in info:
             groups[group].append(b)
-    lines = ["| workload | contender | median | us/step | TFLOP/s | vs PyTorch eager | vs PyTorch graph "
+    lines = ["| workload | contender | median | us/step | TFLOP/s | speed-up vs PyTorch eager | speed-up vs PyTorch graph "
              "| / GEMM floor | / sgemm roof |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for group, rows in sorted(groups.items(), key=lambda g: (g[0].startswith("gpu large"), g[0])):
         med = {r["extra_info"]["backend"]: r["stats"]["median"] for r in rows}
