@@ -140,3 +140,12 @@ def test_on_a_gpu_the_direct_call_matches_cupy_and_captures():
     replay()
     bk.synchronize()
     np.testing.assert_array_equal(cp.asnumpy(captured), cp.asnumpy(eager))
+
+
+def test_without_libcublas_the_backend_says_it_uses_cupys_matmul(emu):
+    """Where no libcublas is loaded (here: the CPU emulator), matmul_ goes to CuPy's matmul and
+    the backend's description (``fastdl info``) says so, with the reason."""
+    assert emu.describe()["gemm"].startswith("CuPy's matmul (fastdl's own cuBLAS handle unavailable: libcublas")
+    a, b, out = emu.asarray(np.ones((3, 4), np.float32)), emu.asarray(np.ones((4, 2), np.float32)), emu.xp.empty((3, 2), np.float32)
+    emu.matmul_(out, a, b)
+    np.testing.assert_array_equal(emu.to_numpy(out), np.full((3, 2), 4, np.float32))
