@@ -20,7 +20,9 @@ pytestmark = pytest.mark.skipif(fake_cupy.CXX is None, reason="no C++ compiler (
 MUTATIONS = {
     # name: (file, original text, mutated text)
     "ReLU inverted": ("activations.cu", "z[i] = v > T(0) ? v : T(0);", "z[i] = v < T(0) ? v : T(0);"),
-    "column sum's grid too small": ("cupy.py", "((math.ceil(m / 32),), (32, 8),", "((max(1, m // 32),), (32, 8),"),
+    "column sum's grid too small": ("cupy.py", "((math.ceil(m / 32), count), (32, 8),", "((max(1, m // 32), count), (32, 8),"),
+    "column sum's first part of the rows dropped": ("activations.cu", "for (int p = 0; p < count; ++p)",
+                                                    "for (int p = 1; p < count; ++p)"),
     "softmax row count off by one": ("softmax_xent.cu", "if (row >= n) return;", "if (row >= n - 1) return;"),
     "__syncthreads() removed from the column sum": ("activations.cu", "    __syncthreads();\n", "\n"),
     "warp reduction's shuffle offset starts at 8": ("common.cuh", "for (int off = 16; off > 0; off >>= 1) v += ",

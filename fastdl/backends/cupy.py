@@ -92,8 +92,16 @@ def _module():
     return _MODULE
 
 
+_FUNCTIONS = {}
+
+
 def _kernel(base: str, dtype):
-    return _module().get_function(f"{base}_{'f32' if np.dtype(dtype) == np.float32 else 'f64'}")
+    """The kernel's float32 or float64 instantiation, looked up once (a step launches ~15)."""
+    key = (base, np.dtype(dtype) == np.float32)
+    fn = _FUNCTIONS.get(key)
+    if fn is None:
+        fn = _FUNCTIONS[key] = _module().get_function(f"{base}_{'f32' if key[1] else 'f64'}")
+    return fn
 
 
 def _grid(total: int) -> tuple:
