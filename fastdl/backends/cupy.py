@@ -24,7 +24,7 @@ import cupy as cp
 import numpy as np
 
 from ..cuda_sources import combined_source, kernel_dir
-from . import composed, cublas_direct, cuda_graphs
+from . import composed, cublas_direct, cuda_chapter6, cuda_graphs, cuda_updates
 from .contract import ACT_CODES, FUSED_STEP, GRAPH_REPLAY, SOFTMAX_GRAD, SOFTMAX_PROBS
 
 name = "cupy"
@@ -284,109 +284,20 @@ def softmax_cross_entropy_backward(probs, t):
     return dz
 
 
-# -- chapter 6 ------------------------------------------------------------------------------------
+# -- chapter 6: weight decay, Dropout, Batch Normalization (fastdl/backends/cuda_chapter6.py) ----
 
-def sum_squares(a):
-    return (a * a).sum()                       # CuPy's reduction; a 0-d device array
-
-
-def scale(x, s):
-    return x * x.dtype.type(s)
+_chapter6 = cuda_chapter6.Chapter6(cp, _kernel, _launch)
+sum_squares, scale, dropout_forward = _chapter6.sum_squares, _chapter6.scale, _chapter6.dropout_forward
+batchnorm_forward, batchnorm_inference = _chapter6.batchnorm_forward, _chapter6.batchnorm_inference
+batchnorm_backward = _chapter6.batchnorm_backward
 
 
-def dropout_forward(x, ratio, key):
-    x = cp.ascontiguousarray(x)
-    y, mask = cp.empty_like(x), cp.empty(x.shape, dtype=cp.bool_)
-    _launch("dropout", x.dtype, x.size, y, mask, x, float(ratio), np.uint64(key), np.int64(x.size))
-    return y, mask
+# -- in-place updates: optimizers, running averages, weight decay (fastdl/backends/cuda_updates.py)
 
-
-def _columns(m):
-    return (math.ceil(m / 32),), (32, 8)      # one (32 x 8) block per 32 columns
-
-
-def batchnorm_forward(x, gamma, beta, eps):
-    x = cp.ascontiguousarray(x)
-    n, m = x.shape
-    y, xn = cp.empty_like(x), cp.empty_like(x)
-    sd, mean, var = (cp.empty(m, dtype=x.dtype) for _ in range(3))
-    _kernel("batchnorm_train", x.dtype)(*_columns(m), (y, xn, sd, mean, var, x, gamma, beta, x.dtype.type(eps),
-                                                        np.int64(n), np.int32(m)))
-    return y, xn, sd, mean, var
-
-
-def batchnorm_inference(x, gamma, beta, mean, var, eps):
-    x = cp.ascontiguousarray(x)
-    n, m = x.shape
-    y = cp.empty_like(x)
-    _launch("batchnorm_inference", x.dtype, n * m, y, x, gamma, beta, mean, var, x.dtype.type(eps),
-            np.int64(n), np.int32(m))
-    return y
-
-
-def batchnorm_backward(dy, xn, std, gamma):
-    dy = cp.ascontiguousarray(dy)
-    n, m = dy.shape
-    dx, dgamma, dbeta = cp.empty_like(dy), cp.empty(m, dtype=dy.dtype), cp.empty(m, dtype=dy.dtype)
-    _kernel("batchnorm_backward", dy.dtype)(*_columns(m), (dx, dgamma, dbeta, dy, xn, std, gamma,
-                                                           np.int64(n), np.int32(m)))
-    return dx, dgamma, dbeta
-
-
-def running_update(avg, x, momentum, one_minus_momentum):
-    _update("running", avg, (x,), (momentum, one_minus_momentum))
-
-
-def axpy_(y, a, x):
-    _update("axpy", y, (x,), (a,))
-
-
-# -- optimizer updates (in place) -----------------------------------------------------------------
-
-def _update(base, p, arrays, scalars):
-    t = p.dtype.type
-    _flat_launch(base, (p, *arrays), [t(s) for s in scalars])
-
-
-def _flat_launch(base, arrays, scalars):
-    """One update kernel over flat arrays of equal size (``arrays[0]`` the parameter). The kernels
-    index flat memory, so arrays that are not C-contiguous (a column slice, a Fortran-ordered
-    array) go through contiguous copies written back: in place on every layout, never on a silent
-    copy, and never past a view's own elements."""
-    dense = [cp.ascontiguousarray(a) for a in arrays]
-    p = dense[0]
-    _launch(base, p.dtype, p.size, *dense, *scalars, np.int64(p.size))
-    for a, d in zip(arrays, dense):
-        if d is not a:
-            a[...] = d
-
-
-def sgd_update(p, g, lr):
-    _update("sgd", p, (g,), (lr,))
-
-
-def momentum_update(p, g, v, lr, momentum):
-    _update("momentum", p, (g, v), (lr, momentum))
-
-
-def nesterov_update(p, g, v, lr, momentum, momentum_sq, lr_ahead):
-    _update("nesterov", p, (g, v), (lr, momentum, momentum_sq, lr_ahead))
-
-
-def adagrad_update(p, g, h, lr, eps):
-    _update("adagrad", p, (g, h), (lr, eps))
-
-
-def rmsprop_update(p, g, h, lr, decay, one_minus_decay, eps):
-    _update("rmsprop", p, (g, h), (lr, decay, one_minus_decay, eps))
-
-
-def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
-    if isinstance(lr_t, cp.ndarray):          # a replayed block's per-step value, read when it runs
-        t = p.dtype.type
-        _flat_launch("adam_at", (p, g, m, v), [lr_t, t(one_minus_beta1), t(one_minus_beta2), t(eps)])
-        return
-    _update("adam", p, (g, m, v), (lr_t, one_minus_beta1, one_minus_beta2, eps))
+_updates = cuda_updates.Updates(cp, _launch)
+sgd_update, momentum_update, nesterov_update = _updates.sgd_update, _updates.momentum_update, _updates.nesterov_update
+adagrad_update, rmsprop_update, adam_update = _updates.adagrad_update, _updates.rmsprop_update, _updates.adam_update
+running_update, axpy_ = _updates.running_update, _updates.axpy_
 
 
 # -- replaying captured work -----------------------------------------------------------------------
