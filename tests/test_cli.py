@@ -33,6 +33,19 @@ def test_train_writes_params_history_and_evaluates(mnist_root, tmp_path, capsys)
     assert f"test_acc {h['final_test_acc']:.4f}" in capsys.readouterr().out
 
 
+def test_the_main_job_on_each_accelerated_backend(accelerated, mnist_root, tmp_path, capsys):
+    """``fastdl train --backend numba|cupy`` end to end (bytes, fused step, on cupy CUDA graphs),
+    then ``fastdl evaluate`` on the same backend gives the run's final accuracy."""
+    out = tmp_path / "run"
+    assert main(["train", "--backend", accelerated.name, "--iters", "1200", "--data", str(mnist_root),
+                 "--out", str(out), "--no-progress", "--seed", "1"]) == 0
+    h = json.loads((out / "history.json").read_text())
+    assert h["backend"] == accelerated.name and h["final_test_acc"] > 0.85
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "params.npz"), "--data", str(mnist_root), "--backend", accelerated.name]) == 0
+    assert f"test_acc {h['final_test_acc']:.4f}" in capsys.readouterr().out
+
+
 def test_unknown_backend_is_one_clear_line_without_traceback():
     r = fastdl_cmd("train", "--backend", "pytroch", "--iters", "1")
     assert r.returncode == 2
