@@ -48,7 +48,8 @@ echo "smoke exit: $?" >> "$OUT/env.txt"
 # 1. Every GPU test (the cupy parameter of each backend test: kernels, hooks, fused step, replay,
 #    end to end on MNIST), in 8 processes.
 if [ "$WHAT" != bench ]; then
-  timeout -s INT -k 10 150 $PY -m pytest -q -p no:cacheprovider tests -m gpu -n 8 --timeout 100 --tb=short -rfEs \
+  par=$($PY -c "import xdist, pytest_timeout; print('-n 8 --timeout 100')" 2>/dev/null)
+  timeout -s INT -k 10 150 $PY -m pytest -q -p no:cacheprovider tests -m gpu $par --tb=short -rfEs \
       2>&1 | tee "$OUT/gpu-tests.log"
   echo "tests exit: ${PIPESTATUS[0]}" >> "$OUT/env.txt"
 fi
