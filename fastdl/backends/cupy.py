@@ -1,6 +1,9 @@
 """CuPy backend: the kernel contract on NVIDIA GPUs.
 
-* GEMMs go to cuBLAS (CuPy's matmul). What fusion helps is hand-written CUDA in the top-level
+* GEMMs go to cuBLAS: the fused step's through a handle of fastdl's own (``cublas_direct``:
+  CuPy's cannot be captured into a CUDA graph), the layer path's through CuPy's matmul. The
+  optimizer updates and chapter 6 live in ``cuda_updates`` and ``cuda_chapter6``, the graph
+  capture in ``cuda_graphs``. What fusion helps is hand-written CUDA in the top-level
   ``kernels/`` folder (shipped inside the wheel as ``fastdl/kernels``): bias + activation, the
   activation backward fused with the bias-gradient column sum, softmax-cross-entropy (loss and
   probabilities, or loss and gradient, in one pass per row, one warp per row), the batch gather
@@ -31,7 +34,7 @@ name = "cupy"
 xp = cp
 device = "cuda"          # refined by check_usable() to the device's name
 CAPABILITIES = frozenset({FUSED_STEP, GRAPH_REPLAY})
-COMPILES = True           # NVRTC, at selection; the step's first call still sets up cuBLAS
+COMPILES = True           # NVRTC, and fastdl's cuBLAS handle, at selection
 
 THREADS = 256
 MEAN_THREADS = 256        # FASTDL_MEAN_THREADS of kernels/softmax_xent.cu: mean_of's one block
