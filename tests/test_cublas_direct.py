@@ -5,6 +5,7 @@ to cuBLAS and those it leaves to CuPy, the ctypes binding against a stand-in lib
 import ctypes
 import shutil
 import subprocess
+import sys
 import types
 
 import numpy as np
@@ -93,7 +94,7 @@ def fake_lib(tmp_path_factory):
 
 
 def test_the_binding_computes_every_layout_and_sets_the_workspace_per_stream(fake_lib, monkeypatch):
-    monkeypatch.setattr(cublas_direct, "_loaded_cublas", lambda: fake_lib)
+    monkeypatch.setattr(cublas_direct, "_loaded_cublas", lambda cp: fake_lib)
     stream = types.SimpleNamespace(ptr=0)
     cp = types.SimpleNamespace(float32=np.float32, uint8=np.uint8, matmul=np.matmul,
                                ones=lambda shape, dtype: np.ones(shape, dtype),
@@ -149,3 +150,18 @@ def test_without_libcublas_the_backend_says_it_uses_cupys_matmul(emu):
     a, b, out = emu.asarray(np.ones((3, 4), np.float32)), emu.asarray(np.ones((4, 2), np.float32)), emu.xp.empty((3, 2), np.float32)
     emu.matmul_(out, a, b)
     np.testing.assert_array_equal(emu.to_numpy(out), np.full((3, 2), 4, np.float32))
+
+
+def test_which_libcublas_is_bound(tmp_path, monkeypatch):
+    """CuPy's own (mapped in this process) first, else the one beside CuPy's cuBLASLt."""
+    cp = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13020)))
+    lt, beside = tmp_path / "libcublasLt.so.13", tmp_path / "libcublas.so.13"
+    monkeypatch.setattr(cublas_direct, "_mapped_libraries", lambda: ["/x/libcublasLt.so.13", "/y/libcublas.so.13"])
+    assert cublas_direct._cublas_path(cp) == "/y/libcublas.so.13"
+    monkeypatch.setattr(cublas_direct, "_mapped_libraries", lambda: [str(lt)])
+    beside.write_bytes(b"")
+    assert cublas_direct._cublas_path(cp) == str(beside)
+    beside.unlink()
+    monkeypatch.setitem(sys.modules, "cuda.pathfinder", None)     # not installed
+    with pytest.raises(OSError, match="libcublas is not loaded"):
+        cublas_direct._cublas_path(cp)

@@ -58,17 +58,36 @@ def gemm_args(out, a, b):
     return first[0], second[0], n, m, k, first[1], second[1], max(1, n)
 
 
-def _loaded_cublas():
-    """The libcublas this process already loaded (CuPy's), found in the process's memory map."""
+def _mapped_libraries() -> list[str]:
     try:
         with open("/proc/self/maps") as f:
-            paths = {line.split(None, 5)[5].strip() for line in f if "libcublas.so" in line}
-    except OSError as exc:
-        raise OSError(f"cannot read this process's memory map to find libcublas: {exc}") from exc
-    paths = sorted(p for p in paths if os.path.basename(p).startswith("libcublas.so"))
-    if not paths:
-        raise OSError("libcublas is not loaded in this process (CuPy loads it at its first GEMM)")
-    return ctypes.CDLL(paths[0])
+            return sorted({line.split(None, 5)[5].strip() for line in f if ".so" in line and len(line.split(None, 5)) == 6})
+    except OSError:
+        return []                      # not Linux: the other ways below
+
+
+def _cublas_path(cp) -> str:
+    """The libcublas to bind: the one this process loaded (CuPy's), else the one beside the
+    cuBLASLt CuPy loaded, else where NVIDIA's cuda-pathfinder (CuPy 14 uses it) finds it."""
+    mapped = _mapped_libraries()
+    for path in mapped:
+        if os.path.basename(path).startswith("libcublas.so"):
+            return path
+    major = cp.cuda.runtime.runtimeGetVersion() // 1000
+    for path in mapped:
+        beside = os.path.join(os.path.dirname(path), f"libcublas.so.{major}")
+        if os.path.basename(path).startswith("libcublasLt.so") and os.path.exists(beside):
+            return beside
+    try:
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+        return load_nvidia_dynamic_lib("cublas").abs_path
+    except Exception as exc:          # noqa: BLE001 - not installed, or no cuBLAS there either
+        raise OSError(f"libcublas is not loaded in this process, nor beside a loaded cuBLASLt, nor found "
+                      f"by cuda-pathfinder ({type(exc).__name__}: {exc})") from exc
+
+
+def _loaded_cublas(cp):
+    return ctypes.CDLL(_cublas_path(cp))
 
 
 class Gemm:
@@ -78,7 +97,7 @@ class Gemm:
     def __init__(self, cp):
         self.cp = cp
         cp.matmul(cp.ones((2, 2), dtype=cp.float32), cp.ones((2, 2), dtype=cp.float32))   # CuPy loads cuBLAS
-        lib = self.lib = _loaded_cublas()
+        lib = self.lib = _loaded_cublas(cp)
         p, i, vp = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)
         for name, args in (("cublasCreate_v2", [vp]), ("cublasSetStream_v2", [p, p]),
                            ("cublasSetWorkspace_v2", [p, p, ctypes.c_size_t]),
