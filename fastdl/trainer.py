@@ -16,7 +16,6 @@ not a multiple of the batch size).
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,9 +26,7 @@ from .backends.contract import FUSED_STEP, GRAPH_REPLAY
 from .errors import DivergenceError
 from .fused import compile_train_step
 from .images import backend_input
-from .validate import check_labels, host_view
-
-SAMPLING = ("shuffle", "replacement")
+from .validate import check_labels, check_run_options, host_view
 
 
 @dataclass
@@ -86,16 +83,10 @@ class Trainer:
         self.network = network
         self.optimizer = optimizer
         self.backend = bk = network.backend
-        if (epochs is None) == (iterations is None):
-            raise ValueError("give exactly one of epochs= or iterations= (e.g. iterations=10000 as in the book)")
         explicit = batch_size is not None
         batch_size = 100 if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if sampling not in SAMPLING:
-            raise ValueError(f"sampling={sampling!r}: choose 'shuffle' (a permutation per epoch) or 'replacement' (the book's)")
-        if sync_every < 1:
-            raise ValueError(f"sync_every must be >= 1, got {sync_every!r}")
+        check_run_options(epochs, iterations, batch_size, sampling, sync_every, explosion, checkpoint,
+                          checkpoint_every)
 
         # Data is checked once and moved to the backend once, in the network's dtype
         # (ByteImages stay bytes there: fastdl.images).
@@ -107,14 +98,7 @@ class Trainer:
                              f"use at most {self.n_train}")
         self.batch_size = int(min(batch_size, self.n_train))
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
-        if iterations is not None:
-            if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-                raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-            self.total_steps = int(iterations)
-        else:
-            if not (isinstance(epochs, (int, float, np.number)) and math.isfinite(epochs) and epochs > 0):
-                raise ValueError(f"epochs must be a positive finite number, got {epochs!r}")
-            self.total_steps = max(1, round(epochs * self.steps_per_epoch))
+        self.total_steps = int(iterations) if iterations is not None else max(1, round(epochs * self.steps_per_epoch))
 
         self.t_train = bk.asarray(t_idx)
         self.x_test = self.t_test = None
@@ -136,15 +120,7 @@ class Trainer:
         self._epoch_host = None          # this epoch's batch indices (host), and the position in it
         self._pos = 0
         self.checkpoint = checkpoint
-        if checkpoint is not None and os.path.isdir(checkpoint):
-            raise ValueError(f"checkpoint={str(checkpoint)!r} is a folder; give a file path such as "
-                             f"{os.path.join(str(checkpoint), 'checkpoint.npz')!r}")
-        if not (explosion is None or (isinstance(explosion, (int, float)) and math.isfinite(explosion) and explosion > 1)):
-            raise ValueError(f"explosion={explosion!r} must be a finite number above 1, or None to turn the check off")
         self.explosion = None if explosion is None else float(explosion)
-        if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_every % self.sync_every):
-            raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive multiple of sync_every={self.sync_every} "
-                             f"(checkpoints are written only where the losses were checked finite)")
         self.checkpoint_every = checkpoint_every
         self.checkpoint_written = False        # whether this trainer wrote (or resumed from) a checkpoint
         # A backend that declares the fused step gets it: the same numbers as the layer-by-layer

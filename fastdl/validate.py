@@ -7,6 +7,9 @@ once up front and then calls unchecked internals, so these checks cost nothing p
 
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 
 from .errors import DeviceError, DTypeError, LabelError, NonFiniteError, ShapeError
@@ -112,3 +115,30 @@ def check_labels(t, n_classes: int, n_rows: int | None = None, what: str = "t") 
     if n_rows is not None and idx.shape[0] != n_rows:
         raise ShapeError(f"x has {n_rows} rows but {what} has {idx.shape[0]} labels; they must match one to one")
     return idx
+
+
+def check_run_options(epochs, iterations, batch_size, sampling, sync_every, explosion, checkpoint,
+                      checkpoint_every) -> None:
+    """The Trainer's options, checked before any data moves (``fastdl.Trainer`` says what each
+    means)."""
+    if (epochs is None) == (iterations is None):
+        raise ValueError("give exactly one of epochs= or iterations= (e.g. iterations=10000 as in the book)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if sampling not in ("shuffle", "replacement"):
+        raise ValueError(f"sampling={sampling!r}: choose 'shuffle' (a permutation per epoch) or 'replacement' (the book's)")
+    if isinstance(sync_every, bool) or not isinstance(sync_every, (int, np.integer)) or sync_every < 1:
+        raise ValueError(f"sync_every must be a positive integer, got {sync_every!r}")
+    if iterations is not None:
+        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    elif not (isinstance(epochs, (int, float, np.number)) and math.isfinite(epochs) and epochs > 0):
+        raise ValueError(f"epochs must be a positive finite number, got {epochs!r}")
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        raise ValueError(f"checkpoint={str(checkpoint)!r} is a folder; give a file path such as "
+                         f"{os.path.join(str(checkpoint), 'checkpoint.npz')!r}")
+    if not (explosion is None or (isinstance(explosion, (int, float)) and math.isfinite(explosion) and explosion > 1)):
+        raise ValueError(f"explosion={explosion!r} must be a finite number above 1, or None to turn the check off")
+    if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_every % sync_every):
+        raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive multiple of sync_every={sync_every} "
+                         f"(checkpoints are written only where the losses were checked finite)")
