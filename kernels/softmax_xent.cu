@@ -77,8 +77,7 @@ FASTDL_INSTANTIATE(decode_bytes, (T* out, const unsigned char* codes, T scale, l
 // out[0] = mean(x[0:n]) in one block: each thread sums a stride of x, then the block adds the
 // partials in a fixed tree (deterministic). The fused step's loss is written here rather than by
 // CuPy's mean, whose reduction may take scratch memory from the pool, which a captured CUDA graph
-// cannot own. Launch with exactly FASTDL_MEAN_THREADS threads and one block.
-#define FASTDL_MEAN_THREADS 256
+// cannot own. Launch with exactly FASTDL_MEAN_THREADS threads (contract.py's MEAN_THREADS) and one block.
 template <typename T>
 __device__ void mean_of_impl(const T* x, T* out, long long n) {
     __shared__ T part[FASTDL_MEAN_THREADS];

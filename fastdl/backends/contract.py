@@ -149,6 +149,9 @@ ACTIVATIONS = {
 # gradient and for what the softmax kernel writes; the CUDA sources get them as #defines.
 ACT_CODES = {"relu": 0, "sigmoid": 1, "identity": 2}
 SOFTMAX_PROBS, SOFTMAX_GRAD = 0, 1
+# The one block of the CUDA mean_of kernel: its launch (cupy) and its shared array read this one
+# number (a launch with more threads would write past that array).
+MEAN_THREADS = 256
 
 
 # Dropout's counter-based generator, the same on every backend: each element's uniform number is
@@ -199,5 +202,6 @@ def cuda_defines() -> str:
     """The codes above as C preprocessor definitions, prepended to the CUDA sources."""
     lines = [f"#define FASTDL_ACT_{k.upper()} {v}" for k, v in ACT_CODES.items()]
     lines += [f"#define FASTDL_SOFTMAX_PROBS {SOFTMAX_PROBS}", f"#define FASTDL_SOFTMAX_GRAD {SOFTMAX_GRAD}"]
+    lines += [f"#define FASTDL_MEAN_THREADS {MEAN_THREADS}"]
     lines += [f"#define FASTDL_GOLDEN {GOLDEN:#x}ULL", f"#define FASTDL_MIX1 {MIX1:#x}ULL", f"#define FASTDL_MIX2 {MIX2:#x}ULL"]
     return "// generated from fastdl/backends/contract.py\n" + "\n".join(lines) + "\n"

@@ -109,8 +109,11 @@ class Gemm:
         self._check(lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate_v2")
         self.workspace = cp.empty(WORKSPACE_BYTES, dtype=cp.uint8)
         self.stream = None
-        self.calls = {np.dtype(np.float32): (lib.cublasSgemm_v2, ctypes.c_float),
-                      np.dtype(np.float64): (lib.cublasDgemm_v2, ctypes.c_double)}
+        # alpha = 1, beta = 0 per dtype, made once: cuBLAS reads them from host memory at each call
+        self.scalars = [ctypes.c_float(1), ctypes.c_float(0), ctypes.c_double(1), ctypes.c_double(0)]
+        f1, f0, d1, d0 = (ctypes.byref(x) for x in self.scalars)
+        self.calls = {np.dtype(np.float32): (lib.cublasSgemm_v2, f1, f0),
+                      np.dtype(np.float64): (lib.cublasDgemm_v2, d1, d0)}
 
     @staticmethod
     def _check(status, what):
@@ -134,8 +137,7 @@ class Gemm:
         stream = self.cp.cuda.get_current_stream().ptr
         if stream != self.stream:
             self._bind(stream)
-        call, scalar = self.calls[out.dtype]
-        one, zero = scalar(1), scalar(0)
-        self._check(call(self.handle, transa, transb, m, n, k, ctypes.byref(one), b.data.ptr, lda,
-                         a.data.ptr, ldb, ctypes.byref(zero), out.data.ptr, ldc), "cublas gemm")
+        call, one, zero = self.calls[out.dtype]
+        self._check(call(self.handle, transa, transb, m, n, k, one, b.data.ptr, lda,
+                         a.data.ptr, ldb, zero, out.data.ptr, ldc), "cublas gemm")
         return True

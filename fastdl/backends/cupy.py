@@ -28,7 +28,7 @@ import numpy as np
 
 from ..cuda_sources import combined_source, kernel_dir
 from . import composed, cublas_direct, cuda_chapter6, cuda_graphs, cuda_updates
-from .contract import ACT_CODES, FUSED_STEP, GRAPH_REPLAY, SOFTMAX_GRAD, SOFTMAX_PROBS
+from .contract import ACT_CODES, FUSED_STEP, GRAPH_REPLAY, MEAN_THREADS, SOFTMAX_GRAD, SOFTMAX_PROBS
 
 name = "cupy"
 xp = cp
@@ -37,7 +37,6 @@ CAPABILITIES = frozenset({FUSED_STEP, GRAPH_REPLAY})
 COMPILES = True           # NVRTC, and fastdl's cuBLAS handle, at selection
 
 THREADS = 256
-MEAN_THREADS = 256        # FASTDL_MEAN_THREADS of kernels/softmax_xent.cu: mean_of's one block
 
 
 def check_usable() -> None:
