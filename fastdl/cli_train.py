@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, curves
 from .errors import FastDLError, FileFormatError
 
 
@@ -60,13 +60,19 @@ def _compile(net, opt, x, t, xt, tt, batch_size):
 
 
 def train(args) -> int:
+    out = Path(args.out)
+    with curves.Helper(out / "curves.png") as plot:   # first: matplotlib imports beside the run
+        return _train(args, out, plot)
+
+
+def _train(args, out: Path, plot: curves.Helper) -> int:
     import numpy as np
 
     from . import datasets, io, networks, optimizers, trainer
     from .backends import get_backend
 
     backend = get_backend(args.backend)  # fail fast, before loading data
-    out = _out_folder(Path(args.out))
+    _out_folder(out)
     init = args.init
     try:
         init = float(init)
@@ -138,37 +144,11 @@ def train(args) -> int:
     record.update({"seconds": h.seconds, "compile_seconds": compile_seconds, "fast_path": tr.fast_path,
                    "network": net.config(), "optimizer": opt.config(), "fastdl": __version__, "numpy": np.__version__})
     io.atomic_write_bytes(out / "history.json", json.dumps(record, indent=1).encode())
-    del tr        # frees the training set before plotting: matplotlib's import is the run's last peak
-    curves = _plot_curves(h, out / "curves.png")
+    del tr
+    png, why_not = plot.finish(record)
     print(f"done in {h.seconds:.2f} s ({h.train_seconds:.2f} s in training steps"
           + (f", after {compile_seconds:.2f} s compiling" if compile_seconds else "") + "): "
           f"train_acc {h.train_acc[-1]:.4f}, test_acc {h.test_acc[-1]:.4f}")
-    print(f"wrote {out / 'params.npz'}, {out / 'history.json'}, {ckpt}" + (f", {curves}" if curves else
-          " (install matplotlib, pip install \"fastdl[plot]\", for curves.png)"))
+    print(f"wrote {out / 'params.npz'}, {out / 'history.json'}, {ckpt}" + (f", {png}" if png else f" ({why_not})"))
     return 0
 
-
-def _plot_curves(h, path: Path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(range(1, len(h.loss) + 1), h.loss, lw=0.5)
-    a.set_xlabel("step"); a.set_ylabel("loss"); a.set_title(f"loss ({h.backend}, {h.dtype})")
-    if h.train_acc:
-        b.plot(h.epoch, h.train_acc, marker="o", label="train")
-    if h.test_acc:
-        b.plot(h.epoch, h.test_acc, marker="s", ls="--", label="test")
-    accs = h.train_acc + h.test_acc
-    if accs:                             # where the curves live, not 0-1 (they sit near 0.9-0.98)
-        lo, hi = min(accs), max(accs)
-        pad = max(0.005, 0.1 * (hi - lo))
-        b.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
-    b.set_xlabel("epoch"); b.set_ylabel("accuracy"); b.legend(); b.set_title("accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

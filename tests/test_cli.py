@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import subprocess
 
@@ -29,6 +30,9 @@ def test_train_writes_params_history_and_evaluates(mnist_root, tmp_path, capsys)
     assert h["final_test_acc"] == h["test_acc"][-1]
     assert h["backend"] == "numpy" and h["dtype"] == "float32" and h["final_test_acc"] > 0.8
     assert (out / "params.npz").is_file()
+    if importlib.util.find_spec("matplotlib"):
+        assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"{out / 'curves.png'}" in printed
     assert main(["evaluate", str(out / "params.npz"), "--data", str(mnist_root)]) == 0
     assert f"test_acc {h['final_test_acc']:.4f}" in capsys.readouterr().out
 

@@ -1,0 +1,87 @@
+"""curves.png: drawn by a helper process that ``fastdl train`` starts first (fastdl.curves)."""
+
+import struct
+import subprocess
+
+import pytest
+
+from fastdl import curves
+
+RECORD = {"loss": [2.3, 1.1, 0.7, 0.4], "epoch": [1.0, 2.0], "train_acc": [0.91, 0.95],
+          "test_acc": [0.90, 0.94], "backend": "numpy", "dtype": "float32"}
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_the_helper_draws_the_curves_from_any_working_folder(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)          # it imports fastdl from where this process found it
+    path = tmp_path / "curves.png"
+    with curves.Helper(path) as helper:
+        assert helper.proc is not None
+        assert helper.finish(RECORD) == (path, "")
+    assert png_size(path) == (1000, 400)
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]      # no temporary file left
+
+
+def test_a_plot_that_cannot_be_written_says_why_and_leaves_nothing(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "curves.png"
+    path.mkdir()                         # a folder where the file should go
+    with curves.Helper(path) as helper:
+        png, why = helper.finish(RECORD)
+    assert png is None and str(path) in why and "not drawn" in why and "Error" in why
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"] and not any(path.iterdir())
+
+
+def test_the_helper_ends_with_its_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(KeyboardInterrupt):
+        with curves.Helper(tmp_path / "curves.png") as helper:
+            raise KeyboardInterrupt
+    assert helper.proc.poll() is not None
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_without_matplotlib_in_the_helper_the_run_says_how_to_get_the_plot(tmp_path, monkeypatch):
+    fake = tmp_path / "site" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('matplotlib is not installed here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.setattr(curves.importlib.util, "find_spec", lambda name: object())   # the parent thinks it has one
+    with curves.Helper(tmp_path / "curves.png") as helper:
+        png, why = helper.finish(RECORD)
+    assert helper.proc.returncode == curves.MISSING
+    assert png is None and 'pip install "fastdl[plot]"' in why
+
+
+def test_without_matplotlib_here_no_helper_starts(tmp_path, monkeypatch):
+    monkeypatch.setattr(curves.importlib.util, "find_spec", lambda name: None)
+    with curves.Helper(tmp_path / "curves.png") as helper:
+        assert helper.proc is None
+        png, why = helper.finish(RECORD)
+    assert png is None and 'pip install "fastdl[plot]"' in why
+
+
+def test_no_process_to_spare_draws_in_this_one(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+
+    def refuse(*a, **k):
+        raise OSError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    path = tmp_path / "curves.png"
+    with curves.Helper(path) as helper:
+        assert helper.proc is None
+        assert helper.finish(RECORD) == (path, "")
+    assert png_size(path) == (1000, 400)
+
+
+def test_a_run_without_accuracies_still_plots_its_loss(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "curves.png"
+    record = dict(RECORD, epoch=[], train_acc=[], test_acc=[])
+    assert curves.draw(record, path) == path and png_size(path) == (1000, 400)
