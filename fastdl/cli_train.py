@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
-from . import __version__, curves
+from . import __version__, curves, warmup
 from .errors import FastDLError, FileFormatError
 
 
@@ -44,28 +43,15 @@ def _out_folder(path: Path) -> Path:
     return path
 
 
-def _compile(net, opt, x, t, xt, tt, batch_size):
-    """Run two steps and an evaluation on a copy of the network, so every kernel this run needs
-    is compiled (or loaded from the disk cache) before training is timed. Returns seconds."""
-    from . import networks, optimizers
-    from .trainer import Trainer
-    t0 = time.perf_counter()
-    clone = networks.network_from_config(net.config(), dtype=net.dtype, backend=net.backend, seed=0)
-    twin = optimizers.get_optimizer(type(opt).__name__, **opt.hyperparameters())
-    n = min(len(x), 2 * batch_size)
-    # 1100 test rows: more than one of evaluation's blocks, so whatever it compiles compiles here
-    Trainer(clone, twin, x.subset(slice(n)), t[:n], xt.subset(slice(1100)), tt[:1100], iterations=2,
-            batch_size=min(batch_size, n), progress=False).fit()
-    return time.perf_counter() - t0
-
-
 def train(args) -> int:
     out = Path(args.out)
-    with curves.Helper(out / "curves.png") as plot:   # first: matplotlib imports beside the run
-        return _train(args, out, plot)
+    # helper processes, started first: one imports matplotlib for curves.png beside the run, one
+    # takes half of a first run's compile on a backend that compiles (fastdl.curves, .warmup)
+    with curves.Helper(out / "curves.png") as plot, warmup.Sharing(args.backend) as sharing:
+        return _train(args, out, plot, sharing)
 
 
-def _train(args, out: Path, plot: curves.Helper) -> int:
+def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int:
     import numpy as np
 
     from . import datasets, io, networks, optimizers, trainer
@@ -111,8 +97,9 @@ def _train(args, out: Path, plot: curves.Helper) -> int:
     compile_seconds = 0.0
     if backend.COMPILES:
         print(f"compiling {backend.name} kernels (once; cached on disk)...", end=" ", flush=True)
-        compile_seconds = _compile(net, opt, x, t, xt, tt, args.batch_size)
-        print(f"{compile_seconds:.2f} s", flush=True)
+        compile_seconds = sharing.warm_up(net, opt, warmup.sample(x, t, xt, tt, args.batch_size), args.batch_size)
+        print(f"{compile_seconds:.2f} s" + (f" ({sharing.helper_jobs} of {sharing.jobs} kernels in a helper process)"
+                                           if sharing.helper_jobs else ""), flush=True)
     ckpt = out / "checkpoint.npz"
     tr = trainer.Trainer(net, opt, x, t, xt, tt, batch_size=args.batch_size, sampling=args.sampling,
                          seed=args.seed, progress=not args.no_progress, callbacks=[report],

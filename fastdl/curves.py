@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import helpers
+
 MISSING = 3                  # the helper's exit status when matplotlib is not installed
 TIMEOUT = 120                # seconds the run waits for its plot before giving up on it
 
@@ -66,17 +68,10 @@ class Helper:
     def __init__(self, path):
         self.path = Path(path)
         self.proc = None
-        if importlib.util.find_spec("matplotlib") is None:
+        if importlib.util.find_spec("matplotlib") is None or helpers.spare_cores() < 1:
             return
-        # the helper imports this file from where this process found it, whatever its sys.path
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-        try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "fastdl.curves", str(self.path)], env=env,
-                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE)
-        except OSError:
-            self.proc = None    # no process to spare: finish() draws here instead
+        self.proc = helpers.spawn("fastdl.curves", str(self.path), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)   # None: finish() draws here instead
 
     def finish(self, record: dict) -> tuple[Path | None, str]:
         """Draw ``record``. Returns (the file, "") when written, (None, why) when not."""
@@ -100,9 +95,7 @@ class Helper:
         return None, f"{self.path} not drawn: {lines[-1] if lines else f'exit status {self.proc.returncode}'}"
 
     def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        helpers.end(self.proc)
 
     def __enter__(self):
         return self

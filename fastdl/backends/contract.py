@@ -29,6 +29,7 @@ from dataclasses import dataclass
 CORE = "core"
 FUSED_STEP = "fused_step"          # the trainer's whole-step path (fastdl.fused)
 GRAPH_REPLAY = "graph_replay"      # blocks of steps captured once and replayed (fastdl.replay)
+COMPILE_AHEAD = "compile_ahead"    # a first run's compile shared with a helper process (fastdl.warmup)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,12 @@ ENTRIES: tuple[Entry, ...] = (
           "records what work() launches without running it; each replay() runs that again, on the same "
           "arrays (cupy: a CUDA graph). work() may only write arrays that outlive the replays; what it "
           "cannot record (an allocation, a wait on the host) raises", "", GRAPH_REPLAY),
+    # -- compiling ahead -----------------------------------------------------------------------
+    Entry("compile_jobs", "function", "compile_jobs(run, cached=False) -> [(description, job)]",
+          "the kernels run() would compile (cached=True: or load from a disk cache), with their argument "
+          "types, learned without compiling (run() computes nothing meaningful meanwhile); job() compiles "
+          "one where any process of this installation then finds it. Equal runs give equal descriptions "
+          "in every process; [] when compiled code cannot be shared", "", COMPILE_AHEAD),
 )
 
 BY_NAME = {e.name: e for e in ENTRIES}

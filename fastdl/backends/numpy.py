@@ -13,12 +13,12 @@ import contextlib
 import numpy as np
 
 from . import composed, contract
-from .contract import FUSED_STEP, GRAPH_REPLAY
+from .contract import COMPILE_AHEAD, FUSED_STEP, GRAPH_REPLAY
 
 name = "numpy"
 xp = np
 device = "cpu"
-CAPABILITIES = frozenset({FUSED_STEP, GRAPH_REPLAY})
+CAPABILITIES = frozenset({FUSED_STEP, GRAPH_REPLAY, COMPILE_AHEAD})
 COMPILES = False
 
 
@@ -48,6 +48,11 @@ def is_backend_array(a) -> bool:
 def train_scope():
     """NumPy needs no process settings for training."""
     return contextlib.nullcontext()
+
+
+def compile_jobs(run, cached: bool = False) -> list:
+    """Nothing compiles: no jobs, and no need to run ``run``."""
+    return []
 
 
 def describe() -> dict:

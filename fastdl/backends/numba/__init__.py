@@ -26,19 +26,19 @@ import numba
 import numpy as np
 
 from .. import numpy as _ref
-from ..contract import FUSED_STEP
+from ..contract import COMPILE_AHEAD, FUSED_STEP
 from . import cache
 
 
 with cache.ours():
-    from . import chapter6, gather, loops, step, threads
+    from . import ahead, chapter6, gather, loops, step, threads
 if loops.CACHE and not Path(cache.FOLDER).exists():
     cache.prune()           # a new version's first use: older versions' unused folders go
 
 name = "numba"
 xp = np
 device = "cpu"
-CAPABILITIES = frozenset({FUSED_STEP})
+CAPABILITIES = frozenset({FUSED_STEP, COMPILE_AHEAD})
 COMPILES = True
 
 asarray = _ref.asarray
@@ -46,6 +46,7 @@ to_numpy = _ref.to_numpy
 synchronize = _ref.synchronize
 is_backend_array = _ref.is_backend_array
 train_scope = threads.train_scope
+compile_jobs = ahead.compile_jobs
 _as_indices = _ref._as_indices
 
 

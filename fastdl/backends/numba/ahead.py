@@ -1,0 +1,64 @@
+"""A run's compile jobs, learned without compiling, so that two processes can share them.
+
+``compile_jobs(run)`` calls ``run()`` (a warm-up: two steps and an evaluation on a copy of the
+network) with Numba's compiler replaced by a recorder. A kernel whose code the disk cache holds
+loads and runs as usual; every other call records (kernel, argument types) and returns 0 instead
+of running, so ``run`` passes every call site in about a tenth of a second, computing nothing
+meaningful. Each returned job compiles its kernel into the disk cache (``cache.py``), where
+another process calling that kernel with those types finds it (``fastdl.warmup`` has a helper
+process compile half of them). With a warm cache there are no jobs.
+
+The recorder stands in for ``Dispatcher.compile`` and asks the cache's index whether it holds
+a signature: Numba internals, so any surprise there counts as "not cached" (the job then loads
+what the cache has: slower, never wrong).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+from numba.core.dispatcher import Dispatcher
+
+from . import loops
+
+
+def _skipped(*args):
+    return 0
+
+
+def _cached(dispatcher, sig) -> bool:
+    try:
+        cache = dispatcher._cache
+        return cache._index_key(sig, dispatcher.targetctx.codegen()) in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - see the module's notes
+        return False
+
+
+def compile_jobs(run, cached: bool = False) -> list[tuple[str, object]]:
+    """[(description, job)] in the order ``run`` first calls each kernel with new types; ``job()``
+    compiles it. ``cached=True`` lists what the disk cache holds too (for a helper matching
+    another process's list, part of which that process may have compiled since). Empty where
+    compiled code stays in this process (disk cache off) or nothing compiles (NUMBA_DISABLE_JIT).
+    Not thread-safe: no other thread may compile meanwhile."""
+    if not loops.CACHE or numba.config.DISABLE_JIT:
+        return []
+    seen = {}
+    compile_ = Dispatcher.compile
+
+    def record(self, sig):
+        if not cached and _cached(self, sig):
+            return compile_(self, sig)
+        seen.setdefault((self, tuple(sig)), None)
+        return _skipped             # what the caller then runs in the kernel's place
+    Dispatcher.compile = record
+    try:
+        with np.errstate(all="ignore"):
+            run()
+    except Exception:  # noqa: BLE001 - zeros in place of results may upset run(); the jobs so far stand
+        pass
+    finally:
+        Dispatcher.compile = compile_
+    return [(f"{d.py_func.__module__}.{d.py_func.__qualname__}{sig}", functools.partial(d.compile, sig))
+            for d, sig in seen]

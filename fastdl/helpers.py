@@ -1,0 +1,40 @@
+"""Helper processes of ``fastdl train``: ``python -m fastdl.<module>`` beside the run.
+
+Two helpers shorten a run on a machine with a core to spare: ``fastdl.curves`` imports matplotlib
+while the run imports its backend, and ``fastdl.warmup`` compiles half of a first run's kernels.
+Both import fastdl from where this process found it, whatever the helper's sys.path would be.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def spare_cores() -> int:
+    """Cores this process may run on, less the one it runs on."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        n = os.cpu_count() or 1
+    return n - 1
+
+
+def spawn(module: str, *args: str, **popen) -> subprocess.Popen | None:
+    """Start ``python -m module args`` with stdin a pipe (plus ``popen``); None if the system
+    cannot start a process now (the caller then does the work itself)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    try:
+        return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdin=subprocess.PIPE, **popen)
+    except OSError:
+        return None
+
+
+def end(proc: subprocess.Popen | None) -> None:
+    """Stop ``proc`` if it still runs, and reap it."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,193 @@
+"""The one-off compile before ``fastdl train`` times its run, shared with a helper process.
+
+``warm_up`` runs two steps and an evaluation on a copy of the network, so every kernel the run
+needs is compiled (or loaded from the disk cache) before training is timed. Numba compiles one
+kernel at a time: about 5 s on a first run. Where a core is spare, ``Sharing`` (entered first
+thing in a run) starts a helper, ``python -m fastdl.warmup [BACKEND]``, that imports the backend
+while this process does the same and loads MNIST; it stays only where the backend declares
+``compile_ahead`` and something is left to compile. Both then learn the same
+list of compile jobs from a dry run of the warm-up (``bk.compile_jobs``); this process compiles
+from the front of the list, the helper from the back, each the next job nobody has taken, so
+neither repeats the other's work. The helper's code reaches this process through the disk cache,
+and the warm-up proper then only loads it.
+
+Between the two, one line each way: the run sends the warm-up's inputs (``spec``) and its list of
+jobs, as JSON; the helper, having learned every job of that warm-up (cached or not: the run may
+have compiled some by then), answers ``jobs DIGEST`` of the run's list when it can do each one;
+then for each ``take I`` it compiles job I and answers ``done I``; the end of its input stops it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from . import helpers
+from .backends.contract import COMPILE_AHEAD
+from .images import ByteImages
+
+TEST_ROWS = 1100        # more than one of evaluation's blocks, so whatever it compiles compiles here
+WAIT = 120              # seconds to wait for the helper's last job before compiling it here
+
+
+def sample(x, t, xt, tt, batch_size: int):
+    """The slices of the run's data the warm-up trains and evaluates on."""
+    n = min(len(x), 2 * batch_size)
+    cut = lambda a, k: a.subset(slice(k)) if isinstance(a, ByteImages) else a[:k]
+    return cut(x, n), t[:n], cut(xt, TEST_ROWS), tt[:TEST_ROWS]
+
+
+def warm_up(net, opt, data, batch_size: int) -> None:
+    """Two steps and an evaluation of a copy of ``net`` (``data``: ``sample(...)``)."""
+    from . import networks, optimizers
+    from .trainer import Trainer
+    clone = networks.network_from_config(net.config(), dtype=net.dtype, backend=net.backend, seed=0)
+    twin = optimizers.get_optimizer(type(opt).__name__, **opt.hyperparameters())
+    x, t, xt, tt = data
+    Trainer(clone, twin, x, t, xt, tt, iterations=2, batch_size=min(batch_size, len(x)), progress=False).fit()
+
+
+def spec(net, opt, data, batch_size: int) -> dict:
+    """What the helper needs to run the same warm-up: the network, the optimizer, and the data's
+    types and shapes (its values do not change what compiles)."""
+    def like(a):                       # read-only arrays compile apart from writable ones
+        if isinstance(a, ByteImages):
+            return {"bytes": list(a.shape), "scale": a.scale, "writeable": a.codes.flags.writeable}
+        return {"shape": list(a.shape), "dtype": a.dtype.str, "writeable": a.flags.writeable}
+    return {"network": net.config(), "dtype": net.dtype.name, "optimizer": opt.config(),
+            "batch_size": batch_size, "data": [like(a) for a in data]}
+
+
+def from_spec(s: dict, backend):
+    """The network, optimizer and data of ``spec``'s warm-up, built on ``backend``."""
+    from . import networks, optimizers
+    net = networks.network_from_config(s["network"], dtype=s["dtype"], backend=backend, seed=0)
+    hyper = dict(s["optimizer"])
+    opt = optimizers.get_optimizer(hyper.pop("name"), **hyper)
+    data = []
+    for d in s["data"]:
+        a = np.zeros(d["bytes"] if "bytes" in d else d["shape"], np.uint8 if "bytes" in d else np.dtype(d["dtype"]))
+        a.flags.writeable = d["writeable"]
+        data.append(ByteImages(a, d["scale"], dtype=s["dtype"]) if "bytes" in d else a)
+    return net, opt, data, s["batch_size"]
+
+
+def digest(jobs) -> str:
+    return hashlib.sha256("\n".join(name for name, _ in jobs).encode()).hexdigest()[:16]
+
+
+class Sharing:
+    """The compile helper of one run (see the module's notes); ``with`` ends it in any case."""
+
+    def __init__(self, backend_name: str | None):
+        """``backend_name`` as the run gives it (None: FASTDL_BACKEND or the default, resolved by
+        the helper as by this process)."""
+        self.proc = None
+        self.jobs = 0                   # compile jobs shared
+        self.helper_jobs = 0            # of those, the helper's
+        if helpers.spare_cores() >= 1:
+            self.proc = helpers.spawn("fastdl.warmup", *[backend_name] if backend_name else [],
+                                      stdout=subprocess.PIPE, stderr=None)
+
+    def warm_up(self, net, opt, data, batch_size: int) -> float:
+        """``warm_up`` with the compile shared; returns its seconds."""
+        t0 = time.perf_counter()
+        bk = net.backend
+        if self.proc is not None and COMPILE_AHEAD in bk.CAPABILITIES:
+            jobs = bk.compile_jobs(lambda: warm_up(net, opt, data, batch_size))
+            self.jobs = len(jobs)
+            if jobs:
+                self._share(jobs, spec(net, opt, data, batch_size))
+        self.close()
+        warm_up(net, opt, data, batch_size)
+        return time.perf_counter() - t0
+
+    def _share(self, jobs, s: dict) -> None:
+        taken = [False] * len(jobs)
+        lock = threading.Lock()
+        state = {"in_flight": None, "closed": False}
+
+        def serve():                    # the helper's side of the list, from the back
+            try:
+                self._send(json.dumps(dict(s, jobs=[name for name, _ in jobs])))
+                if self._read() != f"jobs {digest(jobs)}":
+                    return              # it learned other jobs: this process compiles them all
+                while True:
+                    with lock:
+                        j = next((k for k in reversed(range(len(jobs))) if not taken[k]), None)
+                        if j is None or state["closed"]:
+                            return
+                        taken[j], state["in_flight"] = True, j
+                    self._send(f"take {j}")
+                    if self._read() != f"done {j}":
+                        return          # it failed: the warm-up proper compiles that one
+                    with lock:
+                        state["in_flight"] = None
+                        self.helper_jobs += 1
+            except OSError:             # it ended early: the warm-up proper compiles what is left
+                return
+
+        server = threading.Thread(target=serve, name="fastdl-compile-helper", daemon=True)
+        server.start()
+        for i, (_, job) in enumerate(jobs):
+            with lock:
+                if taken[i]:
+                    break               # the rest are the helper's
+                taken[i] = True
+            job()
+        with lock:
+            state["closed"] = True
+            waiting = state["in_flight"] is not None
+        if waiting:
+            server.join(WAIT)
+
+    def _send(self, line: str) -> None:
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _read(self) -> str:
+        return self.proc.stdout.readline().decode().strip()
+
+    def close(self) -> None:
+        helpers.end(self.proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _helper(backend_name: str | None) -> int:
+    from .backends import get_backend
+    bk = get_backend(backend_name)
+    if COMPILE_AHEAD not in bk.CAPABILITIES:
+        return 0
+    line = sys.stdin.readline()
+    if not line:
+        return 0
+    s = json.loads(line)
+    net, opt, data, batch_size = from_spec(s, bk)
+    mine = dict(bk.compile_jobs(lambda: warm_up(net, opt, data, batch_size), cached=True))
+    if not all(name in mine for name in s["jobs"]):
+        print("jobs other", flush=True)     # the run then compiles them all itself
+        return 0
+    jobs = [(name, mine[name]) for name in s["jobs"]]
+    print(f"jobs {digest(jobs)}", flush=True)
+    for line in sys.stdin:
+        word, _, index = line.partition(" ")
+        if word != "take":
+            break
+        jobs[int(index)][1]()
+        print(f"done {int(index)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_helper(sys.argv[1] if len(sys.argv) > 1 else None))

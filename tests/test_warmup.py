@@ -1,0 +1,169 @@
+"""A first run's compile shared with a helper process (fastdl.warmup, compile_jobs)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fastdl import helpers, networks, optimizers, warmup
+from fastdl.backends import backend_status, get_backend
+from fastdl.images import ByteImages
+
+needs_numba = pytest.mark.skipif(not backend_status("numba")[0], reason=f"numba unavailable: {backend_status('numba')[1]}")
+
+
+def small_run(backend, optimizer="sgd"):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (300, 784), dtype=np.uint8)
+    codes.flags.writeable = False                # as MNIST loads: read-only bytes
+    x = ByteImages(codes, 255)
+    t = rng.integers(0, 10, 300).astype(np.uint8)
+    net = networks.MultiLayerNet(784, [20], 10, backend=backend, seed=0)
+    opt = optimizers.get_optimizer(optimizer, lr=0.01)
+    return net, opt, warmup.sample(x, t, ByteImages(codes[:200], 255), t[:200], 50), 50
+
+
+# -- the protocol, against stand-in helpers -----------------------------------------------------
+
+def fake_helper(script):
+    """A helper process speaking the protocol as ``script`` (Python reading stdin) says."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+
+
+def jobs_and_log(n, seconds=0.0):
+    import time
+    ran = []
+    return [(f"job{i}", (lambda i=i: (time.sleep(seconds), ran.append(i)))) for i in range(n)], ran
+
+
+def sharing_with(proc):
+    s = warmup.Sharing.__new__(warmup.Sharing)
+    s.proc, s.jobs, s.helper_jobs = proc, 0, 0
+    return s
+
+
+def test_each_job_runs_once_split_between_the_two():
+    jobs, ran = jobs_and_log(8, seconds=0.1)
+    obedient = f"""
+        import sys, time
+        sys.stdin.readline()                          # the spec
+        print("jobs {warmup.digest(jobs)}", flush=True)
+        for line in sys.stdin:
+            time.sleep(0.05)                          # compiling
+            print("done", line.split()[1], flush=True)
+    """
+    with sharing_with(fake_helper(obedient)) as s:
+        s._share(jobs, {"spec": 1})
+    assert s.helper_jobs >= 1 and len(ran) >= 1
+    assert len(ran) + s.helper_jobs == 8 and len(set(ran)) == len(ran)
+    assert ran == list(range(len(ran)))               # this process from the front, the helper from the back
+
+
+def test_a_helper_that_learned_other_jobs_leaves_them_all_here():
+    jobs, ran = jobs_and_log(5)
+    with sharing_with(fake_helper('import sys; sys.stdin.readline(); print("jobs 0123456789abcdef", flush=True); sys.stdin.read()')) as s:
+        s._share(jobs, {})
+    assert ran == list(range(5)) and s.helper_jobs == 0
+
+
+def test_a_helper_that_dies_mid_job_does_not_hang_the_run():
+    jobs, ran = jobs_and_log(6, seconds=0.1)
+    dying = f"""
+        import sys, os
+        sys.stdin.readline()
+        print("jobs {warmup.digest(jobs)}", flush=True)
+        sys.stdin.readline()                          # take ...
+        os._exit(1)
+    """
+    with sharing_with(fake_helper(dying)) as s:
+        s._share(jobs, {})
+    assert s.helper_jobs == 0 and ran == [0, 1, 2, 3, 4]   # what it took is left to the warm-up proper
+
+
+# -- compile_jobs and the helper on numba, each in a process with its own empty cache -------------------
+
+FIRST_RUN = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from test_warmup import small_run
+from fastdl import warmup
+from fastdl.backends import get_backend
+bk = get_backend("numba")
+with warmup.Sharing("numba") as s:
+    net, opt, data, B = small_run(bk, {optimizer!r})
+    names = [n for n, _ in bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, B))]
+    s.warm_up(net, opt, data, B)
+    left = bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, B))
+print(json.dumps({{"names": names, "jobs": s.jobs, "helper_jobs": s.helper_jobs, "left": len(left),
+                  "helper_ended": s.proc.poll() is not None}}))
+"""
+
+
+def run_fresh(tmp_path, optimizer="sgd"):
+    import os
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), FASTDL_NUMBA_CACHE="1")
+    code = FIRST_RUN.format(tests=str(__import__("pathlib").Path(__file__).parent), optimizer=optimizer)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+@needs_numba
+@pytest.mark.skipif(helpers.spare_cores() < 1, reason="one core: no helper process is started")
+def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
+    first = run_fresh(tmp_path)
+    assert first["jobs"] == len(first["names"]) >= 5
+    assert any("split_forward" in n for n in first["names"]) and any("update_parts" in n for n in first["names"])
+    assert 1 <= first["helper_jobs"] < first["jobs"]       # both compiled some
+    assert first["left"] == 0 and first["helper_ended"]    # all of it in the cache; the helper gone
+    again = run_fresh(tmp_path)                            # a warm cache: nothing to share
+    assert again["names"] == [] and again["jobs"] == 0
+    adam = run_fresh(tmp_path, "adam")                     # only what differs compiles
+    assert len(adam["names"]) == 1 and "update_parts" in adam["names"][0]
+
+
+@needs_numba
+def test_a_dry_run_computes_nothing_and_compiles_nothing():
+    bk = get_backend("numba")
+    net, opt, data, B = small_run(bk)
+    before = {k: v.copy() for k, v in net.params.items()}
+    calls = []
+    jobs = bk.compile_jobs(lambda: calls.append(warmup.warm_up(net, opt, data, B)))
+    assert calls                                          # run() ran; the network given was never touched
+    assert all(np.array_equal(before[k], v) for k, v in net.params.items())
+    for name, job in jobs:
+        assert name.startswith("fastdl.backends.numba.") and callable(job)
+
+
+def test_numpy_has_no_jobs_and_its_helper_leaves(tmp_path):
+    bk = get_backend("numpy")
+    calls = []
+    assert bk.compile_jobs(lambda: calls.append(1)) == [] and calls == []
+    with warmup.Sharing("numpy") as s:
+        net, opt, data, B = small_run(bk)
+        seconds = s.warm_up(net, opt, data, B)
+    assert seconds > 0 and s.jobs == 0 and (s.proc is None or s.proc.poll() is not None)
+
+
+@needs_numba
+def test_under_disable_jit_nothing_is_recorded(monkeypatch):
+    import numba
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    calls = []
+    assert get_backend("numba").compile_jobs(lambda: calls.append(1)) == [] and calls == []
+
+
+def test_the_spec_rebuilds_the_same_types():
+    bk = get_backend("numpy")
+    net, opt, data, B = small_run(bk, "adam")
+    s = json.loads(json.dumps(warmup.spec(net, opt, data, B)))
+    net2, opt2, data2, B2 = warmup.from_spec(s, bk)
+    assert net2.config() == net.config() and opt2.config() == opt.config() and B2 == B
+    for a, b in zip(data, data2):
+        a_arr, b_arr = (a.codes, b.codes) if isinstance(a, ByteImages) else (a, b)
+        assert type(a) is type(b) and a_arr.shape == b_arr.shape and a_arr.dtype == b_arr.dtype
+        assert a_arr.flags.writeable == b_arr.flags.writeable
