@@ -45,9 +45,9 @@ def _out_folder(path: Path) -> Path:
 
 def train(args) -> int:
     out = Path(args.out)
-    # helper processes, started first: one imports matplotlib for curves.png beside the run, one
-    # takes half of a first run's compile on a backend that compiles (fastdl.curves, .warmup)
-    with curves.Helper(out / "curves.png") as plot, warmup.Sharing(args.backend) as sharing:
+    # helper processes: one, started first, imports matplotlib for curves.png beside the run; one
+    # takes half of a first run's compile where there is one (fastdl.curves, fastdl.warmup)
+    with curves.Helper(out / "curves.png") as plot, warmup.Sharing() as sharing:
         return _train(args, out, plot, sharing)
 
 

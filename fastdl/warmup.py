@@ -2,11 +2,10 @@
 
 ``warm_up`` runs two steps and an evaluation on a copy of the network, so every kernel the run
 needs is compiled (or loaded from the disk cache) before training is timed. Numba compiles one
-kernel at a time: about 5 s on a first run. Where a core is spare, ``Sharing`` (entered first
-thing in a run) starts a helper, ``python -m fastdl.warmup [BACKEND]``, that imports the backend
-while this process does the same and loads MNIST; it stays only where the backend declares
-``compile_ahead`` and something is left to compile. Both then learn the same
-list of compile jobs from a dry run of the warm-up (``bk.compile_jobs``); this process compiles
+kernel at a time: about 5 s on a first run. Where the backend declares ``compile_ahead`` and a
+core is spare, ``Sharing`` learns the warm-up's compile jobs from a dry run of it
+(``bk.compile_jobs``; none with a warm cache) and, if there are any, starts a helper, ``python -m
+fastdl.warmup BACKEND``, that learns the same list the same way; this process compiles
 from the front of the list, the helper from the back, each the next job nobody has taken, so
 neither repeats the other's work. The helper's code reaches this process through the disk cache,
 and the warm-up proper then only loads it.
@@ -85,24 +84,22 @@ def digest(jobs) -> str:
 class Sharing:
     """The compile helper of one run (see the module's notes); ``with`` ends it in any case."""
 
-    def __init__(self, backend_name: str | None):
-        """``backend_name`` as the run gives it (None: FASTDL_BACKEND or the default, resolved by
-        the helper as by this process)."""
+    def __init__(self):
         self.proc = None
         self.jobs = 0                   # compile jobs shared
         self.helper_jobs = 0            # of those, the helper's
-        if helpers.spare_cores() >= 1:
-            self.proc = helpers.spawn("fastdl.warmup", *[backend_name] if backend_name else [],
-                                      stdout=subprocess.PIPE, stderr=None)
 
     def warm_up(self, net, opt, data, batch_size: int) -> float:
         """``warm_up`` with the compile shared; returns its seconds."""
         t0 = time.perf_counter()
         bk = net.backend
-        if self.proc is not None and COMPILE_AHEAD in bk.CAPABILITIES:
+        if COMPILE_AHEAD in bk.CAPABILITIES and helpers.spare_cores() >= 1:
             jobs = bk.compile_jobs(lambda: warm_up(net, opt, data, batch_size))
-            self.jobs = len(jobs)
-            if jobs:
+            if jobs:                    # a warm cache has none: no helper then
+                self.proc = helpers.spawn("fastdl.warmup", bk.name, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL)
+            if self.proc is not None:
+                self.jobs = len(jobs)
                 self._share(jobs, spec(net, opt, data, batch_size))
         self.close()
         warm_up(net, opt, data, batch_size)
@@ -164,7 +161,7 @@ class Sharing:
         self.close()
 
 
-def _helper(backend_name: str | None) -> int:
+def _helper(backend_name: str) -> int:
     from .backends import get_backend
     bk = get_backend(backend_name)
     if COMPILE_AHEAD not in bk.CAPABILITIES:
@@ -190,4 +187,4 @@ def _helper(backend_name: str | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_helper(sys.argv[1] if len(sys.argv) > 1 else None))
+    sys.exit(_helper(sys.argv[1]))

@@ -41,8 +41,8 @@ def jobs_and_log(n, seconds=0.0):
 
 
 def sharing_with(proc):
-    s = warmup.Sharing.__new__(warmup.Sharing)
-    s.proc, s.jobs, s.helper_jobs = proc, 0, 0
+    s = warmup.Sharing()
+    s.proc = proc
     return s
 
 
@@ -93,13 +93,13 @@ from test_warmup import small_run
 from fastdl import warmup
 from fastdl.backends import get_backend
 bk = get_backend("numba")
-with warmup.Sharing("numba") as s:
+with warmup.Sharing() as s:
     net, opt, data, B = small_run(bk, {optimizer!r})
     names = [n for n, _ in bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, B))]
     s.warm_up(net, opt, data, B)
     left = bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, B))
 print(json.dumps({{"names": names, "jobs": s.jobs, "helper_jobs": s.helper_jobs, "left": len(left),
-                  "helper_ended": s.proc.poll() is not None}}))
+                  "helper_started": s.proc is not None, "helper_ended": s.proc is None or s.proc.poll() is not None}}))
 """
 
 
@@ -119,9 +119,9 @@ def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     assert first["jobs"] == len(first["names"]) >= 5
     assert any("split_forward" in n for n in first["names"]) and any("update_parts" in n for n in first["names"])
     assert 1 <= first["helper_jobs"] < first["jobs"]       # both compiled some
-    assert first["left"] == 0 and first["helper_ended"]    # all of it in the cache; the helper gone
+    assert first["left"] == 0 and first["helper_started"] and first["helper_ended"]   # all cached; helper gone
     again = run_fresh(tmp_path)                            # a warm cache: nothing to share
-    assert again["names"] == [] and again["jobs"] == 0
+    assert again["names"] == [] and again["jobs"] == 0 and not again["helper_started"]
     adam = run_fresh(tmp_path, "adam")                     # only what differs compiles
     assert len(adam["names"]) == 1 and "update_parts" in adam["names"][0]
 
@@ -143,7 +143,7 @@ def test_numpy_has_no_jobs_and_its_helper_leaves(tmp_path):
     bk = get_backend("numpy")
     calls = []
     assert bk.compile_jobs(lambda: calls.append(1)) == [] and calls == []
-    with warmup.Sharing("numpy") as s:
+    with warmup.Sharing() as s:
         net, opt, data, B = small_run(bk)
         seconds = s.warm_up(net, opt, data, B)
     assert seconds > 0 and s.jobs == 0 and (s.proc is None or s.proc.poll() is not None)
