@@ -1,6 +1,6 @@
 """curves.png of a training run (loss per step, accuracy per epoch), drawn by a helper process.
 
-Importing matplotlib and drawing take about 0.7 s, as long as half of the book's run on numba.
+Importing matplotlib and drawing take about 0.7 s, half of the book's training loop on numba.
 ``fastdl train`` starts the helper first (``Helper``): it imports matplotlib on another core
 while the run imports its backend and loads MNIST, then waits, and once the run ends only the
 drawing itself remains. The helper runs niced, so it never slows the training steps, and it
@@ -60,7 +60,7 @@ def draw(record: dict, path) -> Path:
     return path
 
 
-class Helper:
+class Helper(helpers.Owner):
     """The plotting helper of one run: ``Helper(path)`` starts it, ``finish(record)`` has it draw
     and says how that went; leaving the ``with`` block ends it in any case (an error or Ctrl-C
     in the run leaves no process behind)."""
@@ -94,14 +94,6 @@ class Helper:
         lines = err.decode(errors="replace").strip().splitlines()
         return None, f"{self.path} not drawn: {lines[-1] if lines else f'exit status {self.proc.returncode}'}"
 
-    def close(self):
-        helpers.end(self.proc)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _helper(path: str) -> int:

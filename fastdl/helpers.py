@@ -38,3 +38,19 @@ def end(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+class Owner:
+    """Base of a run's helper handles: owns ``self.proc`` (or None); ``close()`` or leaving the
+    ``with`` block ends it, whatever ended the run."""
+
+    proc: subprocess.Popen | None = None
+
+    def close(self) -> None:
+        end(self.proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

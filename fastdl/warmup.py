@@ -81,7 +81,7 @@ def digest(jobs) -> str:
     return hashlib.sha256("\n".join(name for name, _ in jobs).encode()).hexdigest()[:16]
 
 
-class Sharing:
+class Sharing(helpers.Owner):
     """The compile helper of one run (see the module's notes); ``with`` ends it in any case."""
 
     def __init__(self):
@@ -151,14 +151,6 @@ class Sharing:
     def _read(self) -> str:
         return self.proc.stdout.readline().decode().strip()
 
-    def close(self) -> None:
-        helpers.end(self.proc)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _helper(backend_name: str) -> int:
