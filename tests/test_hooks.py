@@ -86,6 +86,22 @@ def case_matmul_(bk, ref, dtype):
         out = bk.asarray(nan((m, n), dtype))
         bk.matmul_(out, dev[0].T, dev[1].T)
         same(bk.to_numpy(out), at.T @ bt.T, dtype, k)
+    # what the step never passes but a caller may: views without a unit stride, an out whose rows
+    # lie wider apart than it is wide (a column slice) or column-major, k = 0, no rows
+    a, b = rand((40, 30), dtype, 4), rand((30, 20), dtype, 5)
+    views = [(lambda x: x[::2, 1:8], lambda y: y[2:9, ::3]), (lambda x: x[:5, :0], lambda y: y[:0, :7]),
+             (lambda x: x[:0], lambda y: y)]
+    for va, vb in views:
+        want = va(a) @ vb(b)
+        m, n = want.shape
+        for layout in ("C", "F", "slice"):
+            wide = bk.asarray(nan((m, n + 3), dtype))
+            out = {"C": bk.asarray(nan((m, n), dtype)), "F": bk.asarray(nan((n, m), dtype)).T,
+                   "slice": wide[:, 1:n + 1]}[layout]
+            bk.matmul_(out, va(bk.asarray(a)), vb(bk.asarray(b)))
+            same(bk.to_numpy(out), want, dtype, max(1, va(a).shape[1]))
+            if layout == "slice":        # the columns beside the slice are left as they were
+                assert np.isnan(bk.to_numpy(wide)[:, [0, n + 1, n + 2]]).all()
 
 
 def _bias_case(hook, scale=1.0):

@@ -1,9 +1,9 @@
 """Numba backend: the kernel contract as JIT-compiled CPU loops, and a fused training step.
 
 Layout: ``loops`` (the ``@njit`` loops, one formula each; ``chapter6`` those of Dropout, Batch
-Norm and weight decay), ``threads`` (Numba's threads and the
-BLAS its ``np.dot`` calls, set only inside ``train_scope()``), ``gather`` (the step's row gather
-with software prefetch), ``step`` (the fused step's builders and GEMM routing), ``variants``
+Norm and weight decay), ``blas`` (``gemm``: SciPy's BLAS called from compiled code), ``threads``
+(Numba's threads and that BLAS's, set only inside ``train_scope()``), ``gather`` (the step's row
+gather with software prefetch), ``step`` (the fused step's builders and GEMM routing), ``variants``
 (the optimizer updates and activations the step compiles in, one per run's choice), ``cache``
 (where compiled code is kept). This module binds them to the contract's names
 (``fastdl/backends/contract.py``).

@@ -17,6 +17,8 @@ import os
 import numpy as np
 from numba import njit, prange
 
+from .blas import gemm
+
 
 CACHE = os.environ.get("FASTDL_NUMBA_CACHE", "1").strip() not in ("0", "false", "no", "off")
 jit = njit(cache=CACHE, nogil=True, error_model="numpy")
@@ -236,20 +238,21 @@ def adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps):
         p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
 
 
-# -- GEMMs (BLAS through SciPy) --------------------------------------------------------------------
+# -- GEMMs (SciPy's BLAS, called by blas.gemm) ------------------------------------------------------
 
 @jit
 def dot(out, a, b):
-    """out = a @ b, BLAS in the calling thread"""
-    np.dot(a, b, out)
+    """out = a @ b, BLAS in the calling thread; False (nothing written) where gemm cannot"""
+    return gemm(out, a, b)
 
 
 @jit_parallel
 def split_dot(out, a, b, cut):
-    """out = a @ b, output rows [cut[p], cut[p+1]) on thread p, each calling BLAS"""
+    """out = a @ b, output rows [cut[p], cut[p+1]) on thread p, each calling BLAS; False where
+    a part could not (the caller redoes the whole product)"""
+    failed = 0
     for p in prange(cut.shape[0] - 1):
         r0, r1 = cut[p], cut[p + 1]
-        # a row block of a transposed operand (h.T in dW = h.T @ dz) is strided: Numba's np.dot
-        # wants it contiguous, a copy (and an allocation) that costs ~1% of this GEMM
-        np.dot(np.ascontiguousarray(a[r0:r1]), b, out[r0:r1])
+        failed += 0 if gemm(out[r0:r1], a[r0:r1], b) else 1
+    return failed == 0
 

@@ -33,6 +33,7 @@ from ...images import ByteImages
 from .. import composed
 from ..contract import ACT_CODES
 from . import cache, gather, loops, threads, variants
+from .blas import gemm
 from .loops import jit, jit_parallel
 
 SMALL_GEMM = 1 << 22          # multiply-adds; a 256x1000x1000 layer is 64x above, 100x50x10 100x below
@@ -56,12 +57,16 @@ def cuts(n: int, parts: int) -> np.ndarray:
 
 
 def matmul_(out, a, b):
+    """out = a @ b by ``blas.gemm``; what it cannot describe (mixed or integer dtypes, views
+    without a unit stride, a column-major out, k = 0) and mismatched shapes go to NumPy's matmul,
+    which computes or raises as the reference does."""
+    if not (out.dtype == a.dtype == b.dtype and out.dtype.char in "fd" and out.ndim == a.ndim == b.ndim == 2):
+        np.matmul(a, b, out=out)
+        return
     m = a.shape[0]
     parts = threads.parts(m) if m * a.shape[1] * b.shape[1] >= SMALL_GEMM else 1
-    if parts == 1:
-        loops.dot(out, a, b)
-    else:
-        loops.split_dot(out, a, b, cuts(m, parts))
+    if not (loops.dot(out, a, b) if parts == 1 else loops.split_dot(out, a, b, cuts(m, parts))):
+        np.matmul(a, b, out=out)
 
 
 def forward_gemm(a, b):
@@ -88,12 +93,15 @@ def split_forward(act: int):
         """z = act(src[idx] / scale @ W + b), features [cut[p], cut[p+1]) gathered and multiplied
         on thread p (its rows of the batch into Xbuf, its partial product into Zbuf)."""
         n, N = z.shape
+        failed = 0
         for p in prange(cut.shape[0] - 1):
             k0, k1 = cut[p], cut[p + 1]
             X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
             gather.gather_part(X, src[:, k0:k1], idx, scale, ahead)
             out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
-            np.dot(X, W[k0:k1], out)
+            failed += 0 if gemm(out, X, W[k0:k1]) else 1
+        if failed:
+            raise ValueError("split_forward: a part's GEMM could not run (shapes or layouts)")
         for p in range(1, cut.shape[0] - 1):
             part = Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
             for r in range(n):
@@ -107,10 +115,13 @@ def split_forward(act: int):
 def split_backward(dW, Xbuf, dz, cut):
     """dW[cut[p]:cut[p+1]] = X_p.T @ dz on thread p (X_p: its part of the last forward's rows)."""
     n = dz.shape[0]
+    failed = 0
     for p in prange(cut.shape[0] - 1):
         k0, k1 = cut[p], cut[p + 1]
         X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
-        np.dot(X.T, dz, dW[k0:k1])
+        failed += 0 if gemm(dW[k0:k1], X.T, dz) else 1
+    if failed:
+        raise ValueError("split_backward: a part's GEMM could not run (shapes or layouts)")
 
 
 class InputLayer:
@@ -155,12 +166,13 @@ def output_layer(act: int):
     def output_layer(dW, db, dh, db_h, z, dz, h, W, b, t):
         """z = h @ W + b; dz = softmax'(z); dW = h.T dz; db = sum dz; dh = act'(dz @ W.T);
         db_h = sum dh. Returns the mean loss."""
-        np.dot(h, W, z)
+        if not gemm(z, h, W):
+            raise ValueError("output_layer: h @ W could not run (shapes or layouts)")
         loops.add_bias(z, b)
         loss = loops.softmax_rows(dz, z, t, True)
         loops.colsum(db, dz)
-        np.dot(h.T, dz, dW)
-        np.dot(dz, W.T, dh)
+        if not (gemm(dW, h.T, dz) and gemm(dh, dz, W.T)):
+            raise ValueError("output_layer: a backward GEMM could not run (shapes or layouts)")
         grad_colsum(dh, db_h, h)
         return loss
     return _made(output_layer, jit)

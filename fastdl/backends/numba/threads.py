@@ -1,4 +1,4 @@
-"""Numba's threads and the BLAS its ``np.dot`` calls: one policy, in effect only while training.
+"""Numba's threads and the BLAS ``blas.gemm`` calls: one policy, in effect only while training.
 
 The fused step splits its large GEMMs across Numba's threads, each calling BLAS from inside a
 parallel loop. That BLAS is the copy of OpenBLAS SciPy ships; with its own thread pool on top the
@@ -43,13 +43,13 @@ def configured_threads() -> int:
 
 
 def scipy_blas() -> list:
-    """threadpoolctl controllers of the BLAS SciPy ships apart from NumPy's (the one ``np.dot``
+    """threadpoolctl controllers of the BLAS SciPy ships apart from NumPy's (the one ``gemm``
     in ``@njit`` calls); empty where there is none. Only looks, changes nothing."""
     global _scipy_blas
     if _scipy_blas is None:
         try:
             import scipy
-            import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+            from . import blas  # noqa: F401  (its import loads the library)
             from threadpoolctl import ThreadpoolController
         except ImportError:
             _scipy_blas = []
