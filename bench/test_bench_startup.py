@@ -123,11 +123,39 @@ def _plot_helper_peak_mb(out) -> float:
     return int(r.stdout.split()[-1]) / 1024
 
 
+# The compile helper's work on a first run (python -m fastdl.warmup), all of it: the network,
+# optimizer and data types of a spec, every compile job of the warm-up. Prints its peak RSS (KB).
+_COMPILE_ALL = """
+import json, sys
+import fastdl
+from fastdl import warmup
+bk = fastdl.get_backend("numba")
+net, opt, data, batch = warmup.from_spec(json.load(sys.stdin), bk)
+for _, job in bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, batch)):
+    job()
+print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+"""
+
+
+def _compile_helper_peak_mb(folder) -> float:
+    """Peak RSS of a process doing all of the compile helper's work for `fastdl train`'s default run
+    in an empty cache (the helper itself does about half of it: an upper bound)."""
+    from fastdl import datasets, networks, optimizers, warmup
+    (x, t), (xt, tt) = datasets.load_mnist(as_bytes=True)
+    net = networks.MultiLayerNet(784, [50], 10, seed=0)
+    spec = warmup.spec(net, optimizers.get_optimizer("sgd", lr=0.1), warmup.sample(x, t, xt, tt, 100), 100)
+    r = subprocess.run([sys.executable, "-c", _COMPILE_ALL], capture_output=True, text=True,
+                       input=json.dumps(spec), env=_env("empty", folder))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return int(r.stdout.split()[-1]) / 1024
+
+
 def test_fastdl_train_process(benchmark, tmp_path):
     """The whole `fastdl train` (the book's run: imports, loading MNIST, compiling, 10,000 steps,
     17 evaluations, writing the results and the plot), numpy and numba (cache off, empty, warm),
     interleaved: wall time, the training loop's share of it and the process's peak RSS, plus
-    that of its plotting helper (fastdl.curves), which runs beside it.
+    that of its plotting helper (fastdl.curves), which runs beside it, and on a first numba run
+    that of its compile helper (fastdl.warmup; bounded from above by one doing all its jobs).
     Targets: numba with an empty cache no slower than numpy; warm, at most 1.6x its own loop;
     peak RSS at most 400 MB (numba) and 300 MB (numpy), the helper's included."""
     contenders = _contenders()
@@ -149,6 +177,11 @@ def test_fastdl_train_process(benchmark, tmp_path):
     helper_mb = _plot_helper_peak_mb(tmp_path / "out")
     med = lambda name, key: statistics.median(r[key] for r in rows[name])
     info = {"peak_rss_mb_plot_helper": helper_mb}
+    if "numba-cache-empty" in contenders:
+        compile_mb = _compile_helper_peak_mb(tmp_path / "compile-helper-cache")
+        info["peak_rss_mb_compile_helper_all_jobs"] = compile_mb
+        info["median_mb_peak_rss_numba-cache-empty_with_both_helpers"] = (
+            med("numba-cache-empty", "peak_rss_mb") + helper_mb + compile_mb)
     for name in contenders:
         for key in ("wall_s", "loop_s", "compile_s"):
             info[f"median_s_{key[:-2]}_{name}"] = med(name, key)

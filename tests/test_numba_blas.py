@@ -88,14 +88,16 @@ def test_gemm_refuses_mixed_dtypes_when_compiling(gemm):
 def test_cached_code_finds_blas_in_a_new_process(gemm, tmp_path):
     """The disk cache keeps the BLAS call by name: a second process loads the compiled function
     (compiling nothing) and it multiplies. The backend's import leaves scipy.linalg unimported
-    (its 0.19 s are most of a warm run's imports besides NumPy's and Numba's)."""
+    (its 0.19 s are most of a warm run's imports besides NumPy's and Numba's), and a user's later
+    import of cython_blas by name still works."""
     (tmp_path / "mod.py").write_text(
         "import numpy as np\nfrom numba import njit\nfrom fastdl.backends.numba.blas import gemm\n"
         "@njit(cache=True)\ndef mul(out, a, b):\n    return gemm(out, a, b)\n")
     code = ("import sys, numpy as np, fastdl; fastdl.get_backend('numba'); "
             "print('scipy.linalg' in sys.modules); import mod; "
             "a = np.arange(12.0).reshape(3, 4); b = np.arange(8.0).reshape(4, 2); out = np.zeros((3, 2)); "
-            "assert mod.mul(out, a, b) and (out == a @ b).all(); print(len(mod.mul.stats.cache_misses))")
+            "assert mod.mul(out, a, b) and (out == a @ b).all(); print(len(mod.mul.stats.cache_misses)); "
+            "import scipy.linalg.cython_blas; assert scipy.linalg.cython_blas.__pyx_capi__['dgemm']")
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)

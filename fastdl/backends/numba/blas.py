@@ -21,6 +21,7 @@ import glob
 import importlib.machinery
 import importlib.util
 import os
+import sys
 
 import llvmlite.binding as ll
 import numpy as np
@@ -30,24 +31,29 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
+NAME = "scipy.linalg.cython_blas"
 SYMBOLS = {"float32": ("sgemm", "fastdl_sgemm"), "float64": ("dgemm", "fastdl_dgemm")}
 
 
 def _cython_blas():
     """SciPy's ``cython_blas`` module. Loaded from its file when it can be: importing it by name
     runs ``scipy.linalg``'s ``__init__`` (0.19 s, most of a warm run's imports besides NumPy's
-    and Numba's) for a table of function pointers; a later ``import scipy.linalg`` gets the same
-    module. Any surprise takes the ordinary import."""
+    and Numba's) for a table of function pointers. A later import of either by name works as
+    usual. Any surprise takes the ordinary import."""
     try:
         spec = importlib.util.find_spec("scipy")
         folder = os.path.join(spec.submodule_search_locations[0], "linalg")
         path, = glob.glob(os.path.join(folder, "cython_blas.*so")) or glob.glob(
             os.path.join(folder, "cython_blas.*pyd"))
-        loader = importlib.machinery.ExtensionFileLoader("scipy.linalg.cython_blas", path)
+        loader = importlib.machinery.ExtensionFileLoader(NAME, path)
         module = importlib.util.module_from_spec(
-            importlib.util.spec_from_file_location("scipy.linalg.cython_blas", path, loader=loader))
+            importlib.util.spec_from_file_location(NAME, path, loader=loader))
         loader.exec_module(module)
         module.__pyx_capi__["sgemm"]
+        # loading put it in sys.modules without making it scipy.linalg's attribute; a later import
+        # of it by name then loads it properly (the library stays loaded: the pointers hold)
+        if sys.modules.get(NAME) is module and "scipy.linalg" not in sys.modules:
+            del sys.modules[NAME]
         return module
     except Exception:
         import scipy.linalg.cython_blas
