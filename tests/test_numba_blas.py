@@ -34,10 +34,11 @@ def operand(shape, layout, dtype, seed):
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 1), (6, 5, 1), (1, 5, 7), (5, 1, 6), (37, 13, 10),
-                                   (100, 784, 50), (0, 3, 2), (3, 4, 0)])
+                                   (1, 37, 20), (20, 37, 1), (100, 784, 50), (0, 3, 2), (3, 4, 0)])
 @pytest.mark.parametrize("la", ["C", "T", "block"])
 @pytest.mark.parametrize("lb", ["C", "T", "block"])
 def test_gemm_equals_numpy(gemm, dtype, shape, la, lb):
+    """Every layout, sizes 1 and 0 included; one row or one column of out goes to BLAS's GEMV."""
     m, k, n = shape
     a, b = operand((m, k), la, dtype, 0), operand((k, n), lb, dtype, 1)
     wide = np.full((m, n + 2), np.nan, dtype)
