@@ -106,3 +106,13 @@ def test_cached_code_finds_blas_in_a_new_process(gemm, tmp_path):
     for r in runs:
         assert r.returncode == 0, r.stderr
     assert [r.stdout.split() for r in runs] == [["False", "1"], ["False", "0"]]
+
+
+def test_bind_checks_the_integer_width(gemm):
+    """BLAS is called with 32-bit integers: a function whose C signature shows another count of
+    them is refused when the backend loads, before anything calls it."""
+    from fastdl.backends.numba import blas
+    capi = blas._cython_blas().__pyx_capi__
+    assert blas._address(capi["sgemm"], "sgemm") > 0
+    with pytest.raises(ImportError, match="32-bit integer"):
+        blas._address(capi["sgemv"], "sgemm")

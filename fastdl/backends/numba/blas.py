@@ -62,12 +62,21 @@ def _cython_blas():
         return scipy.linalg.cython_blas
 
 
-def _address(capsule) -> int:
+INT_ARGS = {"gemm": 6, "gemv": 5}     # m, n, k, lda, ldb, ldc / m, n, lda, incx, incy
+
+
+def _address(capsule, name: str) -> int:
+    """The function pointer in ``capsule``, once its C signature (the capsule's name) shows the
+    32-bit integers ``gemm`` passes."""
     get_name = ctypes.pythonapi.PyCapsule_GetName
     get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
     get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
     get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    return get_pointer(capsule, get_name(capsule))
+    signature = get_name(capsule)
+    if signature.decode().count("int *") != INT_ARGS[name[1:]]:
+        raise ImportError(f"SciPy's cython_blas.{name} is {signature.decode()!r}, not the 32-bit integer "
+                          "interface fastdl's numba backend calls; please report it with your SciPy version")
+    return get_pointer(capsule, signature)
 
 
 def bind() -> None:
@@ -75,7 +84,7 @@ def bind() -> None:
     capi = _cython_blas().__pyx_capi__
     for pair in SYMBOLS.values():
         for name, symbol in pair:
-            ll.add_symbol(symbol, _address(capi[name]))
+            ll.add_symbol(symbol, _address(capi[name], name))
 
 
 bind()
