@@ -8,7 +8,7 @@ import pytest
 
 import fastdl
 from conftest import QUICK, backend_info, settle, timings, warm
-from fastdl.networks import EVAL_ROWS as EVAL_CHUNK
+from fastdl.scoring import EVAL_ROWS as EVAL_CHUNK
 
 
 def _gemm_floor(x, W1, W2, repeats=5) -> float:

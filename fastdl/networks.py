@@ -16,17 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
+from . import scoring
 from .backends import get_backend
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .images import ByteImages, backend_input
 from .validate import as_float_dtype, check_labels, host_view
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
-
-# Rows per forward pass when evaluating a large set: bounds memory, costs nothing in speed.
-EVAL_ROWS = 10_000
-# ByteImages' rows per pass through the backend's InputLayer: its buffers stay in the cache.
-BYTE_ROWS = 1024
 
 
 def _check_size(value, what: str) -> int:
@@ -266,40 +262,8 @@ class MultiLayerNet:
                 grads[f"gamma{i}"], grads[f"beta{i}"] = self._norms[i].dgamma, self._norms[i].dbeta
         return grads
 
-    def _correct(self, x, t) -> int:
-        """Number of correct predictions, evaluated a block of rows at a time."""
-        xp = self.backend.xp
-        correct = 0
-        for start, y in self._score_blocks(x):
-            correct += (xp.argmax(y, axis=1) == t[start:start + y.shape[0]]).sum()
-        return int(correct)
-
-    def _score_blocks(self, x):
-        """``(start, scores)`` in inference mode for blocks of x's rows (bounded memory).
-        ByteImages are read by the backend's ``InputLayer``, as the trainer's step reads them
-        (decoded a block at a time into buffers made once), with the step's activation when one
-        follows Affine1 (numba then compiles nothing more for evaluation), then the layers after."""
-        if not isinstance(x, ByteImages):
-            for start in range(0, x.shape[0], EVAL_ROWS):
-                yield start, self._predict(x[start:start + EVAL_ROWS])
-            return
-        bk, W, b = self.backend, self.params["W1"], self.params["b1"]
-        rows = min(BYTE_ROWS, x.shape[0])
-        act = "identity" if self.batch_norm else self.activation       # Batch Norm comes before it
-        rest = self._forward_layers[1 if act == "identity" else 2:]
-        first = bk.InputLayer(bk, W, b, bk.xp.empty_like(W), x, rows, act)
-        z = bk.xp.empty((rows, W.shape[1]), dtype=self.dtype)
-        order = bk.asarray(np.arange(x.shape[0]))           # one transfer; each block reads a slice
-        for start in range(0, x.shape[0], rows):
-            n = min(rows, x.shape[0] - start)
-            y = z if n == rows else z[:n]
-            first.forward(order[start:start + n], y)                        # act(x[rows] @ W1 + b1)
-            for layer in rest:
-                y = layer._forward(y, False)
-            yield start, y
-
     def _accuracy(self, x, t) -> float:
-        return self._correct(x, t) / x.shape[0]
+        return scoring.correct(self, x, t) / x.shape[0]
 
     def train_step(self, x, t, optimizer):
         """One step of the layer-by-layer path: forward, backward, update. Returns the loss."""

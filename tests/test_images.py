@@ -103,7 +103,7 @@ def test_training_on_bytes_is_training_on_the_floats_bit_for_bit(backend, fast_p
 
 def test_evaluation_reads_blocks_of_rows_through_the_input_layer(backend, monkeypatch):
     """More rows than one block, a partial last one: the accuracy equals the float array's."""
-    monkeypatch.setattr(fastdl.networks, "BYTE_ROWS", 100)
+    monkeypatch.setattr(fastdl.scoring, "BYTE_ROWS", 100)
     codes, t = pixel_codes(n=437)
     floats = np.divide(codes, np.float32(255), dtype=np.float32)
     plain = fastdl.TwoLayerNet(codes.shape[1], 8, 4, backend=backend, seed=0, weight_init_std="he")
@@ -114,7 +114,8 @@ def test_evaluation_reads_blocks_of_rows_through_the_input_layer(backend, monkey
     sigmoid = fastdl.TwoLayerNet(codes.shape[1], 8, 4, activation="sigmoid", backend=backend, seed=0)
     for net in (plain, extended, sigmoid):
         assert net.accuracy(ByteImages(codes), t) == net.accuracy(floats, t)
-        scores = [backend.to_numpy(s) for _, s in net._score_blocks(ByteImages(codes).on(backend, np.float32))]
+        blocks = fastdl.scoring.score_blocks(net, ByteImages(codes).on(backend, np.float32))
+        scores = [backend.to_numpy(s) for _, s in blocks]
         np.testing.assert_allclose(np.concatenate(scores), backend.to_numpy(net.predict(floats)),
                                    rtol=2e-5, atol=2e-6)
     np.testing.assert_array_equal(backend.to_numpy(plain.predict(ByteImages(codes[:7]))),
