@@ -20,15 +20,9 @@ from . import scoring
 from .backends import get_backend
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .images import ByteImages, backend_input
-from .validate import as_float_dtype, check_labels, host_view
+from .validate import as_float_dtype, check_labels, host_view, positive_int
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
-
-
-def _check_size(value, what: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def init_scale(weight_init_std, fan_in: int) -> float:
@@ -84,11 +78,11 @@ class MultiLayerNet:
         self.weight_decay, self.dropout, self.batch_norm = float(weight_decay), float(dropout), bool(batch_norm)
         self.backend = get_backend(backend)
         self.dtype = as_float_dtype(dtype)
-        self.input_size = _check_size(input_size, "input_size")
+        self.input_size = positive_int(input_size, "input_size")
         if isinstance(hidden_sizes, (int, np.integer)):
             hidden_sizes = [hidden_sizes]
-        self.hidden_sizes = [_check_size(h, "each hidden size") for h in hidden_sizes]
-        self.output_size = _check_size(output_size, "output_size")
+        self.hidden_sizes = [positive_int(h, "each hidden size") for h in hidden_sizes]
+        self.output_size = positive_int(output_size, "output_size")
         act = str(activation).strip().lower()
         if act not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r}: choose one of {', '.join(ACTIVATIONS)}")

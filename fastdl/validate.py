@@ -117,21 +117,25 @@ def check_labels(t, n_classes: int, n_rows: int | None = None, what: str = "t") 
     return idx
 
 
+def positive_int(value, what: str) -> int:
+    """``value`` as an int, if it is a positive integer (not a bool, not a float such as 2.5)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_run_options(epochs, iterations, batch_size, sampling, sync_every, explosion, checkpoint,
                       checkpoint_every) -> None:
     """The Trainer's options, checked before any data moves (``fastdl.Trainer`` says what each
     means)."""
     if (epochs is None) == (iterations is None):
         raise ValueError("give exactly one of epochs= or iterations= (e.g. iterations=10000 as in the book)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int(batch_size, "batch_size")
     if sampling not in ("shuffle", "replacement"):
         raise ValueError(f"sampling={sampling!r}: choose 'shuffle' (a permutation per epoch) or 'replacement' (the book's)")
-    if isinstance(sync_every, bool) or not isinstance(sync_every, (int, np.integer)) or sync_every < 1:
-        raise ValueError(f"sync_every must be a positive integer, got {sync_every!r}")
+    positive_int(sync_every, "sync_every")
     if iterations is not None:
-        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+        positive_int(iterations, "iterations")
     elif not (isinstance(epochs, (int, float, np.number)) and math.isfinite(epochs) and epochs > 0):
         raise ValueError(f"epochs must be a positive finite number, got {epochs!r}")
     if checkpoint is not None and os.path.isdir(checkpoint):
