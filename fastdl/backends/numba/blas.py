@@ -135,11 +135,11 @@ def gemm(typingctx, out, a, b):
         empty = builder.or_(eq(m, zero), eq(n, zero))
         limit = ir.Constant(intp, 2**31 - 1)
         fits = [builder.icmp_signed("<=", v, limit) for v in (m, n, k, lda, ldb, ldc)]
-        ok = cgutils.true_bit
-        for cond in [eq(k, kb), eq(m, mc), eq(n, nc), builder.icmp_signed(">", k, zero), ok_a, ok_b,
-                     ok_c, eq(tc, ir.Constant(ir.IntType(8), ord("N"))), *fits]:
-            ok = builder.and_(ok, cond)
         shapes_ok = builder.and_(builder.and_(eq(k, kb), eq(m, mc)), eq(n, nc))
+        ok = shapes_ok
+        for cond in [builder.icmp_signed(">", k, zero), ok_a, ok_b, ok_c,
+                     eq(tc, ir.Constant(ir.IntType(8), ord("N"))), *fits]:
+            ok = builder.and_(ok, cond)
         with builder.if_then(builder.and_(ok, builder.not_(empty))):
             i32, ptr = ir.IntType(32), cgutils.voidptr_t
             dtype = context.get_data_type(sig.args[0].dtype)
