@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import memory
 import pytest
 
 from conftest import QUICK, ROUNDS, machine_info
@@ -156,16 +157,22 @@ def test_fastdl_train_process(benchmark, tmp_path):
     interleaved: wall time, the training loop's share of it and the process's peak RSS, plus
     that of its plotting helper (fastdl.curves), which runs beside it, and on a first numba run
     that of its compile helper (fastdl.warmup; bounded from above by one doing all its jobs).
-    Targets: numba with an empty cache no slower than numpy; warm, at most 1.6x its own loop;
-    peak RSS at most 400 MB (numba) and 300 MB (numpy), the helper's included."""
+    After the timed rounds, one more run of each is sampled as a whole process tree
+    (``memory.run``: the largest sums of RSS and of PSS its processes held at one time; untimed,
+    as sampling takes CPU). Targets: numba with an empty cache no slower than numpy; warm, at
+    most 1.6x its own loop; peak memory at most 400 MB (numba) and 300 MB (numpy), the helpers'
+    included."""
     contenders = _contenders()
     benchmark.group = f"fastdl train, whole process, {STEPS} steps"
+
+    def command(backend):
+        return [sys.executable, "-c", _TRAIN, "train", "--backend", backend, "--no-progress",
+                "--iters", str(STEPS), "--out", str(tmp_path / "out")]
 
     def run(backend, state, round_no):
         out = tmp_path / "out"
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-c", _TRAIN, "train", "--backend", backend, "--no-progress",
-                            "--iters", str(STEPS), "--out", str(out)], capture_output=True, text=True,
+        r = subprocess.run(command(backend), capture_output=True, text=True,
                            env=_env(state, _folder(tmp_path, state, round_no)))
         wall = time.perf_counter() - t0
         assert r.returncode == 0, r.stderr[-2000:]
@@ -182,6 +189,11 @@ def test_fastdl_train_process(benchmark, tmp_path):
         info["peak_rss_mb_compile_helper_all_jobs"] = compile_mb
         info["median_mb_peak_rss_numba-cache-empty_with_both_helpers"] = (
             med("numba-cache-empty", "peak_rss_mb") + helper_mb + compile_mb)
+    if memory.available():
+        for name, (backend, state) in contenders.items():
+            r, tree = memory.run(command(backend), env=_env(state, _folder(tmp_path, state, "sampled")))
+            assert r.returncode == 0, r.stderr[-2000:]
+            info.update({f"{key}_{name}": v for key, v in tree.items()})
     for name in contenders:
         for key in ("wall_s", "loop_s", "compile_s"):
             info[f"median_s_{key[:-2]}_{name}"] = med(name, key)

@@ -93,6 +93,10 @@ def _whole_experiment(rows) -> bool:
     return any(k in r.get("extra_info", {}) for r in rows for k in ("rounds_s", "peak_rss_mb"))
 
 
+# extra_info keys of whole-experiment rows shown as figures under their table
+FIGURES = ("ratio_", "median_s_", "median_mb_", "peak_rss_mb_", "tree_peak_", "most_processes_")
+
+
 def is_quick(data) -> bool:
     return any(b.get("extra_info", {}).get("quick") in (True, "True") for b in data["benchmarks"])
 
@@ -121,7 +125,7 @@ def markdown(data, title: str, skipped=None) -> str:
             frac = f"{floor / med:.2f}" if floor and not quick else "-"
             lines.append(f"| {_label(r)} | {_fmt(med)} | {speed} | {frac} | {r['stats']['rounds']} |")
         for r in rows:
-            ratios = {k: v for k, v in r.get("extra_info", {}).items() if k.startswith(("ratio_", "median_s_", "median_mb_"))}
+            ratios = {k: v for k, v in r.get("extra_info", {}).items() if k.startswith(FIGURES)}
             if ratios and not quick:
                 lines.append("\n" + ", ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in ratios.items()))
         peaks = [r["extra_info"] for r in rows if r.get("extra_info", {}).get("peak_rss_mb")]
