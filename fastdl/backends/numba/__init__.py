@@ -1,7 +1,8 @@
 """Numba backend: the kernel contract as JIT-compiled CPU loops, and a fused training step.
 
 Layout: ``loops`` (the ``@njit`` loops, one formula each; ``chapter6`` those of Dropout, Batch
-Norm and weight decay), ``blas`` (``gemm``: SciPy's BLAS called from compiled code), ``threads``
+Norm and weight decay), ``blas`` (``gemm``: SciPy's BLAS called from compiled code), ``vmath``
+(``exp`` and ``maxnum`` that LLVM vectorises, for softmax and sigmoid), ``threads``
 (Numba's threads and that BLAS's, set only inside ``train_scope()``), ``gather`` (the step's row
 gather with software prefetch), ``step`` (the fused step's builders and GEMM routing), ``variants``
 (the optimizer updates and activations the step compiles in, one per run's choice), ``cache``

@@ -17,6 +17,7 @@ import os
 import numpy as np
 from numba import njit, prange
 
+from . import vmath
 from .blas import gemm
 
 
@@ -57,7 +58,7 @@ def bias_sigmoid(z, b):
     for i in range(n):
         for j in range(m):
             v = z[i, j] + b[j]
-            e = np.exp(-abs(v))
+            e = vmath.exp(-abs(v))
             z[i, j] = one / (one + e) if v >= 0 else e / (one + e)
 
 
@@ -142,9 +143,9 @@ def softmax_rows(out, z, t, grad):
     for i in range(n):
         mx = z[i, 0]
         for j in range(1, c):
-            mx = max(mx, z[i, j])
+            mx = vmath.maxnum(mx, z[i, j])
         for j in range(c):
-            out[i, j] = np.exp(z[i, j] - mx)
+            out[i, j] = vmath.exp(z[i, j] - mx)
         s = 0.0
         for j in range(c):
             s += out[i, j]
