@@ -12,7 +12,7 @@ exponent bits are always in range (no bounds to check), and NaN (computed as 0) 
 
 ``maxnum(a, b)`` is LLVM's ``maxnum``: the larger, or the other one where one is NaN. Python's
 ``max`` in a loop compiles to compares and branches that LLVM does not vectorise (a row's max took
-4x NumPy's time); ``maxnum`` does vectorise. Where a softmax row holds a NaN, its max skips it but
+4x NumPy's time, timed ad hoc); ``maxnum`` does vectorise. Where a softmax row holds a NaN, its max skips it but
 the row's exp, sum and so every output are NaN all the same, as NumPy's are.
 
 Under ``NUMBA_DISABLE_JIT`` the same arithmetic runs in Python, the bit patterns made by NumPy.
@@ -46,15 +46,11 @@ else:
         @intrinsic
         def from_bits(typingctx, bits):
             """The float whose bit pattern is the low ``width`` bits of the integer ``bits``."""
-            if not isinstance(bits, types.Integer):
+            if not (isinstance(bits, types.Integer) and bits.bitwidth >= width):
                 return None
 
             def codegen(context, builder, sig, args):
-                v = args[0]
-                if bits.bitwidth > width:
-                    v = builder.trunc(v, ir.IntType(width))
-                elif bits.bitwidth < width:
-                    v = builder.sext(v, ir.IntType(width))
+                v = args[0] if bits.bitwidth == width else builder.trunc(args[0], ir.IntType(width))
                 return builder.bitcast(v, llvm_type)
             return float_type(bits), codegen
         return from_bits
