@@ -158,3 +158,24 @@ def test_small_things_a_user_sees(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
     assert main(["evaluate", str(tmp_path)]) == 2
+
+
+def test_the_command_exits_quickly_yet_runs_exit_handlers_and_keeps_its_status(tmp_path):
+    """``run()`` skips the interpreter's teardown: handlers registered with atexit still run,
+    output written without a newline still arrives, the status is main()'s, and a non-daemon
+    thread still running is waited for as usual."""
+    prog = ("import atexit, sys, threading, time\n"
+            "atexit.register(lambda: print('handler ran', end=''))\n"
+            "if sys.argv[1] == 'thread':\n"
+            "    threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start()\n"
+            "sys.argv = ['fastdl', *sys.argv[2:]]\n"
+            "from fastdl.cli import run\n"
+            "run()\n")
+    r = subprocess.run([sys.executable, "-c", prog, "-", "info"], capture_output=True, text=True)
+    assert r.returncode == 0 and "fastdl" in r.stdout and r.stdout.endswith("handler ran")
+    r = subprocess.run([sys.executable, "-c", prog, "-", "train", "--backend", "nosuch"], capture_output=True, text=True)
+    assert r.returncode == 2 and "nosuch" in r.stderr and r.stdout.endswith("handler ran")
+    r = subprocess.run([sys.executable, "-c", prog, "thread", "info"], capture_output=True, text=True)
+    assert r.returncode == 0 and "thread done" in r.stdout and r.stdout.endswith("handler ran")
+    r = subprocess.run([sys.executable, "-m", "fastdl", "train", "--backend", "nosuch"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--backend nosuch" in r.stderr
