@@ -7,12 +7,10 @@ stderr and exit with status 2, without a traceback; bugs still show their traceb
 from __future__ import annotations
 
 import argparse
-import atexit
 import math
 import os
 import platform
 import sys
-import threading
 from pathlib import Path
 
 from . import __version__
@@ -223,22 +221,10 @@ def main(argv=None) -> int:
 
 
 def run() -> None:
-    """The ``fastdl`` command (and ``python -m fastdl``): ``main()``, then the process exits
-    without freeing its objects one by one. With Numba and LLVM loaded that teardown took 0.12-0.2 s
-    of every command (timed ad hoc) and does nothing the system does not do at once. Exit
-    handlers still run and output is flushed; where a non-daemon thread still runs, or the
-    interpreter is not CPython, the exit is the usual one."""
-    code = main()
-    if sys.implementation.name != "cpython" or any(
-            t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
-        sys.exit(code)
-    atexit._run_exitfuncs()          # what the interpreter runs first at exit: logging, finalizers
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):    # the reader left (BrokenPipe) or the stream was closed
-            pass
-    os._exit(code)
+    """The ``fastdl`` command (and ``python -m fastdl``): ``main()``, then a quick exit
+    (``helpers.quick_exit``: the interpreter's teardown took 0.12-0.2 s with Numba loaded)."""
+    from .helpers import quick_exit
+    quick_exit(main())
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def draw(record: dict, path) -> Path:
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
     a, b = fig.subplots(1, 2)
+    # margins fixed for this size and font: tight_layout measured every label for 38 ms, a
+    # quarter of the drawing (timed ad hoc), and the labels here do not change width
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.25)
     loss = record["loss"]
     a.plot(range(1, len(loss) + 1), loss, lw=0.5)
     a.set_xlabel("step"); a.set_ylabel("loss"); a.set_title(f"loss ({record['backend']}, {record['dtype']})")
@@ -49,7 +52,6 @@ def draw(record: dict, path) -> Path:
     b.set_xlabel("epoch"); b.set_ylabel("accuracy"); b.set_title("accuracy")
     if accs:
         b.legend()
-    fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -112,4 +114,4 @@ def _helper(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_helper(sys.argv[1]))
+    helpers.quick_exit(_helper(sys.argv[1]))

@@ -179,4 +179,4 @@ def _helper(backend_name: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_helper(sys.argv[1]))
+    helpers.quick_exit(_helper(sys.argv[1]))
