@@ -5,9 +5,10 @@ needs is compiled (or loaded from the disk cache) before training is timed. Numb
 kernel at a time: about 5 s on a first run. Where the backend declares ``compile_ahead`` and a
 core is spare, ``Sharing`` learns the warm-up's compile jobs from a dry run of it
 (``bk.compile_jobs``; none with a warm cache) and, if there are any, starts a helper, ``python -m
-fastdl.warmup BACKEND``, that learns the same list the same way; this process compiles
-from the front of the list, the helper from the back, each the next job nobody has taken, so
-neither repeats the other's work. The helper's code reaches this process through the disk cache,
+fastdl.warmup BACKEND``, that learns the same list the same way. The list comes longest job
+first, and each of the two compiles the next job nobody has taken (list scheduling: the long
+ones start first, the short ones fill in at the end), so neither repeats the other's work and
+they end close together. The helper's code reaches this process through the disk cache,
 and the warm-up proper then only loads it.
 
 Between the two, one line each way: the run sends the warm-up's inputs (``spec``) and its list of
@@ -110,14 +111,14 @@ class Sharing(helpers.Owner):
         lock = threading.Lock()
         state = {"in_flight": None, "closed": False}
 
-        def serve():                    # the helper's side of the list, from the back
+        def serve():                    # the helper's jobs: the next nobody has taken
             try:
                 self._send(json.dumps(dict(s, jobs=[name for name, _ in jobs])))
                 if self._read() != f"jobs {digest(jobs)}":
                     return              # it learned other jobs: this process compiles them all
                 while True:
                     with lock:
-                        j = next((k for k in reversed(range(len(jobs))) if not taken[k]), None)
+                        j = next((k for k in range(len(jobs)) if not taken[k]), None)
                         if j is None or state["closed"]:
                             return
                         taken[j], state["in_flight"] = True, j
@@ -132,12 +133,13 @@ class Sharing(helpers.Owner):
 
         server = threading.Thread(target=serve, name="fastdl-compile-helper", daemon=True)
         server.start()
-        for i, (_, job) in enumerate(jobs):
+        while True:                     # this process's jobs: the same rule
             with lock:
-                if taken[i]:
-                    break               # the rest are the helper's
+                i = next((k for k in range(len(jobs)) if not taken[k]), None)
+                if i is None:
+                    break
                 taken[i] = True
-            job()
+            jobs[i][1]()
         with lock:
             state["closed"] = True
             waiting = state["in_flight"] is not None

@@ -137,7 +137,8 @@ ENTRIES: tuple[Entry, ...] = (
     # -- compiling ahead -----------------------------------------------------------------------
     Entry("compile_jobs", "function", "compile_jobs(run, cached=False) -> [(description, job)]",
           "the kernels run() would compile (cached=True: or load from a disk cache), with their argument "
-          "types, learned without compiling (run() computes nothing meaningful meanwhile); job() compiles "
+          "types, learned without compiling (run() computes nothing meaningful meanwhile), longest first as far "
+          "as the backend knows; job() compiles "
           "one where any process of this installation then finds it. Equal runs give equal descriptions "
           "in every process; [] when compiled code cannot be shared", "", COMPILE_AHEAD),
 )
