@@ -34,12 +34,14 @@ print(json.dumps({"first_fit_s": time.perf_counter() - t0}))
 
 # `fastdl train` in a fresh interpreter, reporting its own peak RSS (VmHWM, not ru_maxrss: on Linux
 # ru_maxrss survives exec and can report the forking parent's size).
-_TRAIN = ("import runpy, sys\n"
+# Printed by an exit handler: the command ends without unwinding (fastdl.helpers.quick_exit), and
+# runs those.
+_PEAK = ("import atexit, sys\n"
+         "atexit.register(lambda: print('PEAK_RSS_KB', [l.split()[1] for l in open('/proc/self/status')\n"
+         "                                              if l.startswith('VmHWM')][0], file=sys.{stream}, flush=True))\n")
+_TRAIN = (_PEAK.format(stream="stderr") + "import runpy\n"
           "sys.argv = ['fastdl'] + sys.argv[1:]\n"
-          "try:\n    runpy.run_module('fastdl', run_name='__main__')\n"
-          "finally:\n"
-          "    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-          "    print('PEAK_RSS_KB', hwm, file=sys.stderr)\n")
+          "runpy.run_module('fastdl', run_name='__main__')\n")
 
 
 def _env(cache: str | None, folder) -> dict:
@@ -114,10 +116,7 @@ def test_first_fit(benchmark, tmp_path):
 
 def _plot_helper_peak_mb(out) -> float:
     """Peak RSS of the plotting helper drawing a run's curves (it lives as long as the run)."""
-    code = ("import runpy, sys\n"
-            "try:\n    runpy.run_module('fastdl.curves', run_name='__main__')\n"
-            "finally:\n"
-            "    print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n")
+    code = _PEAK.format(stream="stdout") + "import runpy\nrunpy.run_module('fastdl.curves', run_name='__main__')\n"
     r = subprocess.run([sys.executable, "-c", code, str(out / "curves-again.png")], capture_output=True,
                        text=True, input=(out / "history.json").read_text())
     assert r.returncode == 0, r.stderr[-2000:]
