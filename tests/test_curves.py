@@ -85,3 +85,26 @@ def test_a_run_without_accuracies_still_plots_its_loss(tmp_path):
     path = tmp_path / "curves.png"
     record = dict(RECORD, epoch=[], train_acc=[], test_acc=[])
     assert curves.draw(record, path) == path and png_size(path) == (1000, 400)
+
+
+@pytest.mark.parametrize("peak", [2.5, 950_000.0, 3e9])
+def test_every_label_lies_inside_the_figure(peak):
+    """The margins are fixed (no tight_layout): they must hold the widest tick labels a loss
+    curve can have (six digits; matplotlib writes an exponent past that) and the axis labels."""
+    pytest.importorskip("matplotlib")
+    record = dict(RECORD, loss=[peak, peak / 2, 0.0001, 0.4],
+                  epoch=[0.167, 1.0], train_acc=[0.90123, 0.91234], test_acc=[0.93456, 0.97111])
+    fig = curves.figure(record)
+    fig.canvas.draw()                       # places the axis labels, as saving does
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    for ax in fig.axes:
+        shown = lambda axis, lo_hi: [t.label1 for t in axis.get_major_ticks()        # ticks in view only
+                                     if min(lo_hi) <= t.get_loc() <= max(lo_hi)]
+        texts = ([ax.yaxis.label, ax.xaxis.label, ax.title, ax.yaxis.get_offset_text()]
+                 + shown(ax.yaxis, ax.get_ylim()) + shown(ax.xaxis, ax.get_xlim()))
+        for text in texts:
+            if text.get_text() and text.get_visible():
+                box = text.get_window_extent(renderer)
+                assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0 and box.y1 <= height, \
+                    f"{text.get_text()!r} at {box} leaves the {width}x{height} figure"
