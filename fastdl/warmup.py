@@ -30,6 +30,7 @@ import numpy as np
 
 from . import helpers
 from .backends.contract import COMPILE_AHEAD
+from .errors import DivergenceError
 from .images import ByteImages
 
 TEST_ROWS = 1100        # more than one of evaluation's blocks, so whatever it compiles compiles here
@@ -50,7 +51,12 @@ def warm_up(net, opt, data, batch_size: int) -> None:
     clone = networks.network_from_config(net.config(), dtype=net.dtype, backend=net.backend, seed=0)
     twin = optimizers.get_optimizer(type(opt).__name__, **opt.hyperparameters())
     x, t, xt, tt = data
-    Trainer(clone, twin, x, t, xt, tt, iterations=2, batch_size=min(batch_size, len(x)), progress=False).fit()
+    tr = Trainer(clone, twin, x, t, xt, tt, iterations=2, batch_size=min(batch_size, len(x)), progress=False)
+    try:
+        tr.fit()
+    except DivergenceError:     # the user's learning rate, or a dry run's meaningless numbers
+        with clone.backend.train_scope(), np.errstate(all="ignore"):
+            tr._evaluate()      # what evaluation compiles still compiles here
 
 
 def spec(net, opt, data, batch_size: int) -> dict:

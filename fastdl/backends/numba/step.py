@@ -5,7 +5,9 @@
   own partial z (thread 0 writes z itself; the others' partials are added after the join), and in
   the backward pass computes exactly those rows of dW, which ``make_update`` has the same thread
   update (the same cuts). Each core keeps its slice of W, of the batch and of dW in its cache
-  from step to step; only the 100x50 z and dz cross between cores. BLAS runs single-threaded
+  from step to step; only the 100x50 z and dz cross between cores. Forward and backward are one
+  compiled function (``split_layer``): each parallel function compiles a gufunc of its own, and
+  the two apart took 0.4 s more of a first run's compile (timed ad hoc). BLAS runs single-threaded
   inside (``threads.train_scope``). When the training set is k/255 pixels
   (``composed.byte_codes``) its rows are kept and gathered as uint8 codes, divided back while
   gathering: the same floats, a quarter of the memory traffic.
@@ -85,43 +87,38 @@ def forward_gemm(a, b):
 # -- the first layer, split by input feature -------------------------------------------------------
 
 @functools.cache
-def split_forward(act: int):
-    """The first layer's forward for activation code ``act`` (one compiled function per code)."""
+def split_layer(act: int):
+    """The first layer's forward and backward for activation code ``act`` (one compiled function
+    per code): one parallel function for both, as each compiles its own gufunc."""
     bias_act = variants.BIAS_ACTS[act]
 
-    def split_forward(z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b):
-        """z = act(src[idx] / scale @ W + b), features [cut[p], cut[p+1]) gathered and multiplied
-        on thread p (its rows of the batch into Xbuf, its partial product into Zbuf)."""
+    def split_layer(backward, z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, dW, dz):
+        """Forward: z = act(src[idx] / scale @ W + b), features [cut[p], cut[p+1]) gathered and
+        multiplied on thread p (its rows of the batch into Xbuf, its partial product into Zbuf).
+        Backward: dW[cut[p]:cut[p+1]] = X_p.T @ dz on thread p (X_p: its part of the last
+        forward's rows)."""
         n, N = z.shape
         failed = 0
         for p in prange(cut.shape[0] - 1):
             k0, k1 = cut[p], cut[p + 1]
             X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
-            gather.gather_part(X, src[:, k0:k1], idx, scale, ahead)
-            out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
-            failed += 0 if gemm(out, X, W[k0:k1]) else 1
+            if backward:
+                failed += 0 if gemm(dW[k0:k1], X.T, dz) else 1
+            else:
+                gather.gather_part(X, src[:, k0:k1], idx, scale, ahead)
+                out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
+                failed += 0 if gemm(out, X, W[k0:k1]) else 1
         if failed:
-            raise ValueError("split_forward: a part's GEMM could not run (shapes or layouts)")
+            raise ValueError("split_layer: a part's GEMM could not run (shapes or layouts)")
+        if backward:
+            return
         for p in range(1, cut.shape[0] - 1):
             part = Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
             for r in range(n):
                 for j in range(N):
                     z[r, j] += part[r, j]
         bias_act(z, b)
-    return _made(split_forward, jit_parallel)
-
-
-@jit_parallel
-def split_backward(dW, Xbuf, dz, cut):
-    """dW[cut[p]:cut[p+1]] = X_p.T @ dz on thread p (X_p: its part of the last forward's rows)."""
-    n = dz.shape[0]
-    failed = 0
-    for p in prange(cut.shape[0] - 1):
-        k0, k1 = cut[p], cut[p + 1]
-        X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
-        failed += 0 if gemm(dW[k0:k1], X.T, dz) else 1
-    if failed:
-        raise ValueError("split_backward: a part's GEMM could not run (shapes or layouts)")
+    return _made(split_layer, jit_parallel)
 
 
 class InputLayer:
@@ -131,7 +128,7 @@ class InputLayer:
     def __init__(self, bk, W, b, dW, x_train, batch_size: int, activation: str, byte_coded: bool = True):
         K, N = W.shape
         self.W, self.b, self.dW = W, b, dW
-        self._forward = split_forward(ACT_CODES[activation])
+        self._run = split_layer(ACT_CODES[activation])
         self.cut = cuts(K, threads.split_parts(K))
         self.one_cut = cuts(K, 1)
         self._cut = self.one_cut
@@ -149,11 +146,13 @@ class InputLayer:
 
     def forward(self, idx, y):
         self._cut = self.cut if threads.active() else self.one_cut
-        self._forward(y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD, self._cut,
-                      self.W, self.b)
+        self._idx = idx                 # backward passes it again: one compiled signature for both
+        self._run(False, y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD, self._cut,
+                  self.W, self.b, self.dW, y)
 
     def backward(self, dz):
-        split_backward(self.dW, self.X, dz, self._cut)           # the rows of the last forward
+        self._run(True, dz, self.X, self.Z, self.src, self._idx, self.scale, 0, self._cut,
+                  self.W, self.b, self.dW, dz)                    # the rows of the last forward
 
 
 # -- the last layer and the loss ---------------------------------------------------------------------
