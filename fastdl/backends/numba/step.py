@@ -143,6 +143,7 @@ class InputLayer:
         self.scale = W.dtype.type(scale)
         self.X = np.empty(batch_size * K, dtype=W.dtype)                         # part p: its features
         self.Z = np.empty((len(self.cut) - 1) * batch_size * N, dtype=W.dtype)   # partial z's
+        self._idx = np.zeros(0, dtype=np.int64)      # the last forward's rows (backward passes them on)
 
     def forward(self, idx, y):
         self._cut = self.cut if threads.active() else self.one_cut
