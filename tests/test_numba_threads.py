@@ -60,13 +60,18 @@ def test_outside_training_nothing_splits(nb, threads):
     assert threads.parts(10_000) == 1
 
 
-@pytest.mark.parametrize("shape", [(7, 5, 3), (300, 120, 130)], ids=["small", "split"])
+@pytest.mark.parametrize("shape", [(7, 5, 3), (300, 120, 130), (130, 120, 301), (1, 64, 33)],
+                         ids=["small", "rows", "columns", "one-row"])
 @pytest.mark.parametrize("transposed", [False, True], ids=["a", "a.T"])
-def test_matmul_split_by_rows(nb, threads, dtype, shape, transposed, monkeypatch):
-    """The step's GEMM hook split by output rows (threshold lowered so a test-sized GEMM splits),
-    with the transposed operands the step passes."""
-    from fastdl.backends.numba import step
+def test_matmul_split_by_rows_or_columns(nb, threads, dtype, shape, transposed, monkeypatch):
+    """The step's GEMM hook split by output rows, or by columns where out is wider than tall
+    (threshold lowered so a test-sized GEMM splits), with the transposed operands the step
+    passes; each split is the one taken."""
+    from fastdl.backends.numba import loops, step
     monkeypatch.setattr(step, "SMALL_GEMM", 1000)
+    calls = []
+    real = loops.split_dot
+    monkeypatch.setattr(loops, "split_dot", lambda *args: (calls.append(args[-1]), real(*args))[1])
     m, k, n = shape
     a = rand((k, m), dtype, 0).T if transposed else rand((m, k), dtype, 0)
     bt = rand((n, k), dtype, 1)
@@ -74,6 +79,7 @@ def test_matmul_split_by_rows(nb, threads, dtype, shape, transposed, monkeypatch
     with nb.train_scope():
         nb.matmul_(out, a, bt.T)
     np.testing.assert_allclose(out, a @ bt.T, **tol(dtype, k))
+    assert calls == ([] if m * k * n < 1000 else [n > m])
 
 
 def test_layer_path_gemm_routes(nb, threads, monkeypatch):

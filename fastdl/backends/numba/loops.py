@@ -248,12 +248,15 @@ def dot(out, a, b):
 
 
 @jit_parallel
-def split_dot(out, a, b, cut):
-    """out = a @ b, output rows [cut[p], cut[p+1]) on thread p, each calling BLAS; False where
-    a part could not (the caller redoes the whole product)"""
+def split_dot(out, a, b, cut, cols):
+    """out = a @ b, output rows [cut[p], cut[p+1]) on thread p (columns with ``cols``), each
+    calling BLAS; False where a part could not (the caller redoes the whole product)"""
     failed = 0
     for p in prange(cut.shape[0] - 1):
-        r0, r1 = cut[p], cut[p + 1]
-        failed += 0 if gemm(out[r0:r1], a[r0:r1], b) else 1
+        s0, s1 = cut[p], cut[p + 1]
+        if cols:
+            failed += 0 if gemm(out[:, s0:s1], a, b[:, s0:s1]) else 1
+        else:
+            failed += 0 if gemm(out[s0:s1], a[s0:s1], b) else 1
     return failed == 0
 
