@@ -18,9 +18,10 @@
 * ``matmul_``: small GEMMs (the book's 100x50x10) in the calling thread, large ones split by
   output rows or, where out is wider than tall, by columns; ``forward_gemm``: the layer path's
   tall forward products (evaluation) split alike, so evaluating during training never wakes
-  NumPy's BLAS pool, whose spinning workers slowed the next steps by a third (timed ad hoc). A batch's forward and the whole layer-path backward stay
-  on NumPy's threaded BLAS: mixing the two pools inside one step made them spin against each
-  other (an affine_backward 4x slower, timed ad hoc).
+  NumPy's BLAS pool, whose spinning workers slowed the next steps by a third (timed ad hoc). A
+  batch's forward and the whole layer-path backward stay on NumPy's threaded BLAS: mixing the
+  two pools inside one step made them spin against each other (an affine_backward 4x slower,
+  timed ad hoc).
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def matmul_(out, a, b):
     # part repeats is the smaller (256 x 1000 @ 1000 x 1000 by columns: 2.7-2.9 ms against 3.0-3.1
     # by rows; 256 x 4096 @ 4096 x 4096: 47 against 54 ms, timed ad hoc)
     cols = n > m
-    parts = threads.parts(n if cols else m) if m * a.shape[1] * n >= SMALL_GEMM else 1
-    if not (loops.dot(out, a, b) if parts == 1 else loops.split_dot(out, a, b, cuts(n if cols else m, parts), cols)):
+    side = n if cols else m
+    parts = threads.parts(side) if m * a.shape[1] * n >= SMALL_GEMM else 1
+    if not (loops.dot(out, a, b) if parts == 1 else loops.split_dot(out, a, b, cuts(side, parts), cols)):
         np.matmul(a, b, out=out)
 
 
