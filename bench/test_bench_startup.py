@@ -34,8 +34,8 @@ print(json.dumps({"first_fit_s": time.perf_counter() - t0}))
 
 # `fastdl train` in a fresh interpreter, reporting its own peak RSS (VmHWM, not ru_maxrss: on Linux
 # ru_maxrss survives exec and can report the forking parent's size).
-# Printed by an exit handler: the command ends without unwinding (fastdl.helpers.quick_exit), and
-# runs those.
+# Printed by an exit handler: the command ends without unwinding a finally block
+# (fastdl.helpers.quick_exit) but runs exit handlers.
 _PEAK = ("import atexit, sys\n"
          "atexit.register(lambda: print('PEAK_RSS_KB', [l.split()[1] for l in open('/proc/self/status')\n"
          "                                              if l.startswith('VmHWM')][0], file=sys.{stream}, flush=True))\n")
@@ -125,15 +125,14 @@ def _plot_helper_peak_mb(out) -> float:
 
 # The compile helper's work on a first run (python -m fastdl.warmup), all of it: the network,
 # optimizer and data types of a spec, every compile job of the warm-up. Prints its peak RSS (KB).
-_COMPILE_ALL = """
-import json, sys
+_COMPILE_ALL = _PEAK.format(stream="stdout") + """
+import json
 import fastdl
 from fastdl import warmup
 bk = fastdl.get_backend("numba")
 net, opt, data, batch = warmup.from_spec(json.load(sys.stdin), bk)
 for _, job in bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, batch)):
     job()
-print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
 """
 
 

@@ -5,8 +5,8 @@ combination of layouts: 0.25-0.5 s of a first run's compile each, six times over
 step (timed ad hoc). ``gemm`` is an intrinsic instead: a few dozen LLVM instructions emitted in
 place, which read the arrays' shapes and strides and call the Fortran ``sgemm``/``dgemm``
 (``gemv`` for one row or column of out) that ``scipy.linalg.cython_blas`` exports: the library
-``np.dot`` reaches, so ``threads`` pins the same thread pool. The call goes by a symbol name that this module binds before anything
-compiles or loads, so the disk cache holds no address.
+``np.dot`` reaches, so ``threads`` pins the same thread pool. The call goes by a symbol name
+that this module binds before anything compiles or loads, so the disk cache holds no address.
 
 ``gemm`` returns whether it multiplied: ``False`` (and nothing written) when the shapes do not
 chain, ``k`` is 0, a size passes BLAS's 32-bit integers, or an operand has no unit stride (or

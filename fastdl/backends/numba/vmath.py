@@ -12,8 +12,8 @@ exponent bits are always in range (no bounds to check), and NaN (computed as 0) 
 
 ``maxnum(a, b)`` is LLVM's ``maxnum``: the larger, or the other one where one is NaN. Python's
 ``max`` in a loop compiles to compares and branches that LLVM does not vectorise (a row's max took
-4x NumPy's time, timed ad hoc); ``maxnum`` does vectorise. Where a softmax row holds a NaN, its max skips it but
-the row's exp, sum and so every output are NaN all the same, as NumPy's are.
+4x NumPy's time, timed ad hoc); ``maxnum`` does vectorise. Where a softmax row holds a NaN, its
+max skips it but the row's exp, sum and so every output are NaN all the same, as NumPy's are.
 
 Under ``NUMBA_DISABLE_JIT`` the same arithmetic runs in Python, the bit patterns made by NumPy.
 """
