@@ -30,6 +30,21 @@ import warnings
 
 import numpy as np
 
+from .backends.contract import GRAPH_REPLAY
+
+
+def for_run(bk, step, optimizer, batch_size: int, k: int, losses):
+    """(a ``Replay`` of a run's blocks, None) where the backend and the fused ``step`` allow
+    it, else (None, why not); (None, None) for a run without a fused step."""
+    if step is None:
+        return None, None
+    if GRAPH_REPLAY not in bk.CAPABILITIES:
+        return None, f"backend {bk.name!r} replays nothing"
+    why = step.uncapturable or (None if optimizer.step_scalars is not None else
+                                f"{type(optimizer).__name__} does not declare which of its kernel scalars "
+                                f"change from step to step (Optimizer.step_scalars)")
+    return (None, why) if why else (Replay(bk, step, optimizer, batch_size, k, losses), None)
+
 
 class Replay:
     """``run(epoch_idx, pos, n) -> bool``: the steps ``pos .. pos + n - 1`` of the epoch (full

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .backends.contract import FUSED_STEP, GRAPH_REPLAY
+from .backends.contract import FUSED_STEP
 from .errors import DivergenceError
 from .fused import compile_train_step
 from .images import backend_input
+from .replay import for_run
 from .validate import check_labels, check_run_options, host_view
 
 
@@ -220,7 +221,8 @@ class Trainer:
         bar = self._progress_bar()
         t_start = time.perf_counter()
         train_time = 0.0
-        self._replay = self._make_replay(losses)
+        self._replay, self.capture_note = for_run(bk, self._fused, self.optimizer, self.batch_size,
+                                                  self.sync_every, losses)
         # A diverging run overflows on the way to NaN; we detect that ourselves and raise
         # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
         try:
@@ -275,20 +277,6 @@ class Trainer:
                 losses[j] = self._fused(idx)
             else:
                 losses[j] = self.network.train_step(self.x_train[idx], self.t_train[idx], self.optimizer)
-
-    def _make_replay(self, losses):
-        """A Replay of this run's blocks where the backend and the step allow it (else None, the
-        reason in ``capture_note``)."""
-        from .replay import Replay
-        if self._fused is None or GRAPH_REPLAY not in self.backend.CAPABILITIES:
-            self.capture_note = None if self._fused is None else f"backend {self.backend.name!r} replays nothing"
-            return None
-        why = self._fused.uncapturable or (None if self.optimizer.step_scalars is not None else
-                                            f"{type(self.optimizer).__name__} does not declare which of its kernel "
-                                            f"scalars change from step to step (Optimizer.step_scalars)")
-        self.capture_note = why
-        return None if why else Replay(self.backend, self._fused, self.optimizer, self.batch_size,
-                                       self.sync_every, losses)
 
     # -- checkpoints -----------------------------------------------------------------------------
 

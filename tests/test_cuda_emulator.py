@@ -8,8 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-import fastdl
+import cuda_build
 import fake_cupy
+import fastdl
 from conftest import tol
 from fastdl import cuda_sources
 from test_cupy_emulated import test_every_contract_kernel_matches_numpy as contract_kernel_check
@@ -82,7 +83,7 @@ def test_each_mutation_is_caught(mutated, name):
 def test_a_barrier_in_a_kernel_run_without_fibers_is_an_error(monkeypatch):
     """The emulator is told which kernels synchronise; a wrong guess fails loudly, never runs
     a barrier as a no-op."""
-    monkeypatch.setattr(fake_cupy, "uses_barriers", lambda code: set())
+    monkeypatch.setattr(cuda_build, "uses_barriers", lambda code: set())
     with fake_cupy.emulated_backend() as emu:
         dh = emu.asarray(np.ones((40, 5), np.float32))
         db = emu.asarray(np.zeros(5, np.float32))
