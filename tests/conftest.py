@@ -6,13 +6,17 @@ registry's own reason, so the skip line in the report says exactly why.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 
 import numpy as np
 import pytest
 
 import fastdl
+from fastdl import datasets
 from fastdl.backends import NAMES, backend_status, get_backend
+from mnist_server import Server, idx_bytes
 
 # float32 results differ from the NumPy oracle only by summation order inside kernels and BLAS.
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
@@ -107,3 +111,27 @@ def pytest_sessionfinish(session, exitstatus):
         from reliability import RECORDS, write_report
         if RECORDS:
             write_report(path)
+
+
+# -- MNIST's download path (test_datasets.py, test_download_faults.py) ------------------------------
+
+@pytest.fixture
+def tiny_mnist(monkeypatch):
+    """Replace the four MNIST files by tiny synthetic ones with their own checksums."""
+    rng = np.random.default_rng(0)
+    files, raw = {}, {}
+    for key, (name, _, _) in datasets.FILES.items():
+        n = 6 if key.startswith("train") else 4
+        arr = rng.integers(0, 256, (n, 28, 28)) if "images" in key else rng.integers(0, 10, n)
+        data = idx_bytes(arr)
+        raw[name] = data
+        files[key] = (name, hashlib.sha256(data).hexdigest(), arr.shape)
+    monkeypatch.setattr(datasets, "FILES", files)
+    return {name: gzip.compress(data) for name, data in raw.items()}
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.httpd.shutdown()

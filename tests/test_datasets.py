@@ -1,83 +1,14 @@
 """The MNIST loader, including its real download code against a server on 127.0.0.1."""
 
 import gzip
-import hashlib
-import http.server
-import threading
 
 import numpy as np
 import pytest
 
 from fastdl import datasets
 from fastdl.errors import DatasetError, FileFormatError
+from mnist_server import idx_bytes, leftovers, mirrors_env
 from reliability import record
-
-
-def idx_bytes(arr: np.ndarray) -> bytes:
-    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
-    return header + arr.astype(np.uint8).tobytes()
-
-
-@pytest.fixture
-def tiny_mnist(monkeypatch):
-    """Replace the four MNIST files by tiny synthetic ones with their own checksums."""
-    rng = np.random.default_rng(0)
-    files, raw = {}, {}
-    for key, (name, _, _) in datasets.FILES.items():
-        n = 6 if key.startswith("train") else 4
-        arr = rng.integers(0, 256, (n, 28, 28)) if "images" in key else rng.integers(0, 10, n)
-        data = idx_bytes(arr)
-        raw[name] = data
-        files[key] = (name, hashlib.sha256(data).hexdigest(), arr.shape)
-    monkeypatch.setattr(datasets, "FILES", files)
-    return {name: gzip.compress(data) for name, data in raw.items()}
-
-
-class Server:
-    """A loopback HTTP server; ``routes`` maps a path to (status, content-type, body)."""
-
-    def __init__(self):
-        self.routes, self.hits = {}, []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.hits.append(self.path)
-                route = outer.routes.get(self.path, (404, "text/plain", b"not found"))
-                if callable(route):
-                    return route(self)
-                status, ctype, body = route
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def serve(self, mirror, files, transform=lambda name, body: (200, "application/gzip", body)):
-        for name, body in files.items():
-            self.routes[f"/{mirror}/{name}.gz"] = transform(name, body)
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.httpd.shutdown()
-
-
-def mirrors_env(monkeypatch, server, *names):
-    monkeypatch.setenv("FASTDL_MNIST_MIRRORS", " ".join(f"{server.url}/{n}/" for n in names))
-
-
-def leftovers(folder):
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def test_good_download_then_cached(tiny_mnist, server, monkeypatch, tmp_path):
@@ -210,82 +141,6 @@ def test_real_mnist_shapes_and_options(mnist_root):
     assert t.dtype == np.uint8 and set(np.unique(t)) == set(range(10))
 
 
-# -- downloads under faults ----------------------------------------------------------------------
-
-def _reset_midway(body):
-    def handler(h):
-        import socket
-        import struct
-        h.send_response(200)
-        h.send_header("Content-Type", "application/gzip")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body[: len(body) // 2])
-        h.wfile.flush()
-        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        h.connection.close()                          # RST: connection reset by peer
-    return handler
-
-
-def _stall(body):
-    def handler(h):
-        import time
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body[:10])
-        h.wfile.flush()
-        time.sleep(2.0)                               # bounded: the client gives up after 0.3 s
-    return handler
-
-
-def _short(body):
-    def handler(h):
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(body) + 1000))
-        h.end_headers()
-        h.wfile.write(body)
-        h.close_connection = True
-    return handler
-
-
-FAULTS = {"connection reset mid-file": _reset_midway, "stalled server (timeout)": _stall,
-          "wrong length (short body)": _short}
-
-
-@pytest.mark.parametrize("fault", list(FAULTS))
-def test_download_faults_fail_clearly_then_a_good_download_succeeds(tiny_mnist, server, monkeypatch, tmp_path, fault):
-    monkeypatch.setenv("FASTDL_DOWNLOAD_TIMEOUT", "0.3")
-    for name, body in tiny_mnist.items():
-        server.routes[f"/bad/{name}.gz"] = FAULTS[fault](body)
-    mirrors_env(monkeypatch, server, "bad")
-    with pytest.raises(DatasetError, match="could not download") as err:
-        datasets.load_mnist(root=tmp_path)
-    left = leftovers(tmp_path)
-    server.serve("good", tiny_mnist)
-    mirrors_env(monkeypatch, server, "bad", "good")
-    (x, _), _ = datasets.load_mnist(root=tmp_path)
-    ok = left == [] and x.shape == (6, 784)
-    record("Downloads under faults", fault, "-", "DatasetError, no partial file; a later download works",
-           f"DatasetError; files left {len(left)}; retry {'succeeded' if x.shape == (6, 784) else 'failed'}", ok,
-           files_lost=len(left))
-    assert left == [], left
-    assert "could not download" in str(err.value)
-
-
-def test_all_mirrors_failing_names_each_and_says_what_next(tiny_mnist, server, monkeypatch, tmp_path):
-    server.serve("a", tiny_mnist, lambda n, b: (500, "text/plain", b"oops"))
-    server.serve("b", tiny_mnist, lambda n, b: (200, "text/html", b"<html>maintenance</html>"))
-    mirrors_env(monkeypatch, server, "a", "b")
-    with pytest.raises(DatasetError) as err:
-        datasets.load_mnist(root=tmp_path)
-    msg = str(err.value)
-    ok = f"{server.url}/a/" in msg and f"{server.url}/b/" in msg and "by hand" in msg and leftovers(tmp_path) == []
-    record("Downloads under faults", "all mirrors failing (HTTP 500, HTML page)", "-", "DatasetError naming each mirror",
-           "DatasetError" + (" naming both mirrors" if ok else ""), ok, files_lost=len(leftovers(tmp_path)))
-    assert ok, msg
-
-
 def test_second_load_reads_the_verified_cache_and_a_damaged_one_is_rebuilt(tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTDL_MNIST_CACHE", str(tmp_path / "cache"))
     for name, body in tiny_mnist.items():
@@ -319,31 +174,6 @@ def test_a_replaced_original_is_not_hidden_by_the_cache(tiny_mnist, tmp_path, mo
         datasets.load_mnist(root=tmp_path, download=False)
     monkeypatch.setenv("FASTDL_MNIST_CACHE", "0")
     assert datasets._cache_entry("train_images") is None
-
-
-def test_a_trickling_server_cannot_hold_a_download_forever(tiny_mnist, server, monkeypatch, tmp_path):
-    """An overall deadline per file (FASTDL_DOWNLOAD_DEADLINE), then the next mirror."""
-    import time
-
-    def trickle(name, body):
-        def handler(req):
-            req.send_response(200)
-            req.send_header("Content-Type", "application/gzip")
-            req.send_header("Content-Length", str(len(body)))
-            req.end_headers()
-            for i in range(0, len(body), 64):
-                req.wfile.write(body[i:i + 64])
-                req.wfile.flush()
-                time.sleep(0.05)
-        return handler
-    server.serve("slow", tiny_mnist, trickle)
-    server.serve("good", tiny_mnist)
-    mirrors_env(monkeypatch, server, "slow", "good")
-    monkeypatch.setenv("FASTDL_DOWNLOAD_DEADLINE", "0.3")
-    t0 = time.monotonic()
-    (x, _), _ = datasets.load_mnist(root=tmp_path)
-    assert x.shape == (6, 784) and time.monotonic() - t0 < 20
-    assert any(h.startswith("/good/") for h in server.hits)
 
 
 def test_oversized_local_files_are_refused_before_reading(tiny_mnist, tmp_path):
