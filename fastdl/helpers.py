@@ -27,10 +27,13 @@ def spare_cores() -> int:
 def spawn(module: str, *args: str, **popen) -> subprocess.Popen | None:
     """Start ``python -m module args`` with stdin a pipe (plus ``popen``); None if the system
     cannot start a process now (the caller then does the work itself)."""
+    # This very fastdl first on the helper's path: ``-m`` would put the working folder there,
+    # where another checkout of fastdl may sit (whose compile cache is another folder: the run
+    # would then compile every kernel itself, and the plot helper might speak another protocol).
     root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    code = f"import runpy, sys; sys.path.insert(0, {root!r}); runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     try:
-        return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdin=subprocess.PIPE, **popen)
+        return subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, **popen)
     except OSError:
         return None
 

@@ -179,3 +179,14 @@ def test_the_command_exits_quickly_yet_runs_exit_handlers_and_keeps_its_status(t
     assert r.returncode == 0 and "thread done" in r.stdout and r.stdout.endswith("handler ran")
     r = subprocess.run([sys.executable, "-m", "fastdl", "train", "--backend", "nosuch"], capture_output=True, text=True)
     assert r.returncode == 2 and "--backend nosuch" in r.stderr
+
+
+def test_a_helper_process_imports_this_fastdl_whatever_its_working_folder(tmp_path):
+    """``fastdl train``'s helpers run this fastdl, not one that sits in the working folder."""
+    from fastdl import helpers
+    (tmp_path / "fastdl").mkdir()
+    (tmp_path / "fastdl" / "__init__.py").write_text("raise SystemExit('the wrong fastdl')\n")
+    proc = helpers.spawn("fastdl.perceptron", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert b"AND" in out
