@@ -181,3 +181,27 @@ def test_a_warm_up_that_diverges_still_evaluates(monkeypatch):
     monkeypatch.setattr(trainer.Trainer, "_evaluate", lambda self: (seen.append(self.step), evaluate(self)))
     warmup.warm_up(net, optimizers.get_optimizer("sgd", lr=1e38), data, B)
     assert seen
+
+
+def test_the_fused_steps_functions_compile_at_their_own_llvm_level(monkeypatch):
+    """The fused step's compiled functions compile at ``step.OPT_LEVEL`` (their callees inside
+    them); Numba's setting is back as it was after, also when a compile fails."""
+    pytest.importorskip("numba")
+    import numba
+    from numba.core.dispatcher import Dispatcher
+
+    from fastdl.backends.numba import step
+    if numba.config.DISABLE_JIT:
+        pytest.skip("nothing compiles under NUMBA_DISABLE_JIT")
+    before = int(numba.config.OPT)
+    seen = []
+
+    def fake_compile(self, sig):
+        seen.append(int(numba.config.OPT))
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(Dispatcher, "compile", fake_compile)
+    for f in (step.split_layer(0), step.output_layer(1), step.update_parts("sgd_update")):
+        with pytest.raises(RuntimeError, match="stop here"):
+            f.compile(("any",))
+        assert int(numba.config.OPT) == before
+    assert seen == [step.OPT_LEVEL] * 3
