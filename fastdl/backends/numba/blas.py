@@ -55,6 +55,10 @@ def _cython_blas():
         # loading put it in sys.modules without making it scipy.linalg's attribute; a later import
         # of it by name then loads it properly (the library stays loaded: the pointers hold)
         if sys.modules.get(NAME) is module and "scipy.linalg" not in sys.modules:
+            # Numba checks once that SciPy's BLAS imports (in numba.np.arraymath, loaded with its
+            # registries at the first compile or cache load), by importing this module by name:
+            # scipy.linalg's whole __init__, 0.14 s of a warm run. Here the check finds it loaded.
+            import numba.np.arraymath  # noqa: F401
             del sys.modules[NAME]
         return module
     except Exception:
