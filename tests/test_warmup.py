@@ -185,7 +185,8 @@ def test_a_warm_up_that_diverges_still_evaluates(monkeypatch):
 
 def test_the_fused_steps_functions_compile_at_their_own_llvm_level(monkeypatch):
     """The fused step's compiled functions compile at ``step.OPT_LEVEL`` (their callees inside
-    them); Numba's setting is back as it was after, also when a compile fails."""
+    them) unless the user set NUMBA_OPT; Numba's setting is back as it was after, also when a
+    compile fails."""
     pytest.importorskip("numba")
     import numba
     from numba.core.dispatcher import Dispatcher
@@ -205,3 +206,7 @@ def test_the_fused_steps_functions_compile_at_their_own_llvm_level(monkeypatch):
             f.compile(("any",))
         assert int(numba.config.OPT) == before
     assert seen == [step.OPT_LEVEL] * 3
+    monkeypatch.setenv("NUMBA_OPT", str(before))        # a user's own setting is kept
+    with pytest.raises(RuntimeError, match="stop here"):
+        step.output_layer(1).compile(("any",))
+    assert seen[-1] == before

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import numba
 import numpy as np
@@ -53,7 +54,7 @@ MADE = []                     # the compiled functions built per activation or o
 # them) at level 1 where Numba's default is 3: the same speed (the fused step's loop, its gather,
 # softmax and sigmoid timed interleaved against -O3), their compile 4.4-4.6 -> 4.2 s of CPU and a
 # first run's compile 2.87-3.33 -> 2.70-2.94 s (four interleaved pairs; all timed ad hoc). Not for
-# the layer path's loops: Dropout's ran 20% slower at 1.
+# the layer path's loops: Dropout's ran 20% slower at 1. A user's own NUMBA_OPT is kept.
 OPT_LEVEL = 1
 
 
@@ -76,6 +77,8 @@ def _made(pyfunc, decorator):
         f = decorator(pyfunc)
     if isinstance(f, Dispatcher):           # not under NUMBA_DISABLE_JIT
         def compile(sig):                    # the class's, looked up at each call (ahead.py swaps it)
+            if "NUMBA_OPT" in os.environ:
+                return type(f).compile(f, sig)
             with llvm_level(OPT_LEVEL):
                 return type(f).compile(f, sig)
         f.compile = compile
