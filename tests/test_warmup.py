@@ -194,6 +194,7 @@ def test_the_fused_steps_functions_compile_at_their_own_llvm_level(monkeypatch):
     from fastdl.backends.numba import step
     if numba.config.DISABLE_JIT:
         pytest.skip("nothing compiles under NUMBA_DISABLE_JIT")
+    monkeypatch.delenv("NUMBA_OPT", raising=False)
     before = int(numba.config.OPT)
     seen = []
 
