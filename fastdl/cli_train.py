@@ -96,10 +96,13 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
 
     compile_seconds = 0.0
     if backend.COMPILES:
-        print(f"compiling {backend.name} kernels (once; cached on disk)...", end=" ", flush=True)
-        compile_seconds = sharing.warm_up(net, opt, warmup.sample(x, t, xt, tt, args.batch_size), args.batch_size)
-        print(f"{compile_seconds:.2f} s" + (f" ({sharing.helper_jobs} of {sharing.jobs} kernels in a helper process)"
-                                           if sharing.helper_jobs else ""), flush=True)
+        # a first run says it compiles; later runs, which load from the disk cache, do not
+        print(f"{backend.name} kernels:", end=" ", flush=True)
+        announce = lambda n: n and print(f"compiling {n} (once; cached on disk)...", end=" ", flush=True)
+        compile_seconds = sharing.warm_up(net, opt, warmup.sample(x, t, xt, tt, args.batch_size), args.batch_size,
+                                          announce)
+        print(f"ready in {compile_seconds:.2f} s" + (f" ({sharing.helper_jobs} of {sharing.jobs} compiled in a helper "
+                                                     f"process)" if sharing.helper_jobs else ""), flush=True)
     ckpt = out / "checkpoint.npz"
     tr = trainer.Trainer(net, opt, x, t, xt, tt, batch_size=args.batch_size, sampling=args.sampling,
                          seed=args.seed, progress=not args.no_progress, callbacks=[report],

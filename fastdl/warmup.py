@@ -96,20 +96,25 @@ class Sharing(helpers.Owner):
         self.jobs = 0                   # compile jobs shared
         self.helper_jobs = 0            # of those, the helper's
 
-    def warm_up(self, net, opt, data, batch_size: int) -> float:
-        """``warm_up`` with the compile shared; returns its seconds."""
+    def warm_up(self, net, opt, data, batch_size: int, announce=None) -> float:
+        """``warm_up`` with the compile shared; returns its seconds. ``announce(n)``, if given,
+        is called before any compiling with the number of kernels the backend says are left
+        to compile (0 with a warm cache; also 0 where it cannot tell, as with its cache off)."""
         t0 = time.perf_counter()
         bk = net.backend
-        if COMPILE_AHEAD in bk.CAPABILITIES and helpers.spare_cores() >= 1:
+        jobs = []
+        if COMPILE_AHEAD in bk.CAPABILITIES:
             jobs = bk.compile_jobs(lambda: warm_up(net, opt, data, batch_size))
-            if jobs:                    # a warm cache has none: no helper then
-                self.proc = helpers.spawn("fastdl.warmup", bk.name, stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL)
+        if announce is not None:
+            announce(len(jobs))
+        if jobs and helpers.spare_cores() >= 1:     # a warm cache has none: no helper then
+            self.proc = helpers.spawn("fastdl.warmup", bk.name, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL)
             if self.proc is not None:
                 self.jobs = len(jobs)
                 self._share(jobs, spec(net, opt, data, batch_size))
         self.close()
-        warm_up(net, opt, data, batch_size)
+        warm_up(net, opt, data, batch_size)     # what no job compiled, and the loading of the rest
         return time.perf_counter() - t0
 
     def _share(self, jobs, s: dict) -> None:

@@ -96,9 +96,10 @@ bk = get_backend("numba")
 with warmup.Sharing() as s:
     net, opt, data, B = small_run(bk, {optimizer!r})
     names = [n for n, _ in bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, B))]
-    s.warm_up(net, opt, data, B)
+    announced = []
+    s.warm_up(net, opt, data, B, announce=announced.append)
     left = bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, B))
-print(json.dumps({{"names": names, "jobs": s.jobs, "helper_jobs": s.helper_jobs, "left": len(left),
+print(json.dumps({{"names": names, "announced": announced, "jobs": s.jobs, "helper_jobs": s.helper_jobs, "left": len(left),
                   "helper_started": s.proc is not None, "helper_ended": s.proc is None or s.proc.poll() is not None}}))
 """
 
@@ -116,7 +117,7 @@ def run_fresh(tmp_path, optimizer="sgd"):
 @pytest.mark.skipif(helpers.spare_cores() < 1, reason="one core: no helper process is started")
 def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     first = run_fresh(tmp_path)
-    assert first["jobs"] == len(first["names"]) >= 4
+    assert first["jobs"] == len(first["names"]) >= 4 and first["announced"] == [first["jobs"]]
     assert any("split_layer" in n for n in first["names"]) and any("update_parts" in n for n in first["names"])
     from fastdl.backends.numba.ahead import COMPILE_SECONDS
     cost = [COMPILE_SECONDS.get(n.split("(")[0].split(".")[-1], 0.0) for n in first["names"]]
@@ -125,6 +126,7 @@ def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     assert first["left"] == 0 and first["helper_started"] and first["helper_ended"]   # all cached; helper gone
     again = run_fresh(tmp_path)                            # a warm cache: nothing to share
     assert again["names"] == [] and again["jobs"] == 0 and not again["helper_started"]
+    assert again["announced"] == [0]                       # what `fastdl train` says: nothing compiles
     adam = run_fresh(tmp_path, "adam")                     # only what differs compiles
     assert len(adam["names"]) == 1 and "update_parts" in adam["names"][0]
 
@@ -146,10 +148,12 @@ def test_numpy_has_no_jobs_and_its_helper_leaves(tmp_path):
     bk = get_backend("numpy")
     calls = []
     assert bk.compile_jobs(lambda: calls.append(1)) == [] and calls == []
+    announced = []
     with warmup.Sharing() as s:
         net, opt, data, B = small_run(bk)
-        seconds = s.warm_up(net, opt, data, B)
+        seconds = s.warm_up(net, opt, data, B, announce=announced.append)
     assert seconds > 0 and s.jobs == 0 and (s.proc is None or s.proc.poll() is not None)
+    assert announced == [0]
 
 
 @needs_numba
