@@ -26,7 +26,7 @@ def data_fingerprint(trainer) -> str:
     """SHA-256 of the training set's shape and dtype, every label, and 256 evenly spaced rows:
     another data set of the same size is told apart without hashing all of it (188 MB for
     MNIST) at every checkpoint. Computed once per trainer."""
-    fp = getattr(trainer, "_fingerprint", None)
+    fp = trainer._fingerprint
     if fp is None:
         x, bk = trainer.x_train, trainer.network.backend
         rows = np.unique(np.linspace(0, x.shape[0] - 1, FINGERPRINT_ROWS).astype(np.int64))

@@ -124,6 +124,7 @@ class Trainer:
         self.explosion = None if explosion is None else float(explosion)
         self.checkpoint_every = checkpoint_every
         self.checkpoint_written = False        # whether this trainer wrote (or resumed from) a checkpoint
+        self._fingerprint = None               # of the training data, once a checkpoint needs it
         # A backend that declares the fused step gets it: the same numbers as the layer-by-layer
         # path (tests hold it to that) with every intermediate preallocated.
         self._fused = None
