@@ -2,10 +2,11 @@
 
 ``warm_up`` runs two steps and an evaluation on a copy of the network, so every kernel the run
 needs is compiled (or loaded from the disk cache) before training is timed. Numba compiles one
-kernel at a time: about 5 s on a first run. Where the backend declares ``compile_ahead`` and a
-core is spare, ``Sharing`` learns the warm-up's compile jobs from a dry run of it
-(``bk.compile_jobs``; none with a warm cache) and, if there are any, starts a helper, ``python -m
-fastdl.warmup BACKEND``, that learns the same list the same way. The list comes longest job
+kernel at a time: about 4 s on a first run. Where the backend declares ``compile_ahead``,
+``Sharing`` learns the warm-up's compile jobs from a dry run of it (``bk.compile_jobs``; none
+with a warm cache; ``fastdl train`` announces their count) and, if there are any and a core is
+spare, starts a helper, ``python -m fastdl.warmup BACKEND``, that learns the same list the same
+way. The list comes longest job
 first, and each of the two compiles the next job nobody has taken (list scheduling: the long
 ones start first, the short ones fill in at the end), so neither repeats the other's work and
 they end close together. The helper's code reaches this process through the disk cache,
@@ -121,6 +122,7 @@ class Sharing(helpers.Owner):
         taken = [False] * len(jobs)
         lock = threading.Lock()
         state = {"in_flight": None, "closed": False}
+        first_free = lambda: next((k for k in range(len(jobs)) if not taken[k]), None)   # under lock
 
         def serve():                    # the helper's jobs: the next nobody has taken
             try:
@@ -129,7 +131,7 @@ class Sharing(helpers.Owner):
                     return              # it learned other jobs: this process compiles them all
                 while True:
                     with lock:
-                        j = next((k for k in range(len(jobs)) if not taken[k]), None)
+                        j = first_free()
                         if j is None or state["closed"]:
                             return
                         taken[j], state["in_flight"] = True, j
@@ -146,7 +148,7 @@ class Sharing(helpers.Owner):
         server.start()
         while True:                     # this process's jobs: the same rule
             with lock:
-                i = next((k for k in range(len(jobs)) if not taken[k]), None)
+                i = first_free()
                 if i is None:
                     break
                 taken[i] = True
