@@ -27,7 +27,6 @@ from .errors import DivergenceError
 from .fused import compile_train_step
 from .images import backend_input
 from .replay import for_run
-from .scoring import Scorer
 from .validate import check_labels, check_run_options, host_view
 
 
@@ -129,7 +128,6 @@ class Trainer:
         # A backend that declares the fused step gets it: the same numbers as the layer-by-layer
         # path (tests hold it to that) with every intermediate preallocated.
         self._fused = None
-        self._scorers = None             # for evaluation, made at the first one
         self.capture_note = None         # why fit() replays no captured blocks, if it does not
         if fast_path and FUSED_STEP in bk.CAPABILITIES:
             self._fused = compile_train_step(network, optimizer, self.batch_size, self.x_train, self.t_train)
@@ -151,13 +149,10 @@ class Trainer:
         net, h = self.network, self.history
         h.epoch.append(round(self.step / self.steps_per_epoch, 6))
         h.epoch_step.append(self.step)
-        if self._scorers is None:       # made once: numba lists ByteImages' non-zero pixels there
-            self._scorers = [Scorer(net, x, reuse=True) if x is not None and use else None
-                             for x, use in ((self.x_train, self.evaluate_train), (self.x_test, True))]
         if self.evaluate_train:
-            h.train_acc.append(self._scorers[0].correct(self.t_train) / self.n_train)
+            h.train_acc.append(net._accuracy(self.x_train, self.t_train))
         if self.x_test is not None:
-            h.test_acc.append(self._scorers[1].correct(self.t_test) / self.x_test.shape[0])
+            h.test_acc.append(net._accuracy(self.x_test, self.t_test))
         record = {"epoch": h.epoch[-1], "step": self.step,
                   "loss": h.loss[-1] if h.loss else None,
                   "train_acc": h.train_acc[-1] if self.evaluate_train else None,

@@ -62,12 +62,10 @@ def warm_up(net, opt, data, batch_size: int) -> None:
 
 def spec(net, opt, data, batch_size: int) -> dict:
     """What the helper needs to run the same warm-up: the network, the optimizer, and the data's
-    types and shapes; of ByteImages also how many codes are not zero, since numba lists the
-    non-zero pixels of a sparse set for evaluation with kernels of their own)."""
+    types and shapes (its values do not change what compiles)."""
     def like(a):                       # read-only arrays compile apart from writable ones
         if isinstance(a, ByteImages):
-            return {"bytes": list(a.shape), "scale": a.scale, "writeable": a.codes.flags.writeable,
-                    "nonzero": int(np.count_nonzero(a.codes))}
+            return {"bytes": list(a.shape), "scale": a.scale, "writeable": a.codes.flags.writeable}
         return {"shape": list(a.shape), "dtype": a.dtype.str, "writeable": a.flags.writeable}
     return {"network": net.config(), "dtype": net.dtype.name, "optimizer": opt.config(),
             "batch_size": batch_size, "data": [like(a) for a in data]}
@@ -82,7 +80,6 @@ def from_spec(s: dict, backend):
     data = []
     for d in s["data"]:
         a = np.zeros(d["bytes"] if "bytes" in d else d["shape"], np.uint8 if "bytes" in d else np.dtype(d["dtype"]))
-        a.reshape(-1)[:d.get("nonzero", 0)] = 1         # as sparse as the run's set
         a.flags.writeable = d["writeable"]
         data.append(ByteImages(a, d["scale"], dtype=s["dtype"]) if "bytes" in d else a)
     return net, opt, data, s["batch_size"]

@@ -2,8 +2,6 @@
 inputs, outputs compared in the hook's own dtype, at edge sizes (a batch of 1, odd sizes, the
 book's). ``CASES`` must name every hook and builder of the contract (test_contract checks)."""
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -169,68 +167,6 @@ def case_InputLayer(bk, ref, dtype):
                 same(out[0][1], out[1][1], dtype, n)
 
 
-def sparse_codes(n, d, seed=0, share=0.15):
-    """uint8 codes with about ``share`` of them non-zero, as MNIST's 19%."""
-    rng = np.random.default_rng(seed)
-    return (rng.integers(1, 256, (n, d)) * (rng.random((n, d)) < share)).astype(np.uint8)
-
-
-def case_ScoreLayer(bk, ref, dtype):
-    """Dense and sparse sets (numba lists a sparse one's non-zero pixels when reused), widths
-    that fill whole vectors and ones that do not, rows at every edge, several blocks a call."""
-    with pytest.MonkeyPatch.context() as mp:
-        if bk.name == "numba":
-            mp.setattr(sys.modules["fastdl.backends.numba.sparse"], "ROWS", 64)
-        score_layer_cases(bk, ref, dtype)
-    score_layer_errors(bk, dtype)
-
-
-def score_layer_cases(bk, ref, dtype):
-    for d, m in ((23, 7), (1, 1), (784, 50), (16, 64), (40, 257)):
-        for make, dense in ((sparse_codes, False), (codes, True)):
-            c = make(301, d, seed=d)
-            c[5], c[6] = 0, np.arange(1, d + 1) % 255 + 1      # a row without a non-zero pixel, one all non-zero
-            sparse = np.count_nonzero(c) <= 0.25 * c.size
-            assert sparse != dense
-            for scale, act, reuse in ((255, "relu", True), (255, "sigmoid", True), (1, "identity", True),
-                                      (255, "relu", False)):
-                x = ByteImages(c, scale, dtype)
-                made = [B.ScoreLayer(B, x.on(B, dtype), act, m, reuse) for B in (bk, ref)]
-                if bk.name == "numba":       # the sparse loop is what these sets test there
-                    assert made[0].listed == (reuse and sparse and m <= 256), (d, m, reuse)
-                rows = min(made[0].rows, 40)
-                for start, n in ((0, rows), (3, min(13, rows)), (300, 1), (301 - rows, rows), (0, 1)):
-                    W, b = rand((d, m), dtype, start, scale / 255), rand(m, dtype, n)    # read at each call
-                    out = []
-                    for B, layer in zip((bk, ref), made):
-                        y = B.asarray(nan((n, m), dtype))
-                        with B.train_scope():
-                            layer.forward(y, start, B.asarray(W), B.asarray(b))
-                        out.append(B.to_numpy(y))
-                    same(out[0], out[1], dtype, d)
-
-
-def score_layer_errors(bk, dtype):
-    from fastdl.errors import DTypeError, ShapeError
-    c = sparse_codes(300, 23)
-    for reuse in (True, False):
-        layer = bk.ScoreLayer(bk, ByteImages(c, 255, dtype).on(bk, dtype), "relu", 7, reuse)
-        x = bk.asarray(nan((2, 7), dtype))
-        W, b = bk.asarray(rand((23, 7), dtype)), bk.asarray(rand(7, dtype))
-        for bad_start in (-1, 299, 10**6):
-            with pytest.raises(ShapeError, match="outside the set"):
-                layer.forward(x, bad_start, W, b)
-        with pytest.raises(ShapeError, match="do not fit"):
-            layer.forward(x, 0, bk.asarray(rand((24, 7), dtype)), b)
-        with pytest.raises(ShapeError, match="block has shape"):
-            layer.forward(bk.asarray(nan((2, 8), dtype)), 0, bk.asarray(rand((23, 8), dtype)), bk.asarray(rand(8, dtype)))
-        with pytest.raises(ShapeError, match="block has shape"):
-            layer.forward(bk.asarray(nan((layer.rows + 1, 7), dtype)), 0, W, b)
-        other = np.float64 if dtype == np.float32 else np.float32
-        with pytest.raises(DTypeError, match="pass"):
-            layer.forward(bk.asarray(nan((2, 7), other)), 0, W, b)
-
-
 def case_OutputLayer(bk, ref, dtype):
     W, b = rand((12, 10), dtype, 1), rand(10, dtype, 2)
     for act in ("relu", "sigmoid", "identity"):         # identity: below Batch Norm / Dropout blocks
@@ -272,7 +208,6 @@ def case_make_update(bk, ref, dtype):
 
 
 CASES = {
-    "ScoreLayer": case_ScoreLayer,
     "gather_rows_": case_gather_rows_, "matmul_": case_matmul_, "axpy_": case_axpy_,
     "add_bias_": _bias_case("add_bias_"), "bias_relu_": _bias_case("bias_relu_"),
     "bias_sigmoid_": _bias_case("bias_sigmoid_", scale=30.0), "colsum_": case_colsum_,

@@ -1,8 +1,6 @@
 """ByteImages: pixels kept as bytes give every backend the very numbers float pixels give, and
 bad ones are refused with a clear error before anything reads them."""
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -103,12 +101,9 @@ def test_training_on_bytes_is_training_on_the_floats_bit_for_bit(backend, fast_p
     assert from_bytes[2][-1] > 0.8                                  # and it learned (chance: 0.25)
 
 
-def test_evaluation_reads_blocks_of_rows_through_the_score_layer(backend, monkeypatch):
+def test_evaluation_reads_blocks_of_rows_through_the_input_layer(backend, monkeypatch):
     """More rows than one block, a partial last one: the accuracy equals the float array's."""
-    monkeypatch.setattr(fastdl.backends.composed.ScoreLayer, "ROWS", 100)
-    if backend.name == "numba":
-        monkeypatch.setattr(sys.modules["fastdl.backends.numba.sparse"], "ROWS", 100)
-        monkeypatch.setattr(sys.modules["fastdl.backends.numba.sparse"], "DENSE_ROWS", 100)
+    monkeypatch.setattr(fastdl.scoring, "BYTE_ROWS", 100)
     codes, t = pixel_codes(n=437)
     floats = np.divide(codes, np.float32(255), dtype=np.float32)
     plain = fastdl.TwoLayerNet(codes.shape[1], 8, 4, backend=backend, seed=0, weight_init_std="he")
@@ -125,27 +120,6 @@ def test_evaluation_reads_blocks_of_rows_through_the_score_layer(backend, monkey
                                    rtol=2e-5, atol=2e-6)
     np.testing.assert_array_equal(backend.to_numpy(plain.predict(ByteImages(codes[:7]))),
                                   backend.to_numpy(plain.predict(floats[:7])))
-
-
-def test_a_trainer_scores_a_sparse_set_as_its_floats(backend, monkeypatch):
-    """Sets scored at every epoch (``reuse``), sparse as MNIST (numba then lists their non-zero
-    pixels): the scores of the float array, block by block, and the trainer's accuracies."""
-    if backend.name == "numba":
-        monkeypatch.setattr(sys.modules["fastdl.backends.numba.sparse"], "ROWS", 100)
-    codes, t = pixel_codes(n=437)
-    codes = np.hstack([codes, np.zeros((437, 60), np.uint8)])      # 15% non-zero: MNIST has 19%
-    floats = np.divide(codes, np.float32(255), dtype=np.float32)
-    for net in (fastdl.TwoLayerNet(codes.shape[1], 8, 4, backend=backend, seed=0, weight_init_std="he"),
-                fastdl.TwoLayerNet(codes.shape[1], 9, 4, activation="sigmoid", backend=backend, seed=0)):
-        scorer = fastdl.scoring.Scorer(net, ByteImages(codes).on(backend, np.float32), reuse=True)
-        if backend.name == "numba":
-            assert scorer.first.listed
-        scores = np.concatenate([backend.to_numpy(s) for _, s in scorer.blocks()])
-        np.testing.assert_allclose(scores, backend.to_numpy(net.predict(floats)), rtol=2e-5, atol=2e-6)
-    tr = fastdl.Trainer(net, get_optimizer("Adam", lr=0.01), ByteImages(codes), t, ByteImages(codes[:120]),
-                        t[:120], iterations=20, batch_size=50, seed=2, progress=False)
-    h = tr.fit()
-    assert h.train_acc[-1] == net.accuracy(floats, t) and h.test_acc[-1] == net.accuracy(floats[:120], t[:120])
 
 
 def test_a_checkpoint_does_not_care_how_the_pixels_were_held(tmp_path):

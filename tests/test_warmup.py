@@ -174,8 +174,6 @@ def test_the_spec_rebuilds_the_same_types():
         a_arr, b_arr = (a.codes, b.codes) if isinstance(a, ByteImages) else (a, b)
         assert type(a) is type(b) and a_arr.shape == b_arr.shape and a_arr.dtype == b_arr.dtype
         assert a_arr.flags.writeable == b_arr.flags.writeable
-        if isinstance(a, ByteImages):       # as many non-zero codes: numba lists the same sets
-            assert np.count_nonzero(a_arr) == np.count_nonzero(b_arr) > 0
 
 
 def test_a_warm_up_that_diverges_still_evaluates(monkeypatch):

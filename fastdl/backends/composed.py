@@ -8,9 +8,6 @@ made at construction: nothing is allocated per step beyond what those hooks allo
 
 from __future__ import annotations
 
-import operator
-
-from ..errors import DTypeError, ShapeError
 from ..images import ByteImages
 from .contract import ACTIVATIONS
 
@@ -52,47 +49,6 @@ class InputLayer:
     def backward(self, dz):
         """dW = x.T @ dz for the rows of the last forward (dz: the gradient before the activation)."""
         self.bk.matmul_(self.dW, self.x.T, dz)
-
-
-class ScoreLayer:
-    """Evaluation's first layer over ByteImages, ``y = act(x[start:start + n] @ W + b)``: a block's
-    codes decoded into a buffer made once (1024 rows, which stay in the cache), one GEMM, the
-    activation. ``reuse`` (the set is scored again and again) changes nothing here."""
-
-    ROWS = 1024
-
-    def __init__(self, bk, x, activation: str, outputs: int, reuse: bool = False):
-        self.bk, self.act = bk, _act(bk, activation)[0]
-        self.codes, self.scale, self.outputs = x.codes, x.scale_as(x.dtype), outputs
-        self.rows = min(self.ROWS, x.shape[0])
-        self.X = bk.xp.empty((self.rows, x.shape[1]), dtype=x.dtype)
-
-    def forward(self, y, start, W, b):
-        start, n = check_block(y, start, W, b, self.codes.shape, self.outputs, self.rows, self.X.dtype)
-        x = self.X if n == self.rows else self.X[:n]
-        self.bk.decode_bytes_(x, self.codes[start:start + n], self.scale)
-        self.bk.matmul_(y, x, W)
-        self.act(y, b)
-
-
-def check_block(y, start, W, b, shape, outputs: int, rows: int, dtype) -> tuple[int, int]:
-    """``(start, n)`` for a ScoreLayer call on a set of ``shape`` (N, D) with ``outputs`` outputs,
-    taking at most ``rows`` rows, once y (n, outputs), W (D, outputs) and b (outputs,) are all
-    ``dtype`` and ``[start, start + n)`` lies in the set; compiled kernels read those ranges
-    unchecked, so nothing reaches them otherwise."""
-    start = operator.index(start)
-    if y.ndim != 2 or not 1 <= y.shape[0] <= rows or y.shape[1] != outputs:
-        raise ShapeError(f"a ScoreLayer block has shape {tuple(y.shape)}; expected (n, {outputs}) with "
-                         f"1 <= n <= {rows}")
-    n = y.shape[0]
-    if not 0 <= start <= shape[0] - n:
-        raise ShapeError(f"rows [{start}, {start + n}) are outside the set's {shape[0]} rows")
-    if tuple(W.shape) != (shape[1], outputs) or tuple(b.shape) != (outputs,):
-        raise ShapeError(f"W {tuple(W.shape)} and b {tuple(b.shape)} do not fit inputs of {shape[1]} features "
-                         f"and {outputs} outputs; expected ({shape[1]}, {outputs}) and ({outputs},)")
-    if not (y.dtype == W.dtype == b.dtype == dtype):
-        raise DTypeError(f"a ScoreLayer of {dtype} got y {y.dtype}, W {W.dtype}, b {b.dtype}; pass {dtype} arrays")
-    return start, n
 
 
 class OutputLayer:

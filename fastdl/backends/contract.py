@@ -127,11 +127,6 @@ ENTRIES: tuple[Entry, ...] = (
           "dh = act'(dz @ W.T), db_h = dh.sum(0) for the hidden activation whose output is h "
           "(activation 'identity': dh = dz @ W.T itself, for blocks that end in Dropout or Batch Norm)",
           "dW, db, dh, db_h", FUSED_STEP),
-    Entry("ScoreLayer", "builder", "ScoreLayer(bk, x, activation, outputs, reuse=False)",
-          ".rows: the most rows per call (the backend's choice); .forward(y, start, W, b): y = act(x[start:start + "
-          "len(y)] @ W + b) for ByteImages x and W of `outputs` columns (evaluation's first layer; W and b given "
-          "at each call, so the parameters as they are then; x's codes as they were when it was built; reuse: "
-          "the set will be scored many times, so a backend may prepare it once)", "y", FUSED_STEP),
     Entry("make_update", "builder", "make_update(bk, optimizer, params, grads) -> update()",
           "update() == optimizer.update(params, grads, bk)", "params, optimizer state", FUSED_STEP),
     # -- replaying captured work ---------------------------------------------------------------

@@ -235,7 +235,6 @@ def matmul_(out, a, b):
 
 InputLayer = composed.InputLayer
 OutputLayer = composed.OutputLayer
-ScoreLayer = composed.ScoreLayer
 make_update = composed.make_update           # one launch per parameter already
 
 

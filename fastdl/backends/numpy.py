@@ -252,7 +252,6 @@ def softmax_xent_(dz, z, t):
 
 InputLayer = composed.InputLayer
 OutputLayer = composed.OutputLayer
-ScoreLayer = composed.ScoreLayer
 make_update = composed.make_update
 
 

@@ -4,17 +4,14 @@ Layout: ``loops`` (the ``@njit`` loops, one formula each; ``chapter6`` those of 
 Norm and weight decay), ``blas`` (``gemm``: SciPy's BLAS called from compiled code), ``vmath``
 (``exp`` and ``maxnum`` that LLVM vectorises, for softmax and sigmoid), ``threads``
 (Numba's threads and that BLAS's, set only inside ``train_scope()``), ``gather`` (the step's row
-gather with software prefetch), ``step`` (the fused step's builders and GEMM routing), ``sparse``
-(evaluation's first layer from the non-zero pixels of ByteImages), ``variants``
+gather with software prefetch), ``step`` (the fused step's builders and GEMM routing), ``variants``
 (the optimizer updates and activations the step compiles in, one per run's choice), ``cache``
 (where compiled code is kept). This module binds them to the contract's names
 (``fastdl/backends/contract.py``).
 
 Choices, each measured on the book's shapes (bench/results):
 * GEMMs stay in BLAS: hand-written loops, even ones that skip MNIST's zero pixels, measured
-  slower at 100x784x50. Evaluation's first layer is the exception: over the same 70,000 images
-  at every epoch, their non-zero pixels listed once make it faster than the GEMM (``sparse``).
-  Everything *between* GEMMs is one fused ``@njit`` pass.
+  slower at 100x784x50. Everything *between* GEMMs is one fused ``@njit`` pass.
 * Parallel loops (``prange``) only where each thread gets a large piece of its own: the split
   first layer, large GEMMs and the update. At 100 x 50 an elementwise pass costs less than
   handing it out.
@@ -35,7 +32,7 @@ from . import cache
 
 
 with cache.ours():
-    from . import ahead, chapter6, gather, loops, sparse, step, threads
+    from . import ahead, chapter6, gather, loops, step, threads
 if loops.CACHE and not Path(cache.FOLDER).exists():
     cache.prune()           # a new version's first use: older versions' unused folders go
 
@@ -74,7 +71,7 @@ def jitted() -> list:
     """Every compiled function of the backend (the fused step's per-activation and per-optimizer
     ones as far as this process has built them)."""
     made = [f for f in step.MADE if isinstance(f, numba.core.registry.CPUDispatcher)]   # not under DISABLE_JIT
-    return [v for mod in (loops, chapter6, gather, step, sparse) for v in vars(mod).values()
+    return [v for mod in (loops, chapter6, gather, step) for v in vars(mod).values()
             if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == mod.__name__] + made
 
 
@@ -252,5 +249,4 @@ def softmax_xent_(dz, z, t):
 
 InputLayer = step.InputLayer
 OutputLayer = step.OutputLayer
-ScoreLayer = sparse.ScoreLayer
 make_update = step.make_update

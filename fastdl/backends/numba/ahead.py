@@ -31,7 +31,7 @@ from . import loops
 # Jobs go longest first: two processes each taking the next job nobody has then end close together
 # (in first-call order the run compiled its two longest while the helper, done, waited 1.2 s).
 # A kernel not listed counts as short; a stale figure only costs balance.
-COMPILE_SECONDS = {"split_layer": 2.0, "output_layer": 1.0, "update_parts": 0.75, "sparse_rows": 0.5, "csr_rows": 0.2}
+COMPILE_SECONDS = {"split_layer": 2.0, "output_layer": 1.0, "update_parts": 0.75}
 
 
 def _skipped(*args):
