@@ -3,8 +3,12 @@
 81% of MNIST's pixels are zero, so a first layer that touches only the others does a fifth of the
 dense layer's multiply-adds. Measured here against the numba backend's dense InputLayer (gather of
 byte codes + BLAS), both split across the threads by input feature the same way, forward and
-backward on the same random batches. fastdl keeps the dense layer while this one loses (see
-bench/results); the kernels live here so that anyone can rerun the comparison.
+backward on the same random batches. Written with per-pixel views of W (Numba reference-counts
+each), this one lost (144-163 us against 119, earlier bench/results); without them it is within
+about 10% of the dense layer (2026-12-05-sparse-contender): forward and backward each about as
+long as the dense one's, since a batch's rows sit at random places in a 27 MB list and each thread
+handles only ~7,500 non-zeros a call. fastdl keeps the dense layer, which needs no list and no
+kernels of its own to compile; the kernels live here so that anyone can rerun the comparison.
 """
 
 import numpy as np
@@ -26,7 +30,7 @@ def csr_split(codes, cut):
     for i in range(n):
         for k in range(d):
             nnz += codes[i, k] != 0
-    col, val = np.empty(nnz, np.int16), np.empty(nnz, np.uint8)
+    col, val = np.empty(nnz, np.uint16), np.empty(nnz, np.uint8)
     parts = cut.shape[0] - 1
     split = np.empty((n, parts + 1), np.int64)
     q = 0
@@ -47,29 +51,39 @@ def csr_split(codes, cut):
 
 @jit_parallel
 def sparse_forward(z, Zbuf, col, val, split, idx, scale, W, b):
-    """z = relu(x[idx] @ W + b) from the non-zeros; thread p sums its features' share."""
+    """z = relu(x[idx] @ W + b) from the non-zeros; thread p sums its features' share.
+
+    Written as Numba compiles it well (each timed ad hoc on evaluation's like loop): W[k, j]
+    indexed in two dimensions, never ``W[k]`` per pixel (a view, whose reference count is an
+    atomic increment and decrement: twice the loop's time); four pixels per pass over the output
+    row (its stores and reloads otherwise chain one pixel to the next: 3.9 -> 1.9 ns a pixel)."""
     n, N = z.shape
     parts = split.shape[1] - 1
     inv = z.dtype.type(1) / scale
     for p in nb.prange(parts):
         out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
         for r in range(n):
-            i, acc = idx[r], out[r]
-            acc[:] = 0
+            i = idx[r]
+            for j in range(N):
+                out[r, j] = 0
             q, q1 = split[i, p], split[i, p + 1]
-            while q + 4 <= q1:              # four rows of W per pass over acc: a quarter of its traffic
+            while q + 4 <= q1:
+                k0, k1, k2, k3 = np.intp(col[q]), np.intp(col[q + 1]), np.intp(col[q + 2]), np.intp(col[q + 3])
                 v0, v1 = z.dtype.type(val[q]) * inv, z.dtype.type(val[q + 1]) * inv
                 v2, v3 = z.dtype.type(val[q + 2]) * inv, z.dtype.type(val[q + 3]) * inv
-                w0, w1, w2, w3 = W[col[q]], W[col[q + 1]], W[col[q + 2]], W[col[q + 3]]
                 for j in range(N):
-                    acc[j] += (v0 * w0[j] + v1 * w1[j]) + (v2 * w2[j] + v3 * w3[j])
+                    out[r, j] += (v0 * W[k0, j] + v1 * W[k1, j]) + (v2 * W[k2, j] + v3 * W[k3, j])
                 q += 4
-            for q in range(q, q1):
-                v, w = z.dtype.type(val[q]) * inv, W[col[q]]
+            while q < q1:
+                k0, v0 = np.intp(col[q]), z.dtype.type(val[q]) * inv
                 for j in range(N):
-                    acc[j] += v * w[j]
+                    out[r, j] += v0 * W[k0, j]
+                q += 1
     for p in range(1, parts):
-        z += Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
+        part = Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
+        for r in range(n):
+            for j in range(N):
+                z[r, j] += part[r, j]
     for r in range(n):
         for j in range(N):
             v = z[r, j] + b[j]
@@ -82,13 +96,15 @@ def sparse_backward(dW, col, val, split, idx, scale, dz, cut):
     n, N = dz.shape
     inv = dz.dtype.type(1) / scale
     for p in nb.prange(split.shape[1] - 1):
-        dW[cut[p]:cut[p + 1]] = 0
+        for k in range(cut[p], cut[p + 1]):
+            for j in range(N):
+                dW[k, j] = 0
         for r in range(n):
-            i, g = idx[r], dz[r]
+            i = idx[r]
             for q in range(split[i, p], split[i, p + 1]):
-                v, w = dz.dtype.type(val[q]) * inv, dW[col[q]]
+                k, v = np.intp(col[q]), dz.dtype.type(val[q]) * inv
                 for j in range(N):
-                    w[j] += v * g[j]
+                    dW[k, j] += v * dz[r, j]
 
 
 @pytest.mark.parametrize("kind", ["dense (fastdl)", "sparse"])
