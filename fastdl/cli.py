@@ -17,14 +17,22 @@ from . import __version__
 from .errors import FastDLError
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def _seed(text: str) -> int:
+    return _int_at_least(text, 0)        # NumPy's generators take no negative seed
 
 
 def _number(text: str, low: float, low_open: bool, high: float = math.inf) -> float:
@@ -74,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on the first N training images only (the book's overfitting setting: 300)")
     t.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"], default="sgd")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--sampling", choices=["shuffle", "replacement"], default="shuffle")
     t.add_argument("--data", help="folder with the MNIST files (default: FASTDL_DATA or the user cache)")
     t.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
@@ -93,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overfit: 300 images with/without weight decay and Dropout; batchnorm: figure 6-19")
     x.add_argument("--backend")
     x.add_argument("--data")
-    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--seed", type=_seed, default=0)
     x.add_argument("--out", default="runs/chapter6", help="folder for NAME.json and NAME.png (default runs/chapter6)")
 
     w = sub.add_parser("sweep", help="hyperparameter search on Optuna (the book's section 6.5)",
@@ -115,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--train-size", type=_positive_int, default=500, help="training images used (default 500, the book's)")
     w.add_argument("--val-fraction", type=_ratio, default=0.2, help="held out for validation (default 0.2)")
     w.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
-    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--seed", type=_seed, default=0)
     w.add_argument("--data")
     w.add_argument("--out", default="runs/sweep", help="folder for trials.csv/json, best.json, sweep.png")
 

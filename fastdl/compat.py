@@ -30,6 +30,7 @@ from .functions import (cross_entropy_error, mean_squared_error, numerical_gradi
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .networks import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from .validate import check_seed
 
 __all__ = ["load_mnist", "step_function", "sigmoid", "relu", "softmax", "mean_squared_error",
            "cross_entropy_error", "numerical_gradient", "Affine", "Relu", "Sigmoid", "SoftmaxWithLoss",
@@ -50,5 +51,5 @@ def smooth_curve(x):
 
 def shuffle_dataset(x, t, seed=None):
     """x and t in one random order (the book's common/util.py; ``seed`` added for repeatability)."""
-    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    perm = np.random.default_rng(check_seed(seed)).permutation(x.shape[0])
     return x[perm], t[perm]

@@ -16,7 +16,7 @@ import numpy as np
 from .backends import get_backend
 from .backends.contract import dropout_key
 from .errors import ShapeError
-from .validate import check_features, check_labels, host_view
+from .validate import check_features, check_labels, check_seed, host_view
 
 
 class _Layer:
@@ -119,7 +119,7 @@ class Dropout(_Layer):
         if not (isinstance(dropout_ratio, (int, float, np.floating)) and 0 <= dropout_ratio < 1):
             raise ValueError(f"dropout_ratio={dropout_ratio!r} must be a number in [0, 1)")
         self.ratio = float(dropout_ratio)
-        self.seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+        self.seed = int(np.random.SeedSequence(check_seed(seed)).generate_state(1, np.uint64)[0])
         self.calls = 0
         self.mask = None
 

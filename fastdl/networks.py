@@ -20,7 +20,7 @@ from . import scoring
 from .backends import get_backend
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .images import ByteImages, backend_input
-from .validate import as_float_dtype, check_labels, host_view, positive_int
+from .validate import as_float_dtype, check_labels, check_seed, host_view, positive_int
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 
@@ -89,6 +89,7 @@ class MultiLayerNet:
         self.activation = act
         self.weight_init_std = weight_init_std
         sizes = [self.input_size, *self.hidden_sizes, self.output_size]
+        seed = check_seed(seed)
         rng = np.random.default_rng(seed)
         host = {}
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import FastDLError
 from .images import ByteImages
+from .validate import check_seed
 
 BOOK_SPACE = {"lr": ("log", 1e-6, 1e-2), "weight_decay": ("log", 1e-8, 1e-4)}
 BOOK = {"hidden": [100] * 6, "train_size": 500, "val_fraction": 0.2, "epochs": 50, "batch_size": 100}
@@ -227,6 +228,9 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
         if not ok:
             raise ValueError(f"{name}={value!r} is not valid (trials, jobs: positive integers; epochs: a positive "
                              f"number; val_fraction in (0, 1); pruner: median, halving or none)")
+    seed = check_seed(seed)
+    if seed is None:
+        raise ValueError("seed=None: a sweep needs a fixed seed (its workers derive theirs from it)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = {"backend": get_backend(backend).name, "storage": storage, "study": study, "out": str(out), "data": data,

@@ -27,7 +27,7 @@ from .errors import DivergenceError
 from .fused import compile_train_step
 from .images import backend_input
 from .replay import for_run
-from .validate import check_labels, check_run_options, host_view
+from .validate import check_labels, check_run_options, check_seed, host_view
 
 
 @dataclass
@@ -111,8 +111,8 @@ class Trainer:
             self.t_test = bk.asarray(tt)
 
         self.sampling = sampling
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.seed = check_seed(seed)
+        self.rng = np.random.default_rng(self.seed)
         self.progress = progress
         self.evaluate_train = evaluate_train
         self.sync_every = int(sync_every)

@@ -124,6 +124,15 @@ def positive_int(value, what: str) -> int:
     return int(value)
 
 
+def check_seed(seed, what: str = "seed"):
+    """``seed`` as NumPy's generators take it: None, or an integer >= 0 (not a bool)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{what}={seed!r} must be an integer >= 0, or None for a fresh random one")
+    return int(seed)
+
+
 def check_run_options(epochs, iterations, batch_size, sampling, sync_every, explosion, checkpoint,
                       checkpoint_every) -> None:
     """The Trainer's options, checked before any data moves (``fastdl.Trainer`` says what each

@@ -71,6 +71,12 @@ def test_bad_argument_is_rejected_by_the_parser():
     assert r.returncode == 2 and "must be >= 1" in r.stderr
 
 
+@pytest.mark.parametrize("command", ["train", "experiment", "sweep"])
+def test_a_negative_seed_is_refused_naming_the_flag(command):
+    r = fastdl_cmd(command, "--seed", "-1")
+    assert r.returncode == 2 and "argument --seed: '-1' must be >= 0" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_info_lists_every_backend():
     r = fastdl_cmd("info")
     assert r.returncode == 0

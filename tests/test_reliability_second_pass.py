@@ -79,6 +79,19 @@ def test_trainer_arguments_are_checked_at_construction(backend, case, kw, words)
            lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, progress=False, **kw))
 
 
+@pytest.mark.parametrize("seed", [-1, 2.5, True, "7"])
+def test_seeds_are_checked_where_they_are_given(backend, seed):
+    """NumPy's own message ("expected non-negative integer") named no argument."""
+    from fastdl.compat import shuffle_dataset
+    from fastdl.layers import Dropout
+    for what, call in (("Trainer", lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, iterations=1, seed=seed)),
+                       ("TwoLayerNet", lambda: fastdl.TwoLayerNet(6, 5, 4, backend=backend, seed=seed)),
+                       ("Dropout", lambda: Dropout(0.5, backend=backend, seed=seed)),
+                       ("shuffle_dataset", lambda: shuffle_dataset(X, T, seed))):
+        expect("Hyperparameters at construction", f"{what} seed={seed!r}", backend, ValueError,
+               f"seed={seed!r} must be an integer >= 0", call)
+
+
 def test_a_checkpoint_path_that_is_a_folder_is_refused(backend, tmp_path):
     expect("Hyperparameters at construction", "checkpoint= an existing folder", backend, ValueError, "is a folder",
            lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, iterations=1, checkpoint=tmp_path))

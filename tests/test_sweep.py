@@ -110,3 +110,11 @@ def test_ctrl_c_stops_cleanly_and_keeps_every_finished_trial(mnist_root, tmp_pat
     assert len(done) >= 2
     summary = sweep(trials=len(done) + 1, out=tmp_path, data=mnist_root, **SMALL)   # and it continues
     assert summary["states"]["COMPLETE"] >= len(done) + 1 - summary["states"].get("FAIL", 0)
+
+
+@pytest.mark.parametrize("seed,words", [(-1, "must be an integer >= 0"), (1.5, "must be an integer >= 0"),
+                                        (None, "needs a fixed seed")])
+def test_a_sweep_seed_is_checked_before_anything_is_written(tmp_path, seed, words):
+    with pytest.raises(ValueError, match=words):
+        sweep(trials=1, out=tmp_path / "s", seed=seed, **SMALL)
+    assert not (tmp_path / "s").exists()
