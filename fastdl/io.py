@@ -13,6 +13,7 @@ at any point leaves either the old file or the new one at the final path, never 
 
 from __future__ import annotations
 
+import errno
 import io as _io
 import json
 import os
@@ -49,6 +50,8 @@ def _umask() -> int:
 
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
+    if path.is_dir():           # checked first: the temporary file would go into the folder's parent
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give the path of a file (in that folder, say)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

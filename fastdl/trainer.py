@@ -27,7 +27,7 @@ from .errors import DivergenceError
 from .fused import compile_train_step
 from .images import backend_input
 from .replay import for_run
-from .validate import check_labels, check_run_options, check_seed, host_view
+from .validate import check_labels, check_run_options, host_view
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Trainer:
         explicit = batch_size is not None
         batch_size = 100 if batch_size is None else batch_size
         check_run_options(epochs, iterations, batch_size, sampling, sync_every, explosion, checkpoint,
-                          checkpoint_every)
+                          checkpoint_every, seed, callbacks)
 
         # Data is checked once and moved to the backend once, in the network's dtype
         # (ByteImages stay bytes there: fastdl.images).
@@ -111,8 +111,8 @@ class Trainer:
             self.t_test = bk.asarray(tt)
 
         self.sampling = sampling
-        self.seed = check_seed(seed)
-        self.rng = np.random.default_rng(self.seed)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
         self.progress = progress
         self.evaluate_train = evaluate_train
         self.sync_every = int(sync_every)

@@ -134,9 +134,17 @@ def check_seed(seed, what: str = "seed"):
 
 
 def check_run_options(epochs, iterations, batch_size, sampling, sync_every, explosion, checkpoint,
-                      checkpoint_every) -> None:
+                      checkpoint_every, seed=None, callbacks=()) -> None:
     """The Trainer's options, checked before any data moves (``fastdl.Trainer`` says what each
     means)."""
+    check_seed(seed)
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks={callbacks!r} must be a list of functions cb(trainer, record)") from None
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks holds {cb!r}, which is not callable; give functions cb(trainer, record)")
     if (epochs is None) == (iterations is None):
         raise ValueError("give exactly one of epochs= or iterations= (e.g. iterations=10000 as in the book)")
     positive_int(batch_size, "batch_size")

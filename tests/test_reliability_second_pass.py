@@ -92,6 +92,22 @@ def test_seeds_are_checked_where_they_are_given(backend, seed):
                f"seed={seed!r} must be an integer >= 0", call)
 
 
+@pytest.mark.parametrize("callbacks,words", [([print, 1], "which is not callable"), (5, "must be a list of functions")])
+def test_callbacks_are_checked_at_construction(backend, callbacks, words):
+    """Not at the first epoch's end, after a first stretch of training."""
+    expect("Hyperparameters at construction", f"Trainer callbacks={callbacks!r}", backend, TypeError, words,
+           lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, iterations=1, callbacks=callbacks))
+
+
+def test_saving_onto_a_folder_is_refused_before_writing_anything(tmp_path):
+    """The temporary file of an atomic write sits beside the target: for a folder, in its parent."""
+    target = tmp_path / "runs"
+    target.mkdir()
+    expect("Hyperparameters at construction", "io.save onto an existing folder", fastdl.get_backend("numpy"),
+           IsADirectoryError, "is a folder", lambda: fastdl.io.save(net("numpy"), target))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"] and not any(target.iterdir())
+
+
 def test_a_checkpoint_path_that_is_a_folder_is_refused(backend, tmp_path):
     expect("Hyperparameters at construction", "checkpoint= an existing folder", backend, ValueError, "is a folder",
            lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, iterations=1, checkpoint=tmp_path))
