@@ -118,8 +118,9 @@ def read_arrays(path, expected_format: str = FORMAT) -> tuple[dict, dict]:
     path = Path(path)
     where = str(path)
     if path.is_dir():
+        usual = "checkpoint.npz" if expected_format == "fastdl-checkpoint" else "params.npz"
         raise FileNotFoundError(f"{where} is a folder; give the file inside it "
-                                f"(e.g. {path / 'params.npz'}, which fastdl train writes)")
+                                f"(e.g. {path / usual}, which fastdl train writes)")
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such file")
     try:

@@ -27,7 +27,7 @@ from .errors import DivergenceError
 from .fused import compile_train_step
 from .images import backend_input
 from .replay import for_run
-from .validate import check_labels, check_run_options, host_view
+from .validate import check_labels, check_parts, check_run_options, host_view
 
 
 @dataclass
@@ -81,6 +81,7 @@ class Trainer:
                  sampling: str = "shuffle", seed: int | None = None, progress: bool = True,
                  evaluate_train: bool = True, sync_every: int = 100, callbacks=(), fast_path: bool = True,
                  checkpoint=None, checkpoint_every: int | None = None, explosion: float | None = 1e4):
+        check_parts(network, optimizer)
         self.network = network
         self.optimizer = optimizer
         self.backend = bk = network.backend

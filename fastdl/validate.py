@@ -133,6 +133,17 @@ def check_seed(seed, what: str = "seed"):
     return int(seed)
 
 
+def check_parts(network, optimizer) -> None:
+    """A Trainer's network and optimizer are fastdl's own (anything else failed deep inside)."""
+    from .networks import MultiLayerNet     # here: both modules import this one
+    from .optimizers import Optimizer
+    if not isinstance(network, MultiLayerNet):
+        raise TypeError(f"network={network!r} is not a fastdl network; build one, e.g. fastdl.TwoLayerNet(784, 50, 10)")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer={optimizer!r} is not a fastdl optimizer; pass one such as SGD(lr=0.1), "
+                        f"or fastdl.optimizers.get_optimizer('sgd', lr=0.1) to choose it by name")
+
+
 def check_run_options(epochs, iterations, batch_size, sampling, sync_every, explosion, checkpoint,
                       checkpoint_every, seed=None, callbacks=()) -> None:
     """The Trainer's options, checked before any data moves (``fastdl.Trainer`` says what each

@@ -99,6 +99,22 @@ def test_callbacks_are_checked_at_construction(backend, callbacks, words):
            lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, iterations=1, callbacks=callbacks))
 
 
+@pytest.mark.parametrize("what,args,words", [
+    ("optimizer='sgd'", lambda bk: (net(bk), "sgd"), "is not a fastdl optimizer"),
+    ("network=None", lambda bk: (None, SGD(0.1)), "is not a fastdl network"),
+])
+def test_a_trainer_is_given_a_fastdl_network_and_optimizer(backend, what, args, words):
+    """Anything else failed deep inside, with an AttributeError."""
+    expect("Hyperparameters at construction", f"Trainer {what}", backend, TypeError, words,
+           lambda: fastdl.Trainer(*args(backend), X, T, iterations=1))
+
+
+def test_resuming_from_a_folder_names_the_checkpoint_file(tmp_path):
+    tr = fastdl.Trainer(net("numpy"), SGD(0.1), X, T, iterations=1)
+    expect("Hyperparameters at construction", "Trainer.resume(a folder)", fastdl.get_backend("numpy"),
+           FileNotFoundError, str(tmp_path / "checkpoint.npz"), lambda: tr.resume(tmp_path))
+
+
 def test_saving_onto_a_folder_is_refused_before_writing_anything(tmp_path):
     """The temporary file of an atomic write sits beside the target: for a folder, in its parent."""
     target = tmp_path / "runs"
