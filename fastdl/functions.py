@@ -55,6 +55,9 @@ def softmax(a, backend=None):
     """exp(a - max) / sum exp(a - max) over the last axis, for any rank: finite for inputs like
     [1010, 1000, 990]."""
     bk, a = _prep(a, backend)
+    if a.ndim == 0 or a.shape[-1] == 0:
+        raise ShapeError(f"softmax of shape {tuple(a.shape)}: it normalises over the last axis, which needs at "
+                         f"least one class (one score per class)")
     xp = bk.xp
     e = xp.exp(a - a.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)

@@ -88,13 +88,14 @@ def check_labels(t, n_classes: int, n_rows: int | None = None, what: str = "t") 
         if t.dtype.kind == "f":
             if not np.isfinite(t).all() or (t != np.round(t)).any():
                 bad = t[~np.isfinite(t) | (t != np.round(t))][0]
-                raise LabelError(f"{what} holds non-integer label {bad!r}; expected integer class indices in [0, {n_classes})")
-        lo, hi = t.min(), t.max()
+                raise LabelError(f"{what} holds non-integer label {float(bad)!r}; expected integer class indices "
+                                 f"in [0, {n_classes})")
+        lo, hi = int(t.min()), int(t.max())
         if lo < 0 or hi >= n_classes:
             bad = lo if lo < 0 else hi
             raise LabelError(
-                f"{what} holds label {bad!r} outside [0, {n_classes}) (range seen: {lo!r}..{hi!r}); "
-                f"the network has {n_classes} outputs")
+                f"{what} holds label {bad} outside [0, {n_classes}) (range seen: {lo}..{hi}); "
+                f"there are {n_classes} classes, one per output")
         idx = t.astype(np.int64)
     elif t.ndim == 2:
         if t.shape[1] != n_classes:

@@ -103,8 +103,10 @@ def test_cross_entropy_refuses_labels_that_do_not_match_the_batch(backend):
         F.cross_entropy_error(y, [0, 0, 1], backend=backend)           # a one-hot row given as indices
     with pytest.raises(fastdl.ShapeError, match="one-hot labels must have y's shape"):
         F.cross_entropy_error(y, [[0, 1]], backend=backend)
-    with pytest.raises(fastdl.LabelError, match="outside"):
+    with pytest.raises(fastdl.LabelError, match=r"label -1 outside \[0, 3\) \(range seen: -1\.\.-1\); there are 3 classes"):
         F.cross_entropy_error(y, [-1], backend=backend)                 # no wrap-around to the last class
+    with pytest.raises(fastdl.LabelError, match=r"non-integer label 0\.5;"):
+        F.cross_entropy_error(y, [0.5], backend=backend)
     np.testing.assert_allclose(float(F.cross_entropy_error(y, [[0, 0, 1]], backend=backend)), -np.log(0.7), rtol=1e-6)
     np.testing.assert_allclose(float(F.cross_entropy_error(y[0], 2, backend=backend)), -np.log(0.7), rtol=1e-6)
 
@@ -118,5 +120,9 @@ def test_functions_validate_like_the_layers(backend):
     np.testing.assert_allclose(got[1, 2], backend.to_numpy(F.softmax(a[1, 2], backend=backend)), rtol=1e-6)
     with pytest.raises(fastdl.ShapeError, match="one-hot rows of y's shape"):
         F.mean_squared_error(np.array([0.1, 0.9]), np.array([1]), backend=backend)
+    for empty in (np.array([]), np.zeros((2, 0)), 3.0):                 # no class to normalise over
+        with pytest.raises(fastdl.ShapeError, match="at least one class"):
+            F.softmax(empty, backend=backend)
+    assert backend.to_numpy(F.softmax(np.zeros((0, 3)), backend=backend)).shape == (0, 3)    # no rows: fine
     grad = F.numerical_gradient(lambda x: float((x ** 2).sum()), np.array([3, -2]))
     np.testing.assert_allclose(grad, [6, -4], rtol=1e-6)
