@@ -112,7 +112,7 @@ class Trainer:
             self.t_test = bk.asarray(tt)
 
         self.sampling = sampling
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)      # checked above; np.int64 -> int
         self.rng = np.random.default_rng(seed)
         self.progress = progress
         self.evaluate_train = evaluate_train
