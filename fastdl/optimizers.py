@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -42,6 +43,13 @@ def _number(value, what: str, low: float, high: float, *, low_open=False, high_o
 
 def _is_number(p) -> bool:
     return isinstance(p, numbers.Real) and not isinstance(p, bool)
+
+
+def _dicts(params, grads) -> None:
+    for what, d in (("params", params), ("grads", grads)):
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{what} is a {type(d).__name__}; give a dict of arrays by name, as "
+                            f"network.params and network.gradient(x, t) are")
 
 
 class Optimizer:
@@ -108,6 +116,7 @@ class Optimizer:
         once, here; each call reads the hyperparameters (changing ``lr`` between steps works)."""
         bk = get_backend(backend)
         kernel = getattr(bk, self.kernel)
+        _dicts(params, grads)
         numbers = [k for k, p in params.items() if _is_number(p)]
         if numbers:
             raise DTypeError(f"parameters {numbers} are Python numbers; bind() updates arrays in place")
@@ -125,6 +134,7 @@ class Optimizer:
     def _checked(self, params: dict, grads: dict, bk) -> dict:
         """Every array parameter checked before any is changed (a refused update changes nothing):
         its state arrays by key."""
+        _dicts(params, grads)
         missing = [k for k in params if k not in grads]
         if missing:
             raise KeyError(f"grads lacks {missing} (it has {sorted(grads)}); give a gradient for every parameter")
@@ -141,7 +151,7 @@ class Optimizer:
         if p.dtype.kind != "f":
             raise DTypeError(f"parameter {key!r} has dtype {p.dtype}; optimizers update floating-point arrays")
         if tuple(g.shape) != tuple(p.shape) or g.dtype != p.dtype:
-            raise ShapeError(f"gradient {key!r} is {g.dtype} {tuple(g.shape)}; its parameter is "
+            raise (ShapeError if tuple(g.shape) != tuple(p.shape) else DTypeError)(f"gradient {key!r} is {g.dtype} {tuple(g.shape)}; its parameter is "
                              f"{p.dtype} {tuple(p.shape)}, and the two must match exactly")
         return self.state_arrays(key, p, bk.xp)
 

@@ -62,7 +62,7 @@ def test_mismatched_gradients_are_refused_before_any_change(backend, name):
     p = {"W": backend.asarray(np.ones((4, 3), np.float32)), "b": backend.asarray(np.ones(3, np.float32))}
     opt = optimizers.get_optimizer(name, lr=0.1)
     for bad, err, words in ((np.ones((3, 4), np.float32), ShapeError, "gradient 'b'"),
-                            (np.ones(3, np.float64), ShapeError, "gradient 'b' is float64"),
+                            (np.ones(3, np.float64), DTypeError, "gradient 'b' is float64"),
                             ([1.0, 1.0, 1.0], DTypeError, "gradient 'b' is a list")):
         grads = {"W": backend.asarray(np.ones((4, 3), np.float32)),
                  "b": bad if isinstance(bad, list) else backend.asarray(bad)}
@@ -126,6 +126,10 @@ def test_bound_update_matches_update_and_checks_once(backend, name):
         opt.bind(a, {"W": grads["W"]}, backend)
     with pytest.raises(ShapeError, match="must match exactly"):
         opt.bind(a, {"W": grads["W"], "b": backend.asarray(np.zeros(4, np.float32))}, backend)
+    with pytest.raises(DTypeError, match="must match exactly"):          # the shape right, the dtype not
+        opt.bind(a, {"W": grads["W"], "b": backend.asarray(backend.to_numpy(grads["b"]).astype(np.float64))}, backend)
+    with pytest.raises(TypeError, match="give a dict of arrays by name"):
+        opt.bind(list(a.values()), grads, backend)
     with pytest.raises(DTypeError, match="Python numbers"):
         opt.bind({"w": 1.0}, {"w": 0.5}, backend)
     assert opt.step == 0          # and any state made on the way is still zeros, as if new
