@@ -72,6 +72,37 @@ def test_precedence_explicit_over_context_over_global_over_env(monkeypatch):
     assert fastdl.get_backend().name == "numpy"
 
 
+def test_a_block_holds_in_its_own_thread_only():
+    """As README says: a thread started inside a use_backend block begins from the process
+    default, and a block in another thread does not leak into this one."""
+    import threading
+    other = _usable_other_than_numpy()
+    fastdl.set_backend("numpy")
+    seen, entered, leave = {}, threading.Event(), threading.Event()
+
+    def inner():
+        seen["started inside"] = fastdl.get_backend().name
+
+    def elsewhere():
+        with fastdl.use_backend(other):
+            entered.set()
+            leave.wait(10)
+    try:
+        with fastdl.use_backend(other):
+            t = threading.Thread(target=inner)
+            t.start()
+            t.join()
+        u = threading.Thread(target=elsewhere)
+        u.start()
+        entered.wait(10)
+        seen["here, while another thread is in a block"] = fastdl.get_backend().name
+    finally:
+        leave.set()
+        fastdl.set_backend(None)
+    u.join()
+    assert seen == {"started inside": "numpy", "here, while another thread is in a block": "numpy"}
+
+
 def test_precedence_with_numpy_only(monkeypatch):
     monkeypatch.setenv("FASTDL_BACKEND", "nope")
     fastdl.set_backend("numpy")          # set_backend outranks the (bad) env value

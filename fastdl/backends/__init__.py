@@ -126,7 +126,9 @@ def set_backend(name: str | None) -> types.ModuleType | None:
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[types.ModuleType]:
-    """``with use_backend("numba") as bk:`` selects a backend for the block (nests, thread-safe)."""
+    """``with use_backend("numba") as bk:`` selects a backend for the block (nests, thread-safe).
+    It holds in the thread (or asyncio task) that entered it; a thread started inside the block
+    begins from the process default, as context variables do."""
     key = _normalize(name, f"use_backend({name!r})")
     module = _load(key, f"use_backend({name!r})")
     token = _scoped.set(_scoped.get() + (key,))
