@@ -178,7 +178,8 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .search import parse_fixed, parse_space, sweep
+    from .search import sweep
+    from .search_space import parse_fixed, parse_space
     space = parse_space(args.search) if args.search else None
     try:
         summary = sweep(trials=args.trials, epochs=args.epochs, backend=args.backend, storage=args.storage,

@@ -19,6 +19,7 @@ dict entry is replaced, as the book's ``params[key] -= ...`` does.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Mapping
@@ -270,4 +271,8 @@ def get_optimizer(name: str, **kwargs) -> Optimizer:
     cls = _BY_NAME.get(str(name).strip().lower())
     if cls is None:
         raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(c.__name__ for c in _BY_NAME.values())}")
+    takes = [k for k in inspect.signature(cls).parameters if k != "self"]
+    extra = sorted(set(kwargs) - set(takes))
+    if extra:
+        raise TypeError(f"{cls.__name__} takes no {', '.join(extra)}; its hyperparameters are {', '.join(takes)}")
     return cls(**kwargs)

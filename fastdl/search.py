@@ -25,13 +25,10 @@ import numpy as np
 
 from .errors import FastDLError
 from .images import ByteImages
+from .search_space import BOOK_SPACE, build, check_values, suggest
 from .validate import check_seed
 
-BOOK_SPACE = {"lr": ("log", 1e-6, 1e-2), "weight_decay": ("log", 1e-8, 1e-4)}
 BOOK = {"hidden": [100] * 6, "train_size": 500, "val_fraction": 0.2, "epochs": 50, "batch_size": 100}
-# What a trial may set, searched or fixed (the flags of `fastdl train` that shape a run)
-KNOWN = {"lr": float, "weight_decay": float, "dropout": float, "batch_size": int, "momentum": float,
-         "optimizer": str, "activation": str, "batch_norm": bool, "init": str}
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
 
@@ -42,48 +39,6 @@ def _optuna():
         raise FastDLError('the sweep needs Optuna: pip install "fastdl[sweep]"') from exc
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
-
-
-def parse_space(specs) -> dict:
-    """``name=log:LOW:HIGH``, ``name=float:LOW:HIGH``, ``name=int:LOW:HIGH``, ``name=choice:A,B``."""
-    space = {}
-    for spec in specs:
-        name, _, rule = spec.partition("=")
-        kind, _, rest = rule.partition(":")
-        if name not in KNOWN or kind not in ("log", "float", "int", "choice") or not rest:
-            raise ValueError(f"--search {spec!r}: use NAME=log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH or "
-                             f"choice:A,B,... with NAME one of {', '.join(KNOWN)}")
-        if kind == "choice":
-            space[name] = ("choice", *rest.split(","))
-        else:
-            lo, hi = (float(v) for v in rest.split(":"))
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and (kind != "log" or lo > 0)):
-                raise ValueError(f"--search {spec!r}: LOW < HIGH, finite (and positive for log)")
-            space[name] = (kind, lo, hi)
-    return space
-
-
-def parse_fixed(specs) -> dict:
-    fixed = {}
-    for spec in specs:
-        name, _, value = spec.partition("=")
-        if name not in KNOWN or not value:
-            raise ValueError(f"--fix {spec!r}: use NAME=VALUE with NAME one of {', '.join(KNOWN)}")
-        kind = KNOWN[name]
-        fixed[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-    return fixed
-
-
-def _suggest(trial, space):
-    out = {}
-    for name, (kind, *args) in space.items():
-        if kind == "choice":
-            out[name] = trial.suggest_categorical(name, list(args))
-        elif kind == "int":
-            out[name] = trial.suggest_int(name, int(args[0]), int(args[1]))
-        else:
-            out[name] = trial.suggest_float(name, args[0], args[1], log=kind == "log")
-    return out
 
 
 def split(x, t, train_size, val_fraction, seed):
@@ -99,23 +54,13 @@ def split(x, t, train_size, val_fraction, seed):
 
 def objective(cfg, data):
     """One trial: train on the split's training part, report validation accuracy per epoch."""
-    from . import networks, optimizers
     from .trainer import Trainer
     optuna = _optuna()
     (x, t), (xv, tv) = data
 
     def run(trial):
-        p = {**cfg["fixed"], **_suggest(trial, cfg["space"])}
-        init = p.get("init", "relu")
-        try:
-            init = float(init)
-        except ValueError:
-            pass
-        net = networks.MultiLayerNet(784, cfg["hidden"], 10, activation=p.get("activation", "relu"), weight_init_std=init,
-                                     weight_decay=p.get("weight_decay", 0.0), dropout=p.get("dropout", 0.0),
-                                     batch_norm=p.get("batch_norm", False), backend=cfg["backend"], seed=cfg["seed"])
-        extra = {"momentum": p["momentum"]} if "momentum" in p else {}
-        opt = optimizers.get_optimizer(p.get("optimizer", "sgd"), lr=p.get("lr", 0.01), **extra)
+        p = {**cfg["fixed"], **suggest(trial, cfg["space"])}
+        net, opt, batch = build(p, cfg["hidden"], cfg["backend"], cfg["seed"])
         curve = []
 
         def report(tr, rec):
@@ -124,8 +69,7 @@ def objective(cfg, data):
             if trial.should_prune():
                 trial.set_user_attr("val_acc", curve)
                 raise optuna.TrialPruned()
-        batch = p.get("batch_size")
-        tr = Trainer(net, opt, x, t, xv, tv, epochs=cfg["epochs"], batch_size=None if batch is None else int(batch),
+        tr = Trainer(net, opt, x, t, xv, tv, epochs=cfg["epochs"], batch_size=batch,
                      seed=cfg["seed"], progress=False, evaluate_train=False, callbacks=[report])
         try:
             tr.fit()
@@ -231,6 +175,7 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     seed = check_seed(seed)
     if seed is None:
         raise ValueError("seed=None: a sweep needs a fixed seed (its workers derive theirs from it)")
+    check_values(dict(BOOK_SPACE if space is None else space), dict(fixed or {}))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = {"backend": get_backend(backend).name, "storage": storage, "study": study, "out": str(out), "data": data,

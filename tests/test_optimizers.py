@@ -134,3 +134,8 @@ def test_bound_update_matches_update_and_checks_once(backend, name):
         opt.bind({"w": 1.0}, {"w": 0.5}, backend)
     assert opt.step == 0          # and any state made on the way is still zeros, as if new
     assert all(not backend.to_numpy(v).any() for s in opt.state_names for v in opt.state[s].values())
+
+
+def test_get_optimizer_names_what_an_optimizer_does_not_take():
+    with pytest.raises(TypeError, match="RMSprop takes no decay_rate; its hyperparameters are lr, decay, eps"):
+        optimizers.get_optimizer("rmsprop", lr=0.1, decay_rate=0.9)

@@ -11,7 +11,8 @@ pytest.importorskip("optuna", reason='Optuna is not installed (pip install "fast
 import fastdl  # noqa: E402
 from fastdl.cli import main  # noqa: E402
 from fastdl.errors import FastDLError  # noqa: E402
-from fastdl.search import parse_space, sweep  # noqa: E402
+from fastdl.search import sweep  # noqa: E402
+from fastdl.search_space import parse_space  # noqa: E402
 
 SMALL = dict(hidden=[20], train_size=200, epochs=3, backend="numpy")
 
@@ -118,3 +119,25 @@ def test_a_sweep_seed_is_checked_before_anything_is_written(tmp_path, seed, word
     with pytest.raises(ValueError, match=words):
         sweep(trials=1, out=tmp_path / "s", seed=seed, **SMALL)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--search", "batch_size=int:0:10"], "--search batch_size: 0 cannot be used"),
+    (["--search", "optimizer=choice:sgd,adamw"], "unknown optimizer 'adamw'"),
+    (["--search", "dropout=float:0:1"], "--search dropout: 1.0 cannot be used"),
+    (["--search", "optimizer=choice:sgd,momentum", "--search", "momentum=float:0.5:0.9"], "SGD takes no momentum"),
+    (["--search", "lr=log:1e-6"], "LOW and HIGH must be two numbers"),
+    (["--fix", "batch_size=abc"], "batch_size takes an integer"),
+    (["--fix", "lr=-1"], "--fix lr: -1.0 cannot be used"),
+])
+def test_values_no_trial_could_use_are_refused_before_the_study(tmp_path, capsys, args, words):
+    """Each trial would have failed alike (recorded as an error, the study going on)."""
+    assert main(["sweep", "--trials", "1", "--out", str(tmp_path / "s"), *args]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_search_with_edges_that_build_is_accepted():
+    from fastdl.search_space import check_values, parse_fixed
+    check_values(parse_space(["optimizer=choice:momentum,nesterov", "momentum=float:0.5:0.99",
+                              "init=choice:he,0.01", "batch_size=int:1:256"]), parse_fixed(["batch_norm=true"]))
