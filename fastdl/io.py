@@ -216,7 +216,12 @@ def _check_architecture(path, arch, arrays) -> None:
 
 def load(path, backend=None, dtype=None):
     """A network rebuilt from a file written by :func:`save`, on ``backend`` (any backend)."""
+    from .backends import get_backend
     from .networks import network_from_config
+    from .validate import as_float_dtype
+    # the caller's arguments first: a mistake there is not the file's (it was blamed on the file)
+    backend = get_backend(backend)
+    dtype = None if dtype is None else as_float_dtype(dtype)
     arrays, manifest = read_arrays(path)
     arch = manifest.get("architecture")
     _check_architecture(path, arch, arrays)

@@ -115,6 +115,18 @@ def test_resuming_from_a_folder_names_the_checkpoint_file(tmp_path):
            FileNotFoundError, str(tmp_path / "checkpoint.npz"), lambda: tr.resume(tmp_path))
 
 
+@pytest.mark.parametrize("kw,exc_type,words", [
+    (dict(dtype="float16"), E.DTypeError, "dtype float16 is not supported"),
+    (dict(backend="nope"), E.UnknownBackendError, "unknown backend 'nope'"),
+])
+def test_loading_with_a_bad_argument_blames_the_argument_not_the_file(tmp_path, kw, exc_type, words):
+    """Both were reported as a FileFormatError, 'manifest architecture ... is not usable'."""
+    path = fastdl.io.save(net("numpy"), tmp_path / "p.npz")
+    exc = expect("Hyperparameters at construction", f"io.load({', '.join(f'{k}={v!r}' for k, v in kw.items())})",
+                 fastdl.get_backend("numpy"), exc_type, words, lambda: fastdl.io.load(path, **kw))
+    assert not isinstance(exc, E.FileFormatError)
+
+
 def test_saving_onto_a_folder_is_refused_before_writing_anything(tmp_path):
     """The temporary file of an atomic write sits beside the target: for a folder, in its parent."""
     target = tmp_path / "runs"
