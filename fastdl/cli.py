@@ -27,6 +27,24 @@ def _int_at_least(text: str, low: int) -> int:
     return value
 
 
+def out_folder(path: Path) -> Path:
+    """--out as a writable folder, created if need be, or one line saying why not (never a
+    traceback); every command that writes a folder checks it before its work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FastDLError(f"--out {path}: that is a file, not a folder; give a folder for the run's files") from None
+    except OSError as exc:
+        raise FastDLError(f"--out {path}: cannot create that folder ({exc.strerror or exc}); give another path") from None
+    probe = path / ".fastdl-write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise FastDLError(f"--out {path}: cannot write there ({exc.strerror or exc}); give a writable folder") from None
+    return path
+
+
 def _positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
@@ -174,17 +192,20 @@ def cmd_info(args) -> int:
 def cmd_experiment(args) -> int:
     from .backends import get_backend
     from .experiments import run
-    return run(args.name, get_backend(args.backend), args.data, Path(args.out), args.seed)
+    backend = get_backend(args.backend)
+    return run(args.name, backend, args.data, out_folder(Path(args.out)), args.seed)
 
 
 def cmd_sweep(args) -> int:
     from .search import sweep
-    from .search_space import parse_fixed, parse_space
-    space = parse_space(args.search) if args.search else None
+    from .search_space import BOOK_SPACE, check_values, parse_fixed, parse_space
+    space, fixed = parse_space(args.search) if args.search else None, parse_fixed(args.fix)
+    check_values(space or BOOK_SPACE, fixed)        # before the folder: a refused sweep writes nothing
+    out_folder(Path(args.out))
     try:
         summary = sweep(trials=args.trials, epochs=args.epochs, backend=args.backend, storage=args.storage,
                         study=args.study, jobs=args.jobs, out=args.out, data=args.data, space=space,
-                        fixed=parse_fixed(args.fix), hidden=args.hidden, train_size=args.train_size,
+                        fixed=fixed, hidden=args.hidden, train_size=args.train_size,
                         val_fraction=args.val_fraction, seed=args.seed, pruner=args.pruner)
     except KeyboardInterrupt:
         print(f"fastdl sweep: interrupted; every finished trial is kept. Run the same command to continue "
@@ -204,6 +225,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_bench(args) -> int:
     from .report import run_bench
+    out_folder(Path(args.out))
     return run_bench(args)
 
 

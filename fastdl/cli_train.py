@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, curves, warmup
+from .cli import out_folder
 from .errors import FastDLError, FileFormatError
 
 
@@ -24,23 +25,6 @@ def _default_lr(optimizer: str) -> float:
 def epochs_text(e: float) -> str:
     """16.666667 -> '16.67', 1.0 -> '1'."""
     return f"{e:.2f}".rstrip("0").rstrip(".")
-
-
-def _out_folder(path: Path) -> Path:
-    """--out as a writable folder, or one line saying why not (never a traceback)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise FastDLError(f"--out {path}: that is a file, not a folder; give a folder for the run's files") from None
-    except OSError as exc:
-        raise FastDLError(f"--out {path}: cannot create that folder ({exc.strerror or exc}); give another path") from None
-    probe = path / ".fastdl-write-test"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise FastDLError(f"--out {path}: cannot write there ({exc.strerror or exc}); give a writable folder") from None
-    return path
 
 
 def train(args) -> int:
@@ -58,7 +42,7 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
     from .backends import get_backend
 
     backend = get_backend(args.backend)  # fail fast, before loading data
-    _out_folder(out)
+    out_folder(out)
     init = args.init
     try:
         init = float(init)

@@ -196,3 +196,15 @@ def test_a_helper_process_imports_this_fastdl_whatever_its_working_folder(tmp_pa
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     assert b"AND" in out
+
+
+@pytest.mark.parametrize("command", [["train", "--iters", "1"], ["experiment", "overfit"], ["sweep", "--trials", "1"],
+                                     ["bench", "--quick", "-k", "nothing"]])
+def test_an_out_that_is_a_file_is_one_line_for_every_command(tmp_path, capsys, command):
+    """experiment, sweep and bench ended in a FileExistsError traceback."""
+    afile = tmp_path / "params.npz"
+    afile.write_bytes(b"kept")
+    assert main([*command, "--out", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert "that is a file, not a folder" in err and "Traceback" not in err
+    assert afile.read_bytes() == b"kept"
