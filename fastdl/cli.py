@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--iters", type=_positive_int, help="number of steps (default 10000, the book's)")
     t.add_argument("--batch-size", type=_positive_int, default=100)
     t.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default 0.1 for SGD, 0.001 for Adam, 0.01 otherwise)")
-    t.add_argument("--hidden", type=_positive_int, nargs="+", default=[50], help="hidden layer sizes, e.g. --hidden 100 100")
+    # "extend": --hidden 64 --hidden 32 is 64 32 (the default store kept only the last); the
+    # book's 50 is filled in after parsing, since extend would add to a default list
+    t.add_argument("--hidden", type=_positive_int, nargs="+", action="extend", default=None,
+                   help="hidden layer sizes, e.g. --hidden 100 100 (default: 50)")
     t.add_argument("--activation", choices=["relu", "sigmoid"], default="relu")
     t.add_argument("--init", default="0.01", help="weight init std: a number, 'he' or 'xavier' (default 0.01)")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="LAMBDA",
@@ -137,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="searched flag: lr=log:1e-6:1e-2, dropout=float:0:0.5, batch_size=int:50:200, "
                         "optimizer=choice:sgd,adam (default: lr and weight_decay, the book's space)")
     w.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="a fixed train flag, e.g. batch_norm=true")
-    w.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help="hidden sizes (default: six of 100)")
+    w.add_argument("--hidden", type=_positive_int, nargs="+", action="extend", default=None,
+                   help="hidden sizes (default: six of 100)")
     w.add_argument("--train-size", type=_positive_int, default=500, help="training images used (default 500, the book's)")
     w.add_argument("--val-fraction", type=_ratio, default=0.2, help="held out for validation (default 0.2)")
     w.add_argument("--pruner", choices=["median", "halving", "none"], default="median")

@@ -58,7 +58,7 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
     if args.checkpoint_every is not None and args.checkpoint_every % 100:
         raise FastDLError(f"--checkpoint-every {args.checkpoint_every} must be a multiple of 100 (the losses are "
                           f"checked every 100 steps, and only checked points are saved)")
-    net = networks.MultiLayerNet(784, args.hidden, 10, activation=args.activation, weight_init_std=init,
+    net = networks.MultiLayerNet(784, args.hidden or [50], 10, activation=args.activation, weight_init_std=init,
                                  weight_decay=args.weight_decay, dropout=args.dropout, batch_norm=args.batch_norm,
                                  dtype=args.dtype, backend=backend, seed=args.seed)
     lr = args.lr if args.lr is not None else _default_lr(args.optimizer)

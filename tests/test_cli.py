@@ -208,3 +208,13 @@ def test_an_out_that_is_a_file_is_one_line_for_every_command(tmp_path, capsys, c
     err = capsys.readouterr().err
     assert "that is a file, not a folder" in err and "Traceback" not in err
     assert afile.read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize("flags,sizes", [([], [50]), (["--hidden", "8", "6"], [8, 6]),
+                                         (["--hidden", "8", "--hidden", "6"], [8, 6])])
+def test_hidden_sizes_given_once_or_flag_by_flag(mnist_root, tmp_path, flags, sizes):
+    """A repeated --hidden kept only its last value (argparse's default action)."""
+    out = tmp_path / "run"
+    assert main(["train", "--iters", "1", "--train-size", "200", *flags, "--data", str(mnist_root),
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "history.json").read_text())["network"]["hidden_sizes"] == sizes
