@@ -15,9 +15,9 @@ import hashlib
 import numpy as np
 
 from .errors import FileFormatError
-from .io import VERSION, read_arrays, write_arrays
+from .io import CHECKPOINT_FORMAT, VERSION, read_arrays, write_arrays
 
-CHECKPOINT = "fastdl-checkpoint"
+CHECKPOINT = CHECKPOINT_FORMAT
 FINGERPRINT_ROWS = 256
 HISTORY = ("epoch", "epoch_step", "train_acc", "test_acc", "seconds", "train_seconds")
 

@@ -109,7 +109,7 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
         h = tr.fit()
     except KeyboardInterrupt:
         again = shlex.join(["fastdl", *args.argv] + ([] if args.resume else ["--resume"]))
-        kept = (f"the checkpoint {ckpt} (step {io.read_arrays(ckpt, 'fastdl-checkpoint')[1]['step']}) is kept; "
+        kept = (f"the checkpoint {ckpt} (step {io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]['step']}) is kept; "
                 f"continue with:\n  {again}" if tr.checkpoint_written else "no checkpoint was written yet")
         print(f"fastdl train: interrupted at step {tr.step}; {kept}", file=sys.stderr)
         return 130

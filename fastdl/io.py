@@ -26,6 +26,7 @@ import numpy as np
 from .errors import FileFormatError
 
 FORMAT = "fastdl-params"
+CHECKPOINT_FORMAT = "fastdl-checkpoint"       # the trainer's (fastdl.checkpoints)
 VERSION = 1
 MANIFEST = "__manifest__"
 MAX_MANIFEST_BYTES = 1 << 20
@@ -118,7 +119,7 @@ def read_arrays(path, expected_format: str = FORMAT) -> tuple[dict, dict]:
     path = Path(path)
     where = str(path)
     if path.is_dir():
-        usual = "checkpoint.npz" if expected_format == "fastdl-checkpoint" else "params.npz"
+        usual = "checkpoint.npz" if expected_format == CHECKPOINT_FORMAT else "params.npz"
         raise FileNotFoundError(f"{where} is a folder; give the file inside it "
                                 f"(e.g. {path / usual}, which fastdl train writes)")
     if not path.is_file():
@@ -160,7 +161,7 @@ def _read_zip(zf, path, where, expected_format):
         if not isinstance(manifest, dict) or manifest.get("format") != expected_format:
             found = manifest.get("format") if isinstance(manifest, dict) else None
             hint = ("; it is a training checkpoint: evaluate the params.npz written beside it"
-                    if found == "fastdl-checkpoint" else "")
+                    if found == CHECKPOINT_FORMAT else "")
             raise FileFormatError(f"{where}: manifest names format {found!r}, expected {expected_format!r}{hint}")
         if not isinstance(manifest.get("version", 0), int) or manifest.get("version", 0) > VERSION:
             raise FileFormatError(f"{where}: format version {manifest.get('version')!r} is not one this fastdl "

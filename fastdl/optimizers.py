@@ -152,8 +152,9 @@ class Optimizer:
         if p.dtype.kind != "f":
             raise DTypeError(f"parameter {key!r} has dtype {p.dtype}; optimizers update floating-point arrays")
         if tuple(g.shape) != tuple(p.shape) or g.dtype != p.dtype:
-            raise (ShapeError if tuple(g.shape) != tuple(p.shape) else DTypeError)(f"gradient {key!r} is {g.dtype} {tuple(g.shape)}; its parameter is "
-                             f"{p.dtype} {tuple(p.shape)}, and the two must match exactly")
+            kind = ShapeError if tuple(g.shape) != tuple(p.shape) else DTypeError
+            raise kind(f"gradient {key!r} is {g.dtype} {tuple(g.shape)}; its parameter is "
+                       f"{p.dtype} {tuple(p.shape)}, and the two must match exactly")
         return self.state_arrays(key, p, bk.xp)
 
     def _update_number(self, key, p, g, hyper) -> float:
