@@ -20,7 +20,7 @@ from . import scoring
 from .backends import get_backend
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .images import ByteImages, backend_input
-from .validate import as_float_dtype, check_labels, check_seed, host_view, positive_int
+from .validate import as_float_dtype, check_labels, check_param, check_seed, host_view, positive_int
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 
@@ -166,15 +166,22 @@ class MultiLayerNet:
         return {k: self.backend.to_numpy(v).copy() for k, v in self.buffers.items()}
 
     def set_params(self, params: dict) -> None:
-        """Copy new values into the existing parameter arrays (layers keep seeing them)."""
+        """Copy new values into the existing parameter arrays (layers keep seeing them), cast to
+        the network's dtype. Every value is checked before any is copied (names, shapes, real
+        numbers, all finite), so a refused call leaves the network as it was."""
+        if not isinstance(params, dict):
+            raise TypeError(f"set_params takes a dict of arrays by name (as network.params), not {type(params).__name__}")
         missing = set(self.params) - set(params)
         extra = set(params) - set(self.params)
         if missing or extra:
             raise ValueError(f"parameter names differ: missing {sorted(missing)}, unexpected {sorted(extra)}")
         for k, v in params.items():
-            v = np.asarray(v) if not self.backend.is_backend_array(v) else v
-            if tuple(v.shape) != tuple(self.params[k].shape):
-                raise ValueError(f"parameter {k} has shape {tuple(v.shape)}; this network expects {tuple(self.params[k].shape)}")
+            check_param(host_view(v, self.backend, f"parameter {k}"), k, self.params[k].shape, self.dtype)
+        self._copy_params(params)
+
+    def _copy_params(self, params: dict) -> None:
+        """set_params without its checks, for values this library made (the trainer's snapshot)."""
+        for k, v in params.items():
             self.params[k][...] = self.backend.asarray(v, dtype=self.dtype)
 
     def params_numpy(self) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import divergence
 from .backends.contract import FUSED_STEP
 from .errors import DivergenceError
 from .fused import compile_train_step
@@ -161,44 +162,22 @@ class Trainer:
         for cb in self.callbacks:
             cb(self, record)
 
-    def _divergence(self, host, done: int):
-        """(what went wrong, at which step) for the last ``done`` losses, or None. Divergence is a
-        non-finite loss; parameters no longer finite after the updates (the loss is computed
-        before them); or, with ``explosion`` set, a loss above ``explosion`` times the run's first
-        one, or a weight beyond the square root of the dtype's largest number."""
-        start = self.step - done
-        bad = np.flatnonzero(~np.isfinite(host))
-        if bad.size:
-            return f"the loss became {host[bad[0]]}", start + int(bad[0]) + 1
-        first = self.history.loss[0] if self.history.loss else float(host[0])
-        if self.explosion is not None:
-            big = np.flatnonzero(host > self.explosion * max(abs(first), 1e-6))
-            if big.size:
-                return (f"the loss exploded to {host[big[0]]:.4g} (it started at {first:.4g}; the limit is "
-                        f"explosion={self.explosion:g} times that)"), start + int(big[0]) + 1
-        # two reductions per parameter, no full-size temporary (abs() would make one each sync)
-        ends = [(float(p.max()), float(p.min())) for p in self.network.params.values()]
-        if not all(np.isfinite(hi) and np.isfinite(lo) for hi, lo in ends):
-            return "the parameters became non-finite", self.step
-        worst = max(max(hi, -lo) for hi, lo in ends)
-        if self.explosion is not None and worst > np.sqrt(np.finfo(self.network.dtype).max):
-            return f"a weight reached {worst:.3g}, near the end of {self.network.dtype.name}'s range", self.step
-        return None
-
     def _sync(self, losses, done: int, snapshot) -> dict:
         """Pull the losses of the last ``done`` steps to the host; stop on divergence, with the
         parameters of the last checked point restored."""
         host = self.backend.to_numpy(losses[:done]).astype(np.float64)
-        found = self._divergence(host, done)
+        first = self.history.loss[0] if self.history.loss else float(host[0])
+        found = divergence.find(host, self.step - done, first, self.explosion, self.network.params,
+                                self.network.dtype, self.step)
         if found:
-            what, first = found
-            self.network.set_params(snapshot)
+            what, at = found
+            self.network._copy_params(snapshot)
             where = f"; the last good checkpoint is {self.checkpoint}" if self.checkpoint_written else ""
             raise DivergenceError(
-                f"training diverged: {what} at step {first} "
+                f"training diverged: {what} at step {at} "
                 f"(lr={self.optimizer.lr}). The network keeps its parameters from step {self.step - done}, "
                 f"the last checked good point{where}. Try a smaller learning rate "
-                f"(e.g. lr={self.optimizer.lr / 10:g}).", step=first)
+                f"(e.g. lr={self.optimizer.lr / 10:g}).", step=at)
         self.history.loss.extend(host.tolist())
         for k, v in self.network.params.items():   # into the same buffers: no allocation per sync
             snapshot[k][...] = v

@@ -118,6 +118,23 @@ def check_labels(t, n_classes: int, n_rows: int | None = None, what: str = "t") 
     return idx
 
 
+def check_param(value: np.ndarray, name: str, shape, dtype) -> None:
+    """A value for parameter ``name``: real numbers (cast to ``dtype`` when copied), of ``shape``, finite."""
+    if value.dtype.kind not in "fiu":
+        raise DTypeError(f"parameter {name} holds {value.dtype} values; parameters are real numbers "
+                         f"(copied as {np.dtype(dtype).name})")
+    if tuple(value.shape) != tuple(shape):
+        raise ShapeError(f"parameter {name} has shape {tuple(value.shape)}; this network expects {tuple(shape)}")
+    bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+    if bad:
+        raise NonFiniteError(f"parameter {name} holds {bad} non-finite value(s) (NaN or inf); a network's "
+                             f"parameters must be finite (a diverged run's? load a checkpoint from before it)")
+    top = np.finfo(dtype).max
+    if value.size and (value.max() > top or value.min() < -top):
+        raise NonFiniteError(f"parameter {name} holds values beyond {np.dtype(dtype).name}'s range (up to "
+                             f"{max(abs(float(value.max())), abs(float(value.min()))):.3g}): copied, they would be inf")
+
+
 def positive_int(value, what: str) -> int:
     """``value`` as an int, if it is a positive integer (not a bool, not a float such as 2.5)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:

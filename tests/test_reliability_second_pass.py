@@ -136,6 +136,37 @@ def test_saving_onto_a_folder_is_refused_before_writing_anything(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"] and not any(target.iterdir())
 
 
+SET_PARAMS_CASES = [
+    ("a NaN weight", lambda p: dict(p, W2=np.where(np.arange(20).reshape(5, 4) == 7, np.nan, p["W2"])),
+     E.NonFiniteError, "1 non-finite value"),
+    ("float64 1e300 into float32", lambda p: dict(p, W2=np.full((5, 4), 1e300)), E.NonFiniteError, "range"),
+    ("a bias of the wrong shape", lambda p: dict(p, b2=np.zeros(3)), E.ShapeError, "expects (4,)"),
+    ("complex values", lambda p: dict(p, W2=p["W2"].astype(complex)), E.DTypeError, "real numbers"),
+    ("text", lambda p: dict(p, W2="0.5"), E.DTypeError, "real numbers"),
+    ("a list of arrays", lambda p: list(p.values()), TypeError, "dict of arrays"),
+]
+
+
+@pytest.mark.parametrize("case,make,exc_type,words", SET_PARAMS_CASES, ids=[c[0] for c in SET_PARAMS_CASES])
+def test_set_params_checks_every_value_before_copying_any(backend, case, make, exc_type, words):
+    """W1 and b1 come first and are valid: a refused call must not have copied them."""
+    n = net(backend)
+    before = n.params_numpy()
+    new = {k: v + 1 for k, v in before.items()}
+    expect("Values that overflow on the way in", f"set_params with {case} (after two good ones)", backend,
+           exc_type, words, lambda: n.set_params(make(new)))
+    for k, v in n.params_numpy().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_set_params_casts_numbers_to_the_network_dtype(backend):
+    n = net(backend)
+    n.set_params({k: np.ones(v.shape, dtype=np.int64) for k, v in n.params.items()})
+    for v in n.params.values():
+        assert v.dtype == np.float32
+        assert (backend.to_numpy(v) == 1).all()
+
+
 def test_a_checkpoint_path_that_is_a_folder_is_refused(backend, tmp_path):
     expect("Hyperparameters at construction", "checkpoint= an existing folder", backend, ValueError, "is a folder",
            lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, iterations=1, checkpoint=tmp_path))

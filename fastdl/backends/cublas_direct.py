@@ -141,3 +141,13 @@ class Gemm:
         self._check(call(self.handle, transa, transb, m, n, k, one, b.data.ptr, lda,
                          a.data.ptr, ldb, zero, out.data.ptr, ldc), "cublas gemm")
         return True
+
+
+def bind(cp):
+    """(gemm, what it calls): a ``Gemm`` of our own handle, or where it cannot be had (no
+    cuBLAS library found, an older CuPy) one that declines every product, so the caller uses
+    CuPy's matmul and captures of the step fail with CuPy's reason."""
+    try:
+        return Gemm(cp), "cuBLAS through fastdl's own handle (capturable)"
+    except (OSError, AttributeError, RuntimeError) as exc:
+        return (lambda out, a, b: False), f"CuPy's matmul (fastdl's own cuBLAS handle unavailable: {exc})"

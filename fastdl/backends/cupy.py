@@ -215,15 +215,9 @@ gemm_path = "not bound yet"
 
 
 def _bind_gemm():
-    """Our own cuBLAS handle for matmul_ (CuPy's GEMMs cannot be captured into a CUDA graph);
-    where it cannot be had, CuPy's matmul, and captures of the step fail with CuPy's reason."""
+    """Our own cuBLAS handle for matmul_ (CuPy's GEMMs cannot be captured into a CUDA graph)."""
     global _GEMM, gemm_path
-    try:
-        _GEMM = cublas_direct.Gemm(cp)
-        gemm_path = "cuBLAS through fastdl's own handle (capturable)"
-    except (OSError, AttributeError, RuntimeError) as exc:
-        _GEMM = lambda out, a, b: False
-        gemm_path = f"CuPy's matmul (fastdl's own cuBLAS handle unavailable: {exc})"
+    _GEMM, gemm_path = cublas_direct.bind(cp)
 
 
 def matmul_(out, a, b):
