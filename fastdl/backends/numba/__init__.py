@@ -1,7 +1,7 @@
 """Numba backend: the kernel contract as JIT-compiled CPU loops, and a fused training step.
 
-Layout: ``loops`` (the ``@njit`` loops, one formula each; ``chapter6`` those of Dropout, Batch
-Norm and weight decay), ``blas`` (``gemm``: SciPy's BLAS called from compiled code), ``vmath``
+Layout: ``loops`` (the ``@njit`` loops, one formula each; ``updates`` the optimizers',
+``chapter6`` those of Dropout, Batch Norm and weight decay), ``blas`` (``gemm``: SciPy's BLAS called from compiled code), ``vmath``
 (``exp`` and ``maxnum`` that LLVM vectorises, for softmax and sigmoid), ``threads``
 (Numba's threads and that BLAS's, set only inside ``train_scope()``), ``gather`` (the step's row
 gather with software prefetch), ``step`` (the fused step's builders and GEMM routing), ``variants``
@@ -32,7 +32,7 @@ from . import cache
 
 
 with cache.ours():
-    from . import ahead, chapter6, gather, loops, step, threads
+    from . import ahead, chapter6, gather, loops, step, threads, updates
 if loops.CACHE and not Path(cache.FOLDER).exists():
     cache.prune()           # a new version's first use: older versions' unused folders go
 
@@ -71,7 +71,7 @@ def jitted() -> list:
     """Every compiled function of the backend (the fused step's per-activation and per-optimizer
     ones as far as this process has built them)."""
     made = [f for f in step.MADE if isinstance(f, numba.core.registry.CPUDispatcher)]   # not under DISABLE_JIT
-    return [v for mod in (loops, chapter6, gather, step) for v in vars(mod).values()
+    return [v for mod in (loops, updates, chapter6, gather, step) for v in vars(mod).values()
             if isinstance(v, numba.core.registry.CPUDispatcher) and v.__module__ == mod.__name__] + made
 
 
@@ -201,27 +201,27 @@ def _update(kernel, arrays, scalars):
 
 
 def sgd_update(p, g, lr):
-    _update(loops.sgd, (p, g), (lr,))
+    _update(updates.sgd, (p, g), (lr,))
 
 
 def momentum_update(p, g, v, lr, momentum):
-    _update(loops.momentum, (p, g, v), (lr, momentum))
+    _update(updates.momentum, (p, g, v), (lr, momentum))
 
 
 def nesterov_update(p, g, v, lr, momentum, momentum_sq, lr_ahead):
-    _update(loops.nesterov, (p, g, v), (lr, momentum, momentum_sq, lr_ahead))
+    _update(updates.nesterov, (p, g, v), (lr, momentum, momentum_sq, lr_ahead))
 
 
 def adagrad_update(p, g, h, lr, eps):
-    _update(loops.adagrad, (p, g, h), (lr, eps))
+    _update(updates.adagrad, (p, g, h), (lr, eps))
 
 
 def rmsprop_update(p, g, h, lr, decay, one_minus_decay, eps):
-    _update(loops.rmsprop, (p, g, h), (lr, decay, one_minus_decay, eps))
+    _update(updates.rmsprop, (p, g, h), (lr, decay, one_minus_decay, eps))
 
 
 def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
-    _update(loops.adam, (p, g, m, v), (lr_t, one_minus_beta1, one_minus_beta2, eps))
+    _update(updates.adam, (p, g, m, v), (lr_t, one_minus_beta1, one_minus_beta2, eps))
 
 
 # -- the fused step's hooks and builders -------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ShapeError
 from .. import contract
 from .loops import jit
 
@@ -25,6 +26,8 @@ def mix64(z):
 def dropout(y, mask, x, ratio, key):
     """mask = (mix64(key + GOLDEN (i + 1)) >> 40) / 2^24 > ratio for flat index i; y = x mask"""
     n, m = x.shape
+    if y.shape != x.shape or mask.shape != x.shape:
+        raise ShapeError("dropout: y and mask must have x's shape")
     inv = 1.0 / 16777216.0
     zero = x.dtype.type(0)
     for r in range(n):
@@ -40,6 +43,9 @@ def batchnorm_train(y, xn, std, mean, var, x, gamma, beta, eps):
     """per column: mean, var = mean((x - mean)^2), std = sqrt(var + eps), xn = (x - mean) / std,
     y = gamma xn + beta; three passes over the rows, each vectorised across the columns"""
     n, m = x.shape
+    if (y.shape != x.shape or xn.shape != x.shape or std.shape[0] != m or mean.shape[0] != m
+            or var.shape[0] != m or gamma.shape[0] != m or beta.shape[0] != m):
+        raise ShapeError("batchnorm_train: y and xn must have x's shape; std, mean, var, gamma, beta its width")
     mean[:] = 0
     var[:] = 0
     for r in range(n):
@@ -66,6 +72,8 @@ def batchnorm_train(y, xn, std, mean, var, x, gamma, beta, eps):
 def batchnorm_inference(y, x, gamma, beta, mean, var, eps):
     """y = gamma (x - mean) / sqrt(var + eps) + beta"""
     n, m = x.shape
+    if y.shape != x.shape or gamma.shape[0] != m or beta.shape[0] != m or mean.shape[0] != m or var.shape[0] != m:
+        raise ShapeError("batchnorm_inference: y must have x's shape; gamma, beta, mean, var its width")
     for r in range(n):
         for j in range(m):
             y[r, j] = gamma[j] * ((x[r, j] - mean[j]) / np.sqrt(var[j] + eps)) + beta[j]
@@ -75,6 +83,9 @@ def batchnorm_inference(y, x, gamma, beta, mean, var, eps):
 def batchnorm_backward(dx, dgamma, dbeta, dy, xn, std, gamma):
     """dbeta = sum dy, dgamma = sum dy xn, dx = gamma / std (dy - (dbeta + xn dgamma) / N)"""
     n, m = dy.shape
+    if (dx.shape != dy.shape or xn.shape != dy.shape or dgamma.shape[0] != m or dbeta.shape[0] != m
+            or std.shape[0] != m or gamma.shape[0] != m):
+        raise ShapeError("batchnorm_backward: dx and xn must have dy's shape; dgamma, dbeta, std, gamma its width")
     dgamma[:] = 0
     dbeta[:] = 0
     for r in range(n):
@@ -99,6 +110,8 @@ def sum_squares(a):
 @jit
 def axpy(y, x, a):
     """y += a x, flat"""
+    if x.size != y.size:
+        raise ShapeError("axpy: x must have y's size")
     for i in range(y.size):
         y[i] += a * x[i]
 
@@ -106,5 +119,7 @@ def axpy(y, x, a):
 @jit
 def running(avg, x, momentum, one_minus_momentum):
     """avg = momentum avg + (1 - momentum) x, flat"""
+    if x.size != avg.size:
+        raise ShapeError("running: x must have avg's size")
     for i in range(avg.size):
         avg[i] = momentum * avg[i] + one_minus_momentum * x[i]

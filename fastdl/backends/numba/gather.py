@@ -13,7 +13,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .loops import jit
+from .loops import clip, jit
 
 PREFETCH_AHEAD = 4
 
@@ -71,16 +71,21 @@ def _prefetch_row_impl(a, i):
 
 @jit
 def gather_part(X, src, idx, scale, ahead):
-    """X[r] = src[idx[r]] / scale, hinting row idx[r + ahead] (src: a column slice of the
+    """X[r] = src[clip(idx[r])] / scale, hinting row idx[r + ahead] (src: a column slice of the
     training set, byte codes or floats; dividing by 1 leaves floats exact). Indexing the slice
-    from 0 lets LLVM vectorise the copy."""
-    n = idx.shape[0]
+    from 0 lets LLVM vectorise the copy. Indices are clipped into range as NumPy's reference
+    ``take(mode="clip")`` does; returns 1, having written nothing, where X is not (len(idx), src's
+    width) or src has no rows (a flag, not an exception: it runs inside a parallel loop)."""
+    n, rows = idx.shape[0], src.shape[0]
+    if X.shape[0] != n or X.shape[1] != src.shape[1] or (rows == 0 and n > 0):
+        return 1
     if ahead > 0:
         for r in range(min(ahead, n)):
-            _prefetch_row(src, idx[r])
+            _prefetch_row(src, clip(idx[r], rows))
     for r in range(n):
         if ahead > 0 and r + ahead < n:
-            _prefetch_row(src, idx[r + ahead])
-        i = idx[r]
+            _prefetch_row(src, clip(idx[r + ahead], rows))
+        i = clip(idx[r], rows)
         for k in range(X.shape[1]):
             X[r, k] = X.dtype.type(src[i, k]) / scale
+    return 0

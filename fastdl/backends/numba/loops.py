@@ -4,7 +4,11 @@
   promotes the whole expression to float64 in Numba, which halves the SIMD width.
 * ``error_model="numpy"``: a float division by zero gives inf/nan as in NumPy, instead of a
   Python exception whose check in every iteration keeps LLVM from vectorising the loop.
-* No bounds checks: callers pass shapes the contract promises (validated on the host).
+* No bounds checks per element: each function checks once that its arrays fit together (and
+  that labels are in range) and raises ``ShapeError`` / ``LabelError`` otherwise, so that a
+  mistaken call through the backend module cannot read or write outside an array; indices it
+  gathers by are clipped into range, as NumPy's reference ``take(mode="clip")`` does. Those
+  checks cost a few comparisons per call (labels: one per row), nothing per element.
 * Compiled code is cached on disk (``FASTDL_NUMBA_CACHE=0`` turns that off); float32 and float64
   each compile once, hyperparameters arrive cast to the array's type.
 """
@@ -14,9 +18,10 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
+from ...errors import LabelError, ShapeError
 from . import vmath
 from .blas import gemm
 
@@ -35,6 +40,8 @@ jit_parallel = njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
 def add_bias(z, b):
     """z += b"""
     n, m = z.shape
+    if b.shape[0] != m:
+        raise ShapeError("add_bias: b's length differs from z's width")
     for i in range(n):
         for j in range(m):
             z[i, j] += b[j]
@@ -44,6 +51,8 @@ def add_bias(z, b):
 def bias_relu(z, b):
     """z = max(z + b, 0)"""
     n, m = z.shape
+    if b.shape[0] != m:
+        raise ShapeError("bias_relu: b's length differs from z's width")
     for i in range(n):
         for j in range(m):
             v = z[i, j] + b[j]
@@ -54,6 +63,8 @@ def bias_relu(z, b):
 def bias_sigmoid(z, b):
     """z = sigmoid(z + b), from exp(-|v|), which never overflows"""
     n, m = z.shape
+    if b.shape[0] != m:
+        raise ShapeError("bias_sigmoid: b's length differs from z's width")
     one = z.dtype.type(1)
     for i in range(n):
         for j in range(m):
@@ -66,6 +77,8 @@ def bias_sigmoid(z, b):
 def colsum(out, dy):
     """out = dy.sum(0)"""
     n, m = dy.shape
+    if out.shape[0] != m:
+        raise ShapeError("colsum: out's length differs from dy's width")
     out[:] = 0
     for i in range(n):
         for j in range(m):
@@ -76,6 +89,8 @@ def colsum(out, dy):
 def relu_grad_colsum(dh, db, h):
     """dh *= (h > 0); db = dh.sum(0). h: the ReLU's output, or its boolean mask."""
     n, m = dh.shape
+    if db.shape[0] != m or h.shape != dh.shape:
+        raise ShapeError("relu_grad_colsum: h must have dh's shape and db dh's width")
     zero = dh.dtype.type(0)
     db[:] = 0
     for i in range(n):
@@ -89,6 +104,8 @@ def relu_grad_colsum(dh, db, h):
 def sigmoid_grad_colsum(dh, db, y):
     """dh *= y (1 - y); db = dh.sum(0)"""
     n, m = dh.shape
+    if db.shape[0] != m or y.shape != dh.shape:
+        raise ShapeError("sigmoid_grad_colsum: y must have dh's shape and db dh's width")
     one = dh.dtype.type(1)
     db[:] = 0
     for i in range(n):
@@ -102,6 +119,8 @@ def sigmoid_grad_colsum(dh, db, y):
 def relu_forward(y, mask, x):
     """y = max(x, 0); mask = x > 0"""
     n, m = x.shape
+    if y.shape != x.shape or mask.shape != x.shape:
+        raise ShapeError("relu_forward: y and mask must have x's shape")
     zero = x.dtype.type(0)
     for i in range(n):
         for j in range(m):
@@ -115,6 +134,8 @@ def relu_forward(y, mask, x):
 def relu_backward(dx, dy, mask):
     """dx = dy * mask"""
     n, m = dy.shape
+    if dx.shape != dy.shape or mask.shape != dy.shape:
+        raise ShapeError("relu_backward: dx and mask must have dy's shape")
     zero = dy.dtype.type(0)
     for i in range(n):
         for j in range(m):
@@ -125,6 +146,8 @@ def relu_backward(dx, dy, mask):
 def sigmoid_backward(dx, dy, y):
     """dx = dy * y * (1 - y)"""
     n, m = dy.shape
+    if dx.shape != dy.shape or y.shape != dy.shape:
+        raise ShapeError("sigmoid_backward: dx and y must have dy's shape")
     one = dy.dtype.type(1)
     for i in range(n):
         for j in range(m):
@@ -133,11 +156,22 @@ def sigmoid_backward(dx, dy, y):
 
 # -- softmax with cross-entropy ------------------------------------------------------------------
 
+@register_jitable
+def softmax_args(out, z, t, c):
+    """out has z's shape, z at least one class, t one label per row, each in 0 .. c - 1."""
+    if out.shape != z.shape or t.shape[0] != z.shape[0] or c < 1:
+        raise ShapeError("softmax: out must have z's shape, z a class, and t one label per row of z")
+    for i in range(t.shape[0]):
+        if t[i] < 0 or t[i] >= c:
+            raise LabelError("softmax: a label is outside 0 .. classes - 1")
+
+
 @jit_reassoc
 def softmax_rows(out, z, t, grad):
     """out = softmax(z), or with ``grad`` (softmax(z) - onehot(t)) / N; returns the mean loss
     mean(logsumexp(z) - z[t]), one pass per row, sums in float64, scaling in the data's type."""
     n, c = z.shape
+    softmax_args(out, z, t, c)
     scale = 1.0 / n if grad else 1.0
     total = 0.0
     for i in range(n):
@@ -162,6 +196,7 @@ def softmax_rows(out, z, t, grad):
 def softmax_grad(dz, probs, t):
     """dz = (probs - onehot(t)) / N"""
     n, c = probs.shape
+    softmax_args(dz, probs, t, c)
     inv_n = probs.dtype.type(1.0 / n)
     for i in range(n):
         for j in range(c):
@@ -171,72 +206,31 @@ def softmax_grad(dz, probs, t):
 
 # -- gathers -------------------------------------------------------------------------------------
 
+@register_jitable
+def clip(i, n):
+    """i clipped into 0 .. n - 1, as NumPy's take(mode="clip")"""
+    return 0 if i < 0 else (n - 1 if i >= n else i)
+
+
 @jit
 def gather_rows(out, src, idx):
-    """out[r, :] = src[idx[r], :]"""
-    d = src.shape[1]
+    """out[r, :] = src[clip(idx[r]), :]"""
+    d, rows = src.shape[1], src.shape[0]
+    if out.shape[0] != idx.shape[0] or out.shape[1] != d or (rows == 0 and idx.shape[0] > 0):
+        raise ShapeError("gather_rows: out must be (len(idx), src's width), and src not empty")
     for r in range(idx.shape[0]):
-        k = idx[r]
+        k = clip(idx[r], rows)
         for j in range(d):
             out[r, j] = src[k, j]
 
 
 @jit
 def gather(out, src, idx):
-    """out[r] = src[idx[r]]"""
+    """out[r] = src[clip(idx[r])]"""
+    if out.shape[0] != idx.shape[0] or (src.shape[0] == 0 and idx.shape[0] > 0):
+        raise ShapeError("gather: out must hold len(idx) values, and src not be empty")
     for r in range(idx.shape[0]):
-        out[r] = src[idx[r]]
-
-
-# -- optimizer updates, on flat arrays (the book's formulas) --------------------------------------
-
-@jit
-def sgd(p, g, lr):
-    """p -= lr g"""
-    for i in range(p.size):
-        p[i] -= lr * g[i]
-
-
-@jit
-def momentum(p, g, v, lr, mu):
-    """v = mu v - lr g; p += v"""
-    for i in range(p.size):
-        v[i] = mu * v[i] - lr * g[i]
-        p[i] += v[i]
-
-
-@jit
-def nesterov(p, g, v, lr, mu, mu_sq, lr_ahead):
-    """p += mu_sq v; p -= lr_ahead g; v = mu v - lr g (the book's order: p moves with the old v)"""
-    for i in range(p.size):
-        p[i] += mu_sq * v[i]
-        p[i] -= lr_ahead * g[i]
-        v[i] = mu * v[i] - lr * g[i]
-
-
-@jit
-def adagrad(p, g, h, lr, eps):
-    """h += g^2; p -= lr g / (sqrt(h) + eps)"""
-    for i in range(p.size):
-        h[i] += g[i] * g[i]
-        p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
-
-
-@jit
-def rmsprop(p, g, h, lr, decay, one_minus_decay, eps):
-    """h = decay h + (1 - decay) g^2; p -= lr g / (sqrt(h) + eps)"""
-    for i in range(p.size):
-        h[i] = decay * h[i] + one_minus_decay * g[i] * g[i]
-        p[i] -= lr * g[i] / (np.sqrt(h[i]) + eps)
-
-
-@jit
-def adam(p, g, m, v, lr_t, one_minus_b1, one_minus_b2, eps):
-    """m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); p -= lr_t m / (sqrt(v) + eps)"""
-    for i in range(p.size):
-        m[i] += one_minus_b1 * (g[i] - m[i])
-        v[i] += one_minus_b2 * (g[i] * g[i] - v[i])
-        p[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
+        out[r] = src[clip(idx[r], src.shape[0])]
 
 
 # -- GEMMs (SciPy's BLAS, called by blas.gemm) ------------------------------------------------------

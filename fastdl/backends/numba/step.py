@@ -136,18 +136,23 @@ def split_layer(act: int):
         Backward: dW[cut[p]:cut[p+1]] = X_p.T @ dz on thread p (X_p: its part of the last
         forward's rows)."""
         n, N = z.shape
-        failed = 0
-        for p in prange(cut.shape[0] - 1):
+        parts = cut.shape[0] - 1
+        # idx must give one row per row of z, within the batch size the buffers were made for
+        bad = idx.shape[0] != n or n * cut[parts] > Xbuf.shape[0] or parts * n * N > Zbuf.shape[0]
+        failed = 1 if bad else 0
+        todo = 0 if bad else parts
+        for p in prange(todo):
             k0, k1 = cut[p], cut[p + 1]
             X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
             if backward:
                 failed += 0 if gemm(dW[k0:k1], X.T, dz) else 1
-            else:
-                gather.gather_part(X, src[:, k0:k1], idx, scale, ahead)
+            elif gather.gather_part(X, src[:, k0:k1], idx, scale, ahead) == 0:
                 out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
                 failed += 0 if gemm(out, X, W[k0:k1]) else 1
+            else:
+                failed += 1
         if failed:
-            raise ValueError("split_layer: a part's GEMM could not run (shapes or layouts)")
+            raise ShapeError("split_layer: idx, z or a part's GEMM do not fit the layer (more rows than its batch?)")
         if backward:
             return
         for p in range(1, cut.shape[0] - 1):
@@ -252,17 +257,20 @@ def make_update(bk, optimizer, params, grads):
     """The contract's ``make_update``: one parallel call for the book's six update kernels (known
     by ``optimizer.kernel``); any other kernel keeps one call per parameter. Reads the
     hyperparameters at every call, so changing ``optimizer.lr`` between steps works."""
-    if optimizer.kernel not in variants.UPDATES:
-        return composed.make_update(bk, optimizer, params, grads)
-    run = update_parts(optimizer.kernel)
+    if optimizer.kernel not in variants.UPDATES or any(not isinstance(p, np.ndarray) for p in params.values()):
+        return composed.make_update(bk, optimizer, params, grads)      # (which refuses numbers)
+    held = optimizer._checked(params, grads, bk)       # shapes and dtypes match: the loops trust it
     keys = list(params)
+    arrays = [a for k in keys for a in (params[k], grads[k], *held[k])]
     dt = params[keys[0]].dtype
+    if any(not a.flags.c_contiguous or a.dtype != dt for a in arrays):
+        return composed.make_update(bk, optimizer, params, grads)      # flat views would be copies
+    run = update_parts(optimizer.kernel)
     parts = threads.split_parts(params[keys[0]].shape[0])
     # Tuples of flat views: a call unboxes them in ~1 us; typed Lists took ~3 us more (ad hoc).
     flat = lambda arrays: tuple(a.reshape(-1) for a in arrays)
     P, G = flat(params[k] for k in keys), flat(grads[k] for k in keys)
-    states = [flat(optimizer.state_arrays(k, params[k], np)[i] for k in keys)
-              for i in range(len(optimizer.state_names))]
+    states = [flat(held[k][i] for k in keys) for i in range(len(optimizer.state_names))]
     while len(states) < 2:
         states.append(flat(np.empty(0, dtype=dt) for k in keys))    # unused slots: empty slices
     cut = np.stack([cuts(params[k].shape[0], parts) * (params[k].size // max(params[k].shape[0], 1))

@@ -16,38 +16,38 @@ from __future__ import annotations
 
 from numba.extending import register_jitable
 
-from . import loops
+from . import loops, updates
 
 # -- optimizer updates: (p, g, state slot 0, state slot 1, scalars h in the kernel's order) ---------
 
 @register_jitable
 def sgd(p, g, s0, s1, h):
-    loops.sgd(p, g, h[0])
+    updates.sgd(p, g, h[0])
 
 
 @register_jitable
 def momentum(p, g, s0, s1, h):
-    loops.momentum(p, g, s0, h[0], h[1])
+    updates.momentum(p, g, s0, h[0], h[1])
 
 
 @register_jitable
 def nesterov(p, g, s0, s1, h):
-    loops.nesterov(p, g, s0, h[0], h[1], h[2], h[3])
+    updates.nesterov(p, g, s0, h[0], h[1], h[2], h[3])
 
 
 @register_jitable
 def adagrad(p, g, s0, s1, h):
-    loops.adagrad(p, g, s0, h[0], h[1])
+    updates.adagrad(p, g, s0, h[0], h[1])
 
 
 @register_jitable
 def rmsprop(p, g, s0, s1, h):
-    loops.rmsprop(p, g, s0, h[0], h[1], h[2], h[3])
+    updates.rmsprop(p, g, s0, h[0], h[1], h[2], h[3])
 
 
 @register_jitable
 def adam(p, g, s0, s1, h):
-    loops.adam(p, g, s0, s1, h[0], h[1], h[2], h[3])
+    updates.adam(p, g, s0, s1, h[0], h[1], h[2], h[3])
 
 
 # keyed by the contract's kernel name (an optimizer's ``kernel``)

@@ -1,0 +1,78 @@
+"""The backend modules' functions given what the contract rules out (tests/hostile.py): on every
+backend each call ends in an exception wherever NumPy's reference raises one, and otherwise in
+NumPy's answer or a fastdl error (stricter is allowed, looser is not); and never in a crash. Each
+backend runs in a child process, so a crash fails the test naming the case instead of ending
+the run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hostile import CASES
+from reliability import record
+
+HERE = Path(__file__).parent
+
+
+def outcomes(backend, out):
+    out.mkdir(exist_ok=True)
+    r = subprocess.run([sys.executable, str(HERE / "hostile.py"), backend, str(out)], capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(HERE)})
+    got, started = {}, None
+    for line in r.stdout.splitlines():
+        word, _, rest = line.partition(" ")
+        case = rest.split(" | ")[0]
+        if word == "start":
+            started = case
+        elif word == "raised":
+            _, kind, message = rest.split(" | ", 2)
+            got[case] = ("raised", kind, message)
+        elif word == "returned":
+            n = next(i for i, c in enumerate(CASES) if c[0] == case)
+            with np.load(out / f"{n}.npz") as f:
+                got[case] = ("returned", {k: f[k] for k in f.files})
+    if r.returncode != 0:
+        pytest.fail(f"{backend}: the process ended with {r.returncode} during {started!r}\n{r.stderr[-3000:]}")
+    return got
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return outcomes("numpy", tmp_path_factory.mktemp("numpy"))
+
+
+# the cupy backend's code on the CPU emulator (tests/fake_cupy.py), where a C++ compiler is at hand
+TARGETS = ["numba"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_hostile_calls_end_as_numpy_does_or_in_an_error_never_in_a_crash(target, reference, tmp_path):
+    if target == "numba":
+        pytest.importorskip("numba")
+    else:
+        import fake_cupy
+        if fake_cupy.CXX is None:
+            pytest.skip("no C++ compiler: the CUDA kernels cannot run on the CPU here")
+    got = outcomes(target, tmp_path / target)
+    wrong = []
+    for case, *_ in CASES:
+        ref, mine = reference[case], got[case]
+        expected = f"an error, as NumPy's {ref[1].split()[-1]}" if ref[0] == "raised" else "NumPy's answer, or an error"
+        if mine[0] == "raised":
+            outcome = mine[1].split()[-1]
+            # an error raised by fastdl, NumPy or the backend's library; not the emulator's own
+            # assertion that a kernel got what it cannot take (on a GPU nothing would stop it)
+            ok = not (mine[1].startswith("builtins AssertionError") or (ref[0] == "returned" and "fastdl" not in mine[1]))
+        elif ref[0] == "raised":
+            outcome, ok = "returned (no error)", False
+        else:
+            ok = all(np.allclose(mine[1][k], v, rtol=1e-5, atol=1e-6, equal_nan=True) for k, v in ref[1].items())
+            outcome = "NumPy's answer" if ok else "another answer"
+        record("Memory safety: the backend modules called directly", case, target, expected, outcome, ok)
+        if not ok:
+            wrong.append(f"{case}: {outcome} ({mine[1:] if mine[0] == 'raised' else ''}; NumPy: {ref[0]} {ref[1] if ref[0] == 'raised' else ''})")
+    assert not wrong, "\n".join(wrong)
