@@ -6,6 +6,7 @@ assemble and compile-check the exact source the GPU backend builds.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 HEADER = "common.cuh"
@@ -34,3 +35,32 @@ def combined_source() -> str:
     for path in sources():
         parts.append(f"// ---- {path.name}\n" + path.read_text().replace(f'#include "{HEADER}"', ""))
     return "\n".join(parts)
+
+
+_INSTANTIATE = re.compile(r"FASTDL_INSTANTIATE\(\s*(\w+),\s*\(([^)]*)\)", re.S)
+_EXTENTS = re.compile(r"^// extents: ([^\n]*)\nFASTDL_INSTANTIATE\(\s*(\w+)", re.M)
+
+
+def signatures(code: str) -> dict[str, list[tuple[str, str]]]:
+    """kernel base name -> [(type, name), ...] parsed from the sources (const dropped)."""
+    sigs = {}
+    for name, params in _INSTANTIATE.findall(code):
+        sigs[name] = [(" ".join(p.split()[:-1]).replace("const ", ""), p.split()[-1].lstrip("*"))
+                      for p in params.split(",")]
+    return sigs
+
+
+def extents(code: str) -> dict[str, dict[str, list[str]]]:
+    """kernel base name -> {pointer parameter: the factors of how many elements it spans}, from the
+    ``// extents:`` line right above each kernel's FASTDL_INSTANTIATE (``z n*m, b m``: factors are
+    integer parameters, ``grid.x`` / ``grid.y`` or numbers). Every kernel must declare every
+    pointer parameter: the launcher (``fastdl.backends.cuda_launch``) checks each launch by them."""
+    sigs, out = signatures(code), {}
+    for line, name in _EXTENTS.findall(code):
+        out[name] = {item.split()[0]: item.split()[1].split("*") for item in line.split(",")}
+    for name, params in sigs.items():
+        pointers = {p for kind, p in params if kind.endswith("*")}
+        if set(out.get(name, {})) != pointers:
+            raise ValueError(f"kernel {name}: its extents line must name exactly its pointer parameters "
+                             f"{sorted(pointers)} (it names {sorted(out.get(name, {}))})")
+    return out

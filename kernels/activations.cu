@@ -13,6 +13,7 @@ __device__ void add_bias_impl(T* z, const T* b, long long n, int m) {
          i += (long long)gridDim.x * blockDim.x)
         z[i] += b[i % m];
 }
+// extents: z n*m, b m
 FASTDL_INSTANTIATE(add_bias, (T* z, const T* b, long long n, int m), (z, b, n, m))
 
 template <typename T>
@@ -24,6 +25,7 @@ __device__ void bias_relu_impl(T* z, const T* b, long long n, int m) {
         z[i] = v > T(0) ? v : T(0);
     }
 }
+// extents: z n*m, b m
 FASTDL_INSTANTIATE(bias_relu, (T* z, const T* b, long long n, int m), (z, b, n, m))
 
 template <typename T>
@@ -33,6 +35,7 @@ __device__ void bias_sigmoid_impl(T* z, const T* b, long long n, int m) {
          i += (long long)gridDim.x * blockDim.x)
         z[i] = stable_sigmoid(z[i] + b[i % m]);
 }
+// extents: z n*m, b m
 FASTDL_INSTANTIATE(bias_sigmoid, (T* z, const T* b, long long n, int m), (z, b, n, m))
 
 // mode FASTDL_ACT_RELU:     dh *= (h > 0)   (h is the ReLU's output)
@@ -66,6 +69,7 @@ __device__ void grad_colsum_impl(T* dh, const T* h, T* db, long long n, int m, i
         db[blockIdx.y * (long long)m + col] = s;
     }
 }
+// extents: dh n*m, h n*m, db grid.y*m
 FASTDL_INSTANTIATE(grad_colsum, (T* dh, const T* h, T* db, long long n, int m, int mode, long long rows),
                    (dh, h, db, n, m, mode, rows))
 
@@ -78,4 +82,5 @@ __device__ void sum_parts_impl(const T* parts, T* db, int count, int m) {
         db[col] = s;
     }
 }
+// extents: parts count*m, db m
 FASTDL_INSTANTIATE(sum_parts, (const T* parts, T* db, int count, int m), (parts, db, count, m))

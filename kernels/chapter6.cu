@@ -21,6 +21,7 @@ __device__ void dropout_impl(T* y, bool* mask, const T* x, double ratio, unsigne
         y[i] = keep ? x[i] : T(0) * x[i];
     }
 }
+// extents: y size, mask size, x size
 FASTDL_INSTANTIATE(dropout, (T* y, bool* mask, const T* x, double ratio, unsigned long long key, long long size),
                    (y, mask, x, ratio, key, size))
 
@@ -60,6 +61,7 @@ __device__ void batchnorm_train_impl(T* y, T* xn, T* std_out, T* mean_out, T* va
         y[i] = gamma[col] * v + beta[col];
     }
 }
+// extents: y n*m, xn n*m, std_out m, mean_out m, var_out m, x n*m, gamma m, beta m
 FASTDL_INSTANTIATE(batchnorm_train,
                    (T* y, T* xn, T* std_out, T* mean_out, T* var_out, const T* x, const T* gamma,
                     const T* beta, T eps, long long n, int m),
@@ -84,6 +86,7 @@ __device__ void batchnorm_backward_impl(T* dx, T* dgamma, T* dbeta, const T* dy,
         dx[i] = g * (dy[i] - (db + xn[i] * dg) / T(n));
     }
 }
+// extents: dx n*m, dgamma m, dbeta m, dy n*m, xn n*m, sd m, gamma m
 FASTDL_INSTANTIATE(batchnorm_backward,
                    (T* dx, T* dgamma, T* dbeta, const T* dy, const T* xn, const T* sd, const T* gamma,
                     long long n, int m),
@@ -99,6 +102,7 @@ __device__ void batchnorm_inference_impl(T* y, const T* x, const T* gamma, const
         y[i] = gamma[j] * ((x[i] - mean[j]) / sqrt(var[j] + eps)) + beta[j];
     }
 }
+// extents: y n*m, x n*m, gamma m, beta m, mean m, var m
 FASTDL_INSTANTIATE(batchnorm_inference,
                    (T* y, const T* x, const T* gamma, const T* beta, const T* mean, const T* var, T eps,
                     long long n, int m),
@@ -111,6 +115,7 @@ __device__ void running_impl(T* avg, const T* x, T momentum, T one_minus_momentu
          i += (long long)gridDim.x * blockDim.x)
         avg[i] = momentum * avg[i] + one_minus_momentum * x[i];
 }
+// extents: avg size, x size
 FASTDL_INSTANTIATE(running, (T* avg, const T* x, T momentum, T one_minus_momentum, long long size),
                    (avg, x, momentum, one_minus_momentum, size))
 
@@ -120,4 +125,5 @@ __device__ void axpy_impl(T* y, const T* x, T a, long long size) {
          i += (long long)gridDim.x * blockDim.x)
         y[i] += a * x[i];
 }
+// extents: y size, x size
 FASTDL_INSTANTIATE(axpy, (T* y, const T* x, T a, long long size), (y, x, a, size))

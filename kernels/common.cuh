@@ -28,6 +28,14 @@ __device__ __forceinline__ T warp_max(T v) {
     return v;
 }
 
+// A quiet NaN of type T (IEEE 0/0; the sources compile without fast math): what a kernel writes
+// where it cannot compute and cannot raise (a label outside the classes).
+template <typename T>
+__device__ __forceinline__ T nan_of() {
+    volatile T zero = T(0);
+    return zero / zero;
+}
+
 // exp(-|x|) never overflows; both branches are the same function.
 template <typename T>
 __device__ __forceinline__ T stable_sigmoid(T x) {

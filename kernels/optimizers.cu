@@ -9,6 +9,7 @@ template <typename T>
 __device__ void sgd_impl(T* p, const T* g, T lr, long long size) {
     FASTDL_LOOP p[i] -= lr * g[i];
 }
+// extents: p size, g size
 FASTDL_INSTANTIATE(sgd, (T* p, const T* g, T lr, long long size), (p, g, lr, size))
 
 template <typename T>
@@ -19,6 +20,7 @@ __device__ void momentum_impl(T* p, const T* g, T* v, T lr, T mu, long long size
         p[i] += vi;
     }
 }
+// extents: p size, g size, v size
 FASTDL_INSTANTIATE(momentum, (T* p, const T* g, T* v, T lr, T mu, long long size), (p, g, v, lr, mu, size))
 
 // The book's order: the parameters move with the previous velocity, then it is updated.
@@ -30,6 +32,7 @@ __device__ void nesterov_impl(T* p, const T* g, T* v, T lr, T mu, T mu_sq, T lr_
         v[i] = mu * v[i] - lr * g[i];
     }
 }
+// extents: p size, g size, v size
 FASTDL_INSTANTIATE(nesterov, (T* p, const T* g, T* v, T lr, T mu, T mu_sq, T lr_ahead, long long size),
                    (p, g, v, lr, mu, mu_sq, lr_ahead, size))
 
@@ -41,6 +44,7 @@ __device__ void adagrad_impl(T* p, const T* g, T* h, T lr, T eps, long long size
         p[i] -= lr * g[i] / (sqrt(hi) + eps);
     }
 }
+// extents: p size, g size, h size
 FASTDL_INSTANTIATE(adagrad, (T* p, const T* g, T* h, T lr, T eps, long long size), (p, g, h, lr, eps, size))
 
 template <typename T>
@@ -51,6 +55,7 @@ __device__ void rmsprop_impl(T* p, const T* g, T* h, T lr, T decay, T one_minus_
         p[i] -= lr * g[i] / (sqrt(hi) + eps);
     }
 }
+// extents: p size, g size, h size
 FASTDL_INSTANTIATE(rmsprop, (T* p, const T* g, T* h, T lr, T decay, T one_minus_decay, T eps, long long size),
                    (p, g, h, lr, decay, one_minus_decay, eps, size))
 
@@ -66,6 +71,7 @@ __device__ void adam_impl(T* p, const T* g, T* m, T* v, T lr_t, T omb1, T omb2, 
         p[i] -= lr_t * mi / (sqrt(vi) + eps);
     }
 }
+// extents: p size, g size, m size, v size
 FASTDL_INSTANTIATE(adam, (T* p, const T* g, T* m, T* v, T lr_t, T omb1, T omb2, T eps, long long size),
                    (p, g, m, v, lr_t, omb1, omb2, eps, size))
 
@@ -75,5 +81,6 @@ template <typename T>
 __device__ void adam_at_impl(T* p, const T* g, T* m, T* v, const T* lr_t, T omb1, T omb2, T eps, long long size) {
     adam_impl<T>(p, g, m, v, *lr_t, omb1, omb2, eps, size);
 }
+// extents: p size, g size, m size, v size, lr_t 1
 FASTDL_INSTANTIATE(adam_at, (T* p, const T* g, T* m, T* v, const T* lr_t, T omb1, T omb2, T eps, long long size),
                    (p, g, m, v, lr_t, omb1, omb2, eps, size))

@@ -17,18 +17,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from fastdl.cuda_sources import _INSTANTIATE
+
 HOST = Path(__file__).resolve().parent / "cuda_host"
 CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++") or shutil.which("c++")
-_INSTANTIATE = re.compile(r"FASTDL_INSTANTIATE\(\s*(\w+),\s*\(([^)]*)\)", re.S)
-
-
-def signatures(code: str) -> dict[str, list[tuple[str, str]]]:
-    """kernel base name -> [(type, name), ...] parsed from the sources (const dropped)."""
-    sigs = {}
-    for name, params in _INSTANTIATE.findall(code):
-        sigs[name] = [(" ".join(p.split()[:-1]).replace("const ", ""), p.split()[-1].lstrip("*"))
-                      for p in params.split(",")]
-    return sigs
 
 
 def uses_barriers(code: str) -> set[str]:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cuda_build import CXX, build, signatures  # noqa: F401 - CXX: whether kernels can run here
-from fastdl.cuda_sources import combined_source
+from cuda_build import CXX, build  # noqa: F401 - CXX: whether kernels can run here
+from fastdl.cuda_sources import combined_source, signatures
 
 __version__ = "0.0-emulated"
 

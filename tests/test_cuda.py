@@ -13,7 +13,7 @@ import pytest
 import fastdl
 from fastdl import backends
 from fastdl.backends.contract import cuda_defines
-from fastdl.cuda_sources import combined_source, kernel_dir, sources
+from fastdl.cuda_sources import combined_source, extents, kernel_dir, signatures, sources
 
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH: install the CUDA toolkit to compile-check kernels/")
@@ -25,6 +25,26 @@ def test_sources_are_found():
     names = {p.name for p in sources()}
     assert {"activations.cu", "softmax_xent.cu", "optimizers.cu", "chapter6.cu"} <= names
     assert (kernel_dir() / "common.cuh").is_file()
+
+
+def test_every_kernel_declares_what_each_of_its_pointers_spans():
+    """The launch check (fastdl/backends/cuda_launch.py) refuses arrays by these extents, so each
+    kernel must state one for each pointer parameter, in terms of its own integer parameters."""
+    code = combined_source()
+    sigs, ext = signatures(code), extents(code)
+    assert set(ext) == set(sigs) and len(sigs) >= 25
+    for name, params in sigs.items():
+        integers = {p for kind, p in params if kind in ("int", "long long")}
+        for pointer, factors in ext[name].items():
+            for f in factors:
+                assert f in integers or f in ("grid.x", "grid.y") or f.isdigit(), (name, pointer, f)
+    dropped = code.replace("// extents: z n*m, b m\nFASTDL_INSTANTIATE(add_bias", "FASTDL_INSTANTIATE(add_bias")
+    assert dropped != code
+    with pytest.raises(ValueError, match="kernel add_bias: its extents line must name"):
+        extents(dropped)
+    renamed = code.replace("// extents: z n*m, b m\nFASTDL_INSTANTIATE(add_bias", "// extents: z n*m, bias m\nFASTDL_INSTANTIATE(add_bias")
+    with pytest.raises(ValueError, match="add_bias"):
+        extents(renamed)
 
 
 def nvcc(src: Path, out: Path, include: Path | None = None):
@@ -53,7 +73,7 @@ def test_the_module_the_backend_builds_compiles(tmp_path):
     subprocess.run([NVCC, "-cubin", f"-arch={ARCH}", "-o", str(cubin), str(src)], check=True, capture_output=True)
     data = cubin.read_bytes()
     for kernel in ("bias_relu", "bias_sigmoid", "add_bias", "grad_colsum", "softmax_xent", "softmax_grad",
-                   "gather_rows", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "dropout",
+                   "gather_rows", "gather_bytes", "gather_labels", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "dropout",
                    "batchnorm_train", "batchnorm_backward", "batchnorm_inference", "running", "axpy"):
         for suffix in ("f32", "f64"):
             assert f"{kernel}_{suffix}".encode() in data, f"{kernel}_{suffix} missing from the module"

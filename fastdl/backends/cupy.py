@@ -26,8 +26,9 @@ import math
 import cupy as cp
 import numpy as np
 
-from ..cuda_sources import combined_source, kernel_dir
-from . import composed, cublas_direct, cuda_chapter6, cuda_graphs, cuda_updates
+from ..cuda_sources import kernel_dir
+from ..errors import DTypeError, ShapeError
+from . import composed, cublas_direct, cuda_chapter6, cuda_graphs, cuda_launch, cuda_updates
 from .contract import ACT_CODES, FUSED_STEP, GRAPH_REPLAY, MEAN_THREADS, SOFTMAX_GRAD, SOFTMAX_PROBS
 
 name = "cupy"
@@ -36,7 +37,7 @@ device = "cuda"          # refined by check_usable() to the device's name
 CAPABILITIES = frozenset({FUSED_STEP, GRAPH_REPLAY})
 COMPILES = True           # NVRTC, and fastdl's cuBLAS handle, at selection
 
-THREADS = 256
+THREADS = cuda_launch.THREADS
 
 
 def check_usable() -> None:
@@ -81,37 +82,10 @@ def train_scope():
     return contextlib.nullcontext()
 
 
-# -- the CUDA sources ----------------------------------------------------------------------------
+# -- the CUDA sources: one module, each launch checked (cuda_launch) -------------------------------
 
-_MODULE = None
-
-
-def _module():
-    """All .cu files as one RawModule (NVRTC), built once per process; CuPy caches it on disk."""
-    global _MODULE
-    if _MODULE is None:
-        _MODULE = cp.RawModule(code=combined_source(), options=("--std=c++14",))
-    return _MODULE
-
-
-_FUNCTIONS = {}
-
-
-def _kernel(base: str, dtype):
-    """The kernel's float32 or float64 instantiation, looked up once (a step launches ~15)."""
-    key = (base, np.dtype(dtype) == np.float32)
-    fn = _FUNCTIONS.get(key)
-    if fn is None:
-        fn = _FUNCTIONS[key] = _module().get_function(f"{base}_{'f32' if key[1] else 'f64'}")
-    return fn
-
-
-def _grid(total: int) -> tuple:
-    return (max(1, min(math.ceil(total / THREADS), 65535)),)
-
-
-def _launch(base, dtype, total, *args):
-    _kernel(base, dtype)(_grid(total), (THREADS,), args)
+_kernels = cuda_launch.Launcher(cp)
+_module, _kernel, _launch, _grid = _kernels.build, _kernels.kernel, _kernels.launch, cuda_launch.grid
 
 
 def _indices(t):
@@ -180,8 +154,10 @@ def _softmax(out, z, t, mode, keep=False):
     """The per-row kernel, then the mean loss (kernel ``mean_of``) as a 0-d device array (no host
     round trip): a new one, or with ``keep`` the same one per batch size and dtype, overwritten by
     the next call (so the fused step allocates nothing, and a captured step writes where its
-    replays will)."""
+    replays will). A label outside the classes gives NaN (the kernel cannot raise)."""
     n, c = z.shape
+    if c < 1:
+        raise ShapeError("softmax needs at least one class (z has 0 columns)")
     key = (n, z.dtype.char, cp.cuda.Device().id)
     if key not in _row_loss:                    # buffers per batch size: no allocation per step
         _row_loss[key] = cp.empty(n, dtype=z.dtype), cp.empty((), dtype=z.dtype)
@@ -198,12 +174,19 @@ def softmax_xent_(dz, z, t):
     return _softmax(dz, z, t, SOFTMAX_GRAD, keep=True)
 
 
+_GATHERS = {np.dtype(np.uint8): "gather_bytes", np.dtype(np.int64): "gather_labels"}
+
+
 def gather_rows_(out, src, idx):
-    if src.ndim == 1 or src.dtype == cp.uint8:          # labels, ByteImages' codes
-        cp.take(src, idx, axis=0, out=out)
-        return
-    n, d = out.shape
-    _launch("gather_rows", src.dtype, n * d, out, src, idx, np.int64(n), np.int64(d))
+    """Rows (or, from a 1-D src, elements) by index, clipped into range as NumPy's reference does."""
+    base = _GATHERS.get(src.dtype, "gather_rows")
+    if base == "gather_rows" and src.dtype not in (np.float32, np.float64):
+        raise DTypeError(f"gather_rows_ gathers float rows, uint8 codes or int64 labels, not {src.dtype}")
+    if src.shape[0] == 0 and idx.size:
+        raise ShapeError("gather_rows_: src has no rows to gather from")
+    n, d = idx.size, (src.shape[1] if src.ndim == 2 else 1)
+    dtype = src.dtype if base == "gather_rows" else np.float32       # the byte and label kernels ignore T
+    _launch(base, dtype, n * d, out, src, idx, np.int64(n), np.int64(d), np.int64(src.shape[0]))
 
 
 def decode_bytes_(out, codes, scale):
