@@ -3,7 +3,8 @@ kernel will touch.
 
 ``Launcher`` builds all ``kernels/*.cu`` as one RawModule (NVRTC, at first use; CuPy caches it on
 disk) and looks each kernel's float32 or float64 instantiation up once (a step launches ~15).
-fastdl's kernels (``kernels/*.cu``) check no bounds. Each declares, on the line above its
+
+The kernels check no bounds. Each declares, on the line above its
 ``FASTDL_INSTANTIATE``, how many elements each pointer parameter spans, as a product of its
 integer parameters and the launch's grid (``// extents: z n*m, b m``; parsed by
 ``fastdl.cuda_sources.extents``). ``Checked`` stands in front of a kernel and refuses a launch
