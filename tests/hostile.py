@@ -122,11 +122,14 @@ def _on(bk, a):
 def main(backend: str, out: str) -> None:
     if backend == "cupy-emulated":
         import fake_cupy
-        ctx = fake_cupy.emulated_backend()
-        bk = ctx.__enter__()
+        with fake_cupy.emulated_backend() as bk:
+            run(bk, out)
     else:
         import fastdl
-        bk = fastdl.get_backend(backend)
+        run(fastdl.get_backend(backend), out)
+
+
+def run(bk, out: str) -> None:
     global RNG
     for n, (case, fn, make, writes) in enumerate(CASES):
         print("start", case, flush=True)
