@@ -13,7 +13,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .loops import clip, jit
+from .loops import jit
 
 PREFETCH_AHEAD = 4
 
@@ -71,7 +71,7 @@ def _prefetch_row_impl(a, i):
 
 @jit
 def gather_part(X, src, idx, scale, ahead):
-    """X[r] = src[clip(idx[r])] / scale, hinting row idx[r + ahead] (src: a column slice of the
+    """X[r] = src[idx[r]] / scale, hinting row idx[r + ahead] (src: a column slice of the
     training set, byte codes or floats; dividing by 1 leaves floats exact). Indexing the slice
     from 0 lets LLVM vectorise the copy. Indices are clipped into range as NumPy's reference
     ``take(mode="clip")`` does; returns 1, having written nothing, where X is not (len(idx), src's
@@ -81,11 +81,11 @@ def gather_part(X, src, idx, scale, ahead):
         return 1
     if ahead > 0:
         for r in range(min(ahead, n)):
-            _prefetch_row(src, clip(idx[r], rows))
+            _prefetch_row(src, min(max(idx[r], 0), rows - 1))
     for r in range(n):
         if ahead > 0 and r + ahead < n:
-            _prefetch_row(src, clip(idx[r + ahead], rows))
-        i = clip(idx[r], rows)
+            _prefetch_row(src, min(max(idx[r + ahead], 0), rows - 1))
+        i = min(max(idx[r], 0), rows - 1)
         for k in range(X.shape[1]):
             X[r, k] = X.dtype.type(src[i, k]) / scale
     return 0

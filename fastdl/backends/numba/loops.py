@@ -19,7 +19,6 @@ import math
 import os
 
 from numba import njit, prange
-from numba.extending import register_jitable
 
 from ...errors import LabelError, ShapeError
 from . import vmath
@@ -156,22 +155,16 @@ def sigmoid_backward(dx, dy, y):
 
 # -- softmax with cross-entropy ------------------------------------------------------------------
 
-@register_jitable
-def softmax_args(out, z, t, c):
-    """out has z's shape, z at least one class, t one label per row, each in 0 .. c - 1."""
-    if out.shape != z.shape or t.shape[0] != z.shape[0] or c < 1:
-        raise ShapeError("softmax: out must have z's shape, z a class, and t one label per row of z")
-    for i in range(t.shape[0]):
-        if t[i] < 0 or t[i] >= c:
-            raise LabelError("softmax: a label is outside 0 .. classes - 1")
-
-
 @jit_reassoc
 def softmax_rows(out, z, t, grad):
     """out = softmax(z), or with ``grad`` (softmax(z) - onehot(t)) / N; returns the mean loss
     mean(logsumexp(z) - z[t]), one pass per row, sums in float64, scaling in the data's type."""
     n, c = z.shape
-    softmax_args(out, z, t, c)
+    if out.shape != z.shape or t.shape[0] != n or c < 1:
+        raise ShapeError("softmax: out must have z's shape, z a class, and t one label per row of z")
+    for i in range(n):                      # every label before anything is written
+        if t[i] < 0 or t[i] >= c:
+            raise LabelError("softmax: a label is outside 0 .. classes - 1")
     scale = 1.0 / n if grad else 1.0
     total = 0.0
     for i in range(n):
@@ -196,7 +189,11 @@ def softmax_rows(out, z, t, grad):
 def softmax_grad(dz, probs, t):
     """dz = (probs - onehot(t)) / N"""
     n, c = probs.shape
-    softmax_args(dz, probs, t, c)
+    if dz.shape != probs.shape or t.shape[0] != n or c < 1:
+        raise ShapeError("softmax: out must have z's shape, z a class, and t one label per row of z")
+    for i in range(n):                      # every label before anything is written
+        if t[i] < 0 or t[i] >= c:
+            raise LabelError("softmax: a label is outside 0 .. classes - 1")
     inv_n = probs.dtype.type(1.0 / n)
     for i in range(n):
         for j in range(c):
@@ -206,31 +203,25 @@ def softmax_grad(dz, probs, t):
 
 # -- gathers -------------------------------------------------------------------------------------
 
-@register_jitable
-def clip(i, n):
-    """i clipped into 0 .. n - 1, as NumPy's take(mode="clip")"""
-    return 0 if i < 0 else (n - 1 if i >= n else i)
-
-
 @jit
 def gather_rows(out, src, idx):
-    """out[r, :] = src[clip(idx[r]), :]"""
+    """out[r, :] = src[idx[r] clipped into range, :]"""
     d, rows = src.shape[1], src.shape[0]
     if out.shape[0] != idx.shape[0] or out.shape[1] != d or (rows == 0 and idx.shape[0] > 0):
         raise ShapeError("gather_rows: out must be (len(idx), src's width), and src not empty")
     for r in range(idx.shape[0]):
-        k = clip(idx[r], rows)
+        k = min(max(idx[r], 0), rows - 1)           # clipped, as NumPy's take(mode="clip")
         for j in range(d):
             out[r, j] = src[k, j]
 
 
 @jit
 def gather(out, src, idx):
-    """out[r] = src[clip(idx[r])]"""
+    """out[r] = src[idx[r] clipped into range]"""
     if out.shape[0] != idx.shape[0] or (src.shape[0] == 0 and idx.shape[0] > 0):
         raise ShapeError("gather: out must hold len(idx) values, and src not be empty")
     for r in range(idx.shape[0]):
-        out[r] = src[clip(idx[r], src.shape[0])]
+        out[r] = src[min(max(idx[r], 0), src.shape[0] - 1)]
 
 
 # -- GEMMs (SciPy's BLAS, called by blas.gemm) ------------------------------------------------------
