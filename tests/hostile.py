@@ -5,7 +5,7 @@ element, so each such call must end in an exception or in NumPy's own answer, ne
 write outside an array. ``test_hostile_calls.py`` runs these in a child process per backend and
 judges them against NumPy's.
 
-Run as ``python hostile.py BACKEND OUT``: writes OUT/<case>.npz (the case's results) or an
+Run as ``python hostile.py BACKEND OUT``: writes OUT/<n>.npz (case n's results) or an
 exception line per case to stdout, announcing each case before it runs (a crash names it).
 """
 
