@@ -17,7 +17,6 @@ import numpy as np
 from .errors import FileFormatError
 from .io import CHECKPOINT_FORMAT, VERSION, read_arrays, write_arrays
 
-CHECKPOINT = CHECKPOINT_FORMAT
 FINGERPRINT_ROWS = 256
 HISTORY = ("epoch", "epoch_step", "train_acc", "test_acc", "seconds", "train_seconds")
 
@@ -49,7 +48,7 @@ def save_checkpoint(trainer, path):
         arrays["trainer.epoch_indices"] = np.asarray(trainer._epoch_host, dtype=np.int64)
     arrays["history.loss"] = np.asarray(h.loss, dtype=np.float64)
     manifest = {
-        "format": CHECKPOINT, "version": VERSION,
+        "format": CHECKPOINT_FORMAT, "version": VERSION,
         "architecture": net.config(), "dtype": net.dtype.name,
         "optimizer": opt.config(), "optimizer_step": opt.step,
         "step": trainer.step, "position": trainer._pos, "total_steps": trainer.total_steps,
@@ -145,7 +144,7 @@ def _validated(trainer, arrays: dict, m: dict, path) -> dict:
 def load_checkpoint(trainer, path) -> None:
     """Restore ``trainer`` (built with the same network architecture, optimizer and data) from a
     checkpoint; refuses one that does not match, saying what differs, and then changes nothing."""
-    arrays, m = read_arrays(path, expected_format=CHECKPOINT)
+    arrays, m = read_arrays(path, expected_format=CHECKPOINT_FORMAT)
     v = _validated(trainer, arrays, m, path)
     net, opt, bk = trainer.network, trainer.optimizer, trainer.network.backend
     net.set_params({k[len("param."):]: a for k, a in v["params"].items()})

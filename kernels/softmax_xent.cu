@@ -57,9 +57,10 @@ FASTDL_INSTANTIATE(softmax_grad, (const T* probs, const long long* t, T* dz, lon
 
 // out[r, :] = src[clip(idx[r]), :] (a batch gathered from the training set, on the device), the
 // index clipped into 0 .. rows - 1 as NumPy's take(mode="clip") does: no index reads outside src.
-// For float rows (T), byte-coded pixels and int64 labels (d = 1); the host refuses rows = 0.
+// For float rows (T), and through the two wrappers below byte-coded pixels and int64 labels (d = 1);
+// the host refuses rows = 0.
 template <typename E>
-__device__ void gather_impl(E* out, const E* src, const long long* idx, long long n, long long d, long long rows) {
+__device__ void gather_rows_impl(E* out, const E* src, const long long* idx, long long n, long long d, long long rows) {
     long long total = n * d;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
@@ -69,17 +70,13 @@ __device__ void gather_impl(E* out, const E* src, const long long* idx, long lon
         out[i] = src[k * d + (i - r * d)];
     }
 }
-template <typename T>
-__device__ void gather_rows_impl(T* out, const T* src, const long long* idx, long long n, long long d, long long rows) {
-    gather_impl<T>(out, src, idx, n, d, rows);
-}
 // extents: out n*d, src rows*d, idx n
 FASTDL_INSTANTIATE(gather_rows, (T* out, const T* src, const long long* idx, long long n, long long d, long long rows),
                    (out, src, idx, n, d, rows))
 template <typename T>
 __device__ void gather_bytes_impl(unsigned char* out, const unsigned char* src, const long long* idx, long long n,
                                   long long d, long long rows) {
-    gather_impl<unsigned char>(out, src, idx, n, d, rows);
+    gather_rows_impl<unsigned char>(out, src, idx, n, d, rows);
 }
 // extents: out n*d, src rows*d, idx n
 FASTDL_INSTANTIATE(gather_bytes, (unsigned char* out, const unsigned char* src, const long long* idx, long long n,
@@ -87,7 +84,7 @@ FASTDL_INSTANTIATE(gather_bytes, (unsigned char* out, const unsigned char* src, 
 template <typename T>
 __device__ void gather_labels_impl(long long* out, const long long* src, const long long* idx, long long n,
                                    long long d, long long rows) {
-    gather_impl<long long>(out, src, idx, n, d, rows);
+    gather_rows_impl<long long>(out, src, idx, n, d, rows);
 }
 // extents: out n*d, src rows*d, idx n
 FASTDL_INSTANTIATE(gather_labels, (long long* out, const long long* src, const long long* idx, long long n,
