@@ -39,6 +39,12 @@ def input_layer(bk, W, b, dW, x, idx, y):
     bk.InputLayer(bk, W, b, dW, x, 4, "relu").forward(idx, y)
 
 
+def input_layer_backward(bk, W, b, dW, x, idx, y, dz):
+    layer = bk.InputLayer(bk, W, b, dW, x, 4, "relu")
+    layer.forward(idx, y)
+    layer.backward(dz)
+
+
 def output_layer(bk, W, b, dW, db, dh, db_h, h, t):
     return bk.OutputLayer(bk, W, b, dW, db, 2, "relu").forward_backward(dh, db_h, h, t)
 
@@ -107,6 +113,17 @@ CASES = [
      lambda: (r(6, 3), r(3), r(6, 3), r(10, 6), np.array([0, 10**9, 3, 2]), r(4, 3)), (5,)),
     ("InputLayer more rows than its batch", input_layer,
      lambda: (r(6, 3), r(3), r(6, 3), r(10, 6), np.arange(6), r(6, 3)), (5,)),
+    # numba's layer calls its compiled body by address: arguments not of its exact types are copied
+    ("InputLayer strided y", input_layer,
+     lambda: (r(6, 3), r(3), r(6, 3), r(10, 6), np.arange(4), Strided(r(4, 6))), (5,)),
+    ("InputLayer float64 y", input_layer,
+     lambda: (r(6, 3), r(3), r(6, 3), r(10, 6), np.arange(4), r(4, 3, dtype=f64)), (5,)),
+    ("InputLayer float idx", input_layer,
+     lambda: (r(6, 3), r(3), r(6, 3), r(10, 6), np.array([0.0, 1.0, 2.0, 3.0]), r(4, 3)), (5,)),
+    ("InputLayer uint64 idx past int64", input_layer,
+     lambda: (r(6, 3), r(3), r(6, 3), r(10, 6), np.array([0, 2**63 + 5, 3, 2], dtype=np.uint64), r(4, 3)), (5,)),
+    ("InputLayer strided dz", input_layer_backward,
+     lambda: (r(6, 3), r(3), r(6, 3), r(10, 6), np.arange(4), r(4, 3), Strided(r(4, 6))), (2,)),
     ("OutputLayer label too large", output_layer,
      lambda: (r(3, 4), r(4), r(3, 4), r(4), r(2, 3), r(3), r(2, 3), np.array([0, 99])), ()),
     ("make_update short gradient", make_update, lambda: (r(4, 3), r(2, 3)), (0,)),

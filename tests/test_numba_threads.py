@@ -158,7 +158,7 @@ def test_compiled_code_is_cached_per_version_of_the_sources(nb):
         pytest.skip("FASTDL_NUMBA_CACHE=0 or NUMBA_DISABLE_JIT: nothing is compiled or cached")
     folder = cache.folder()
     # the per-activation and per-optimizer functions are made after import: in the same folder
-    for f in (loops.add_bias, step.split_layer(1), step.output_layer(2), step.update_parts("adam_update")):
+    for f in (loops.add_bias, step.split_body(1), step.split_layer(), step.output_layer(2), step.update_parts("adam_update")):
         assert f._cache._cache_path.startswith(folder)
     assert numba.config.CACHE_DIR == cache.USER_CACHE_DIR
 

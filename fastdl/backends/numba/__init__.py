@@ -4,7 +4,8 @@ Layout: ``loops`` (the ``@njit`` loops, one formula each; ``updates`` the optimi
 ``chapter6`` those of Dropout, Batch Norm and weight decay), ``blas`` (``gemm``: SciPy's BLAS called from compiled code), ``vmath``
 (``exp`` and ``maxnum`` that LLVM vectorises, for softmax and sigmoid), ``threads``
 (Numba's threads and that BLAS's, set only inside ``train_scope()``), ``gather`` (the step's row
-gather with software prefetch), ``step`` (the fused step's builders and GEMM routing), ``variants``
+gather with software prefetch), ``step`` (the fused step's builders and GEMM routing),
+``by_address`` (how a parallel loop calls a body compiled apart), ``variants``
 (the optimizer updates and activations the step compiles in, one per run's choice), ``cache``
 (where compiled code is kept). This module binds them to the contract's names
 (``fastdl/backends/contract.py``).

@@ -1,0 +1,84 @@
+"""numba's bodies called by address (``fastdl/backends/numba/by_address.py``): the call computes
+what a direct call does, an exception in the body reaches the caller, and the split first layer's
+parallel function holds none of its body's code (the point: that code compiles once)."""
+
+import numpy as np
+import pytest
+
+from fastdl.backends import backend_status
+
+pytestmark = pytest.mark.skipif(not backend_status("numba")[0], reason=f"numba unavailable: {backend_status('numba')[1]}")
+
+
+@pytest.fixture(scope="module")
+def ba():
+    import numba
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT: nothing is compiled, bodies are called as Python functions")
+    from fastdl.backends.numba import by_address
+    return by_address
+
+
+def _scaled_sum(args):
+    x, k = args
+    if k < 0:
+        raise ValueError("negative scale")
+    s = 0.0
+    for v in x:
+        s += v
+    return np.int64(s * k)
+
+
+def test_a_call_by_address_computes_what_a_direct_call_does_and_passes_its_exception_on(ba):
+    from numba import njit
+    body_f = njit(_scaled_sum)
+
+    @njit
+    def caller(address, x, k):
+        return ba.call(address, (x, k))
+
+    x = np.arange(5, dtype=np.float64)
+    body = ba.Body(body_f, (x, np.int64(3)))
+    assert caller(body.target, x, np.int64(3)) == _scaled_sum((x, 3)) == 30
+    assert caller(body.target, x * 2, np.int64(1)) == 20          # the arguments of this call
+    with pytest.raises(ValueError, match="negative scale"):
+        caller(body.target, x, np.int64(-1))
+
+
+def test_a_body_returning_other_than_int64_is_refused_before_any_call(ba):
+    from numba import njit
+    body = ba.Body(njit(lambda args: args[0] * 0.5), (np.float64(1.0),))
+    with pytest.raises(TypeError, match="not int64"):
+        body.target
+
+
+def test_fits_says_which_arrays_have_the_bodys_exact_type(ba):
+    a = np.zeros((4, 3), np.float32)
+    assert ba.fits(a, np.float32, 2)
+    ro = a.copy()
+    ro.flags.writeable = False
+    for other in (a[:, ::2], a.T, ro, a.astype(np.float64), a.reshape(-1), [[0.0]]):
+        assert not ba.fits(other, np.float32, 2)
+
+
+def test_the_split_layers_parallel_function_holds_none_of_its_bodys_code(ba):
+    from fastdl.backends import get_backend
+    from fastdl.backends.numba import step
+    bk = get_backend("numba")
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((12, 5)).astype(np.float32)
+    layer = step.InputLayer(bk, W, np.zeros(5, np.float32), np.zeros_like(W),
+                            rng.standard_normal((20, 12)).astype(np.float32), 4, "relu")
+    y = np.empty((4, 5), np.float32)
+    layer.forward(np.arange(4), y)
+    expect = np.maximum(layer.src[:4] @ W, 0)
+    np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-6)
+    # compiled again outside the disk cache (cached code cannot show its LLVM IR)
+    from numba import njit
+    shell_jit = njit(error_model="numpy", parallel=True)(step.split_layer().py_func)
+    shell_jit.compile(step.split_layer().signatures[0])
+    body_jit = njit(error_model="numpy")(step.split_body(0).py_func)
+    body_jit.compile(step.split_body(0).signatures[0])
+    shell_code = "".join(c.library.get_llvm_str() for c in shell_jit.overloads.values())
+    body_code = "".join(c.library.get_llvm_str() for c in body_jit.overloads.values())
+    assert "gather_part" in body_code and "gather_part" not in shell_code     # called, not compiled in
