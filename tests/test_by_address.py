@@ -63,11 +63,11 @@ def test_fits_says_which_arrays_have_the_bodys_exact_type(ba):
 
 def test_the_split_layers_parallel_function_holds_none_of_its_bodys_code(ba):
     from fastdl.backends import get_backend
-    from fastdl.backends.numba import step
+    from fastdl.backends.numba import first_layer
     bk = get_backend("numba")
     rng = np.random.default_rng(0)
     W = rng.standard_normal((12, 5)).astype(np.float32)
-    layer = step.InputLayer(bk, W, np.zeros(5, np.float32), np.zeros_like(W),
+    layer = first_layer.InputLayer(bk, W, np.zeros(5, np.float32), np.zeros_like(W),
                             rng.standard_normal((20, 12)).astype(np.float32), 4, "relu")
     y = np.empty((4, 5), np.float32)
     layer.forward(np.arange(4), y)
@@ -75,10 +75,10 @@ def test_the_split_layers_parallel_function_holds_none_of_its_bodys_code(ba):
     np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-6)
     # compiled again outside the disk cache (cached code cannot show its LLVM IR)
     from numba import njit
-    shell_jit = njit(error_model="numpy", parallel=True)(step.split_layer().py_func)
-    shell_jit.compile(step.split_layer().signatures[0])
-    body_jit = njit(error_model="numpy")(step.split_body(0).py_func)
-    body_jit.compile(step.split_body(0).signatures[0])
+    shell_jit = njit(error_model="numpy", parallel=True)(first_layer.split_layer().py_func)
+    shell_jit.compile(first_layer.split_layer().signatures[0])
+    body_jit = njit(error_model="numpy")(first_layer.split_body(0).py_func)
+    body_jit.compile(first_layer.split_body(0).signatures[0])
     shell_code = "".join(c.library.get_llvm_str() for c in shell_jit.overloads.values())
     body_code = "".join(c.library.get_llvm_str() for c in body_jit.overloads.values())
     assert "gather_part" in body_code and "gather_part" not in shell_code     # called, not compiled in

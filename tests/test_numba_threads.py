@@ -153,12 +153,12 @@ def test_compiled_code_is_cached_per_version_of_the_sources(nb):
     all of the backend's sources, so an edit anywhere gives a fresh folder, and the user's own
     Numba cache setting is left as it was."""
     import numba
-    from fastdl.backends.numba import cache, loops, step
+    from fastdl.backends.numba import cache, first_layer, loops, step
     if not loops.CACHE or numba.config.DISABLE_JIT:
         pytest.skip("FASTDL_NUMBA_CACHE=0 or NUMBA_DISABLE_JIT: nothing is compiled or cached")
     folder = cache.folder()
     # the per-activation and per-optimizer functions are made after import: in the same folder
-    for f in (loops.add_bias, step.split_body(1), step.split_layer(), step.output_layer(2), step.update_parts("adam_update")):
+    for f in (loops.add_bias, first_layer.split_body(1), first_layer.split_layer(), step.output_layer(2), step.update_parts("adam_update")):
         assert f._cache._cache_path.startswith(folder)
     assert numba.config.CACHE_DIR == cache.USER_CACHE_DIR
 

@@ -196,7 +196,7 @@ def test_the_fused_steps_functions_compile_at_their_own_llvm_level(monkeypatch):
     import numba
     from numba.core.dispatcher import Dispatcher
 
-    from fastdl.backends.numba import step
+    from fastdl.backends.numba import first_layer, step
     if numba.config.DISABLE_JIT:
         pytest.skip("nothing compiles under NUMBA_DISABLE_JIT")
     monkeypatch.delenv("NUMBA_OPT", raising=False)
@@ -207,7 +207,7 @@ def test_the_fused_steps_functions_compile_at_their_own_llvm_level(monkeypatch):
         seen.append(int(numba.config.OPT))
         raise RuntimeError("stop here")
     monkeypatch.setattr(Dispatcher, "compile", fake_compile)
-    for f in (step.split_body(0), step.split_layer(), step.output_layer(1), step.update_parts("sgd_update")):
+    for f in (first_layer.split_body(0), first_layer.split_layer(), step.output_layer(1), step.update_parts("sgd_update")):
         with pytest.raises(RuntimeError, match="stop here"):
             f.compile(("any",))
         assert int(numba.config.OPT) == before

@@ -4,7 +4,7 @@ Layout: ``loops`` (the ``@njit`` loops, one formula each; ``updates`` the optimi
 ``chapter6`` those of Dropout, Batch Norm and weight decay), ``blas`` (``gemm``: SciPy's BLAS called from compiled code), ``vmath``
 (``exp`` and ``maxnum`` that LLVM vectorises, for softmax and sigmoid), ``threads``
 (Numba's threads and that BLAS's, set only inside ``train_scope()``), ``gather`` (the step's row
-gather with software prefetch), ``step`` (the fused step's builders and GEMM routing),
+gather with software prefetch), ``first_layer`` and ``step`` (the fused step's builders and GEMM routing),
 ``by_address`` (how a parallel loop calls a body compiled apart), ``variants``
 (the optimizer updates and activations the step compiles in, one per run's choice), ``cache``
 (where compiled code is kept). This module binds them to the contract's names
@@ -33,7 +33,7 @@ from . import cache
 
 
 with cache.ours():
-    from . import ahead, chapter6, gather, loops, step, threads, updates
+    from . import ahead, chapter6, first_layer, gather, loops, step, threads, updates
 if loops.CACHE and not Path(cache.FOLDER).exists():
     cache.prune()           # a new version's first use: older versions' unused folders go
 
@@ -248,6 +248,6 @@ def softmax_xent_(dz, z, t):
     return loops.softmax_rows(dz, z, t, True)
 
 
-InputLayer = step.InputLayer
+InputLayer = first_layer.InputLayer
 OutputLayer = step.OutputLayer
 make_update = step.make_update
