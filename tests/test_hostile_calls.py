@@ -84,3 +84,16 @@ def test_hostile_calls_end_as_numpy_does_or_in_an_error_never_in_a_crash(target,
         if not ok:
             wrong.append(f"{case}: {outcome} ({mine[1:] if mine[0] == 'raised' else ''}; NumPy: {ref[0]} {ref[1] if ref[0] == 'raised' else ''})")
     assert not wrong, "\n".join(wrong)
+
+
+def test_numba_refuses_indices_and_labels_that_are_not_integers_by_name():
+    """Not a Numba typing error from deep inside a loop: a DTypeError that says what to pass."""
+    from fastdl.errors import DTypeError
+    bk = load_or_skip("numba")
+    z = np.zeros((3, 4), np.float32)
+    calls = [lambda: bk.gather_rows_(np.empty((2, 4), np.float32), z, np.array([0.0, 1.0])),
+             lambda: bk.softmax_xent_(np.empty_like(z), z, np.array([0.0, 1.0, 2.0])),
+             lambda: bk.softmax_cross_entropy_forward(z, np.array([0.5, 1.0, 2.0]))]
+    for call in calls:
+        with pytest.raises(DTypeError, match="must be an array of integers"):
+            call()

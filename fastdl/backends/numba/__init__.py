@@ -27,6 +27,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from ...errors import DTypeError
 from .. import numpy as _ref
 from ..contract import COMPILE_AHEAD, FUSED_STEP
 from . import cache
@@ -132,14 +133,24 @@ def sigmoid_backward(dy, y):
 
 def softmax_cross_entropy_forward(z, t):
     probs = np.empty_like(z)
-    loss = loops.softmax_rows(probs, z, np.ascontiguousarray(_as_indices(t)), False)
+    loss = loops.softmax_rows(probs, z, np.ascontiguousarray(_integers(_as_indices(t), "labels")), False)
     return z.dtype.type(loss), probs
 
 
 def softmax_cross_entropy_backward(probs, t):
     dz = np.empty_like(probs)
-    loops.softmax_grad(dz, probs, np.ascontiguousarray(_as_indices(t)))
+    loops.softmax_grad(dz, probs, np.ascontiguousarray(_integers(_as_indices(t), "labels")))
     return dz
+
+
+def _integers(a, what: str):
+    """Indices or labels as the loops take them: integers, with an unsigned 64-bit array cast to
+    int64 as NumPy casts what it indexes by (a value past int64's range wraps); anything else is
+    refused as NumPy refuses it (the loops would fail to compile with a Numba typing error)."""
+    if isinstance(a, np.ndarray) and a.dtype.kind in "iu":
+        return a.astype(np.int64) if a.dtype == np.uint64 else a
+    raise DTypeError(f"{what} must be an array of integers, not {getattr(a, 'dtype', type(a).__name__)}: "
+                     "pass class or row indices as an integer array")
 
 
 # -- chapter 6 -------------------------------------------------------------------------------------
@@ -228,7 +239,7 @@ def adam_update(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
 # -- the fused step's hooks and builders -------------------------------------------------------------
 
 def gather_rows_(out, src, idx):
-    (loops.gather_rows if src.ndim == 2 else loops.gather)(out, src, idx)
+    (loops.gather_rows if src.ndim == 2 else loops.gather)(out, src, _integers(idx, "indices"))
 
 
 # The contract's hook for the composed InputLayer; numba's own InputLayer decodes while it gathers
@@ -245,7 +256,7 @@ sigmoid_grad_colsum_ = loops.sigmoid_grad_colsum
 
 
 def softmax_xent_(dz, z, t):
-    return loops.softmax_rows(dz, z, t, True)
+    return loops.softmax_rows(dz, z, _integers(t, "labels"), True)
 
 
 InputLayer = first_layer.InputLayer
