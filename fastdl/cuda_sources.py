@@ -41,10 +41,15 @@ _INSTANTIATE = re.compile(r"FASTDL_INSTANTIATE\(\s*(\w+),\s*\(([^)]*)\)", re.S)
 _EXTENTS = re.compile(r"^// extents: ([^\n]*)\nFASTDL_INSTANTIATE\(\s*(\w+)", re.M)
 
 
+def instantiations(code: str) -> list[tuple[str, str]]:
+    """(kernel base name, its parameter list as written) for each FASTDL_INSTANTIATE in ``code``."""
+    return _INSTANTIATE.findall(code)
+
+
 def signatures(code: str) -> dict[str, list[tuple[str, str]]]:
     """kernel base name -> [(type, name), ...] parsed from the sources (const dropped)."""
     sigs = {}
-    for name, params in _INSTANTIATE.findall(code):
+    for name, params in instantiations(code):
         sigs[name] = [(" ".join(p.split()[:-1]).replace("const ", ""), p.split()[-1].lstrip("*"))
                       for p in params.split(",")]
     return sigs

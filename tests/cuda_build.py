@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from fastdl.cuda_sources import _INSTANTIATE
+from fastdl.cuda_sources import instantiations
 
 HOST = Path(__file__).resolve().parent / "cuda_host"
 CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++") or shutil.which("c++")
@@ -40,7 +40,7 @@ def uses_barriers(code: str) -> set[str]:
 
 def _launchers(code: str) -> str:
     parts = []
-    for name, params in _INSTANTIATE.findall(code):
+    for name, params in instantiations(code):
         args = ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
         fibers = "true" if name in uses_barriers(code) else "false"
         for suffix, ns in (("f32", "fastdl_f32"), ("f64", "fastdl_f64")):
