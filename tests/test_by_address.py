@@ -82,3 +82,33 @@ def test_the_split_layers_parallel_function_holds_none_of_its_bodys_code(ba):
     shell_code = "".join(c.library.get_llvm_str() for c in shell_jit.overloads.values())
     body_code = "".join(c.library.get_llvm_str() for c in body_jit.overloads.values())
     assert "gather_part" in body_code and "gather_part" not in shell_code     # called, not compiled in
+
+
+def test_the_layer_hands_its_body_only_the_types_it_compiled_for(ba):
+    """Whatever forward() and backward() are given (read-only or strided indices, other integer
+    types, strided or read-only outputs and gradients), the parallel function is called with the
+    body's own types: no signature compiled anew, and NumPy's answers."""
+    from fastdl.backends import get_backend
+    from fastdl.backends.numba import first_layer
+    bk, ref = get_backend("numba"), get_backend("numpy")
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((12, 5)).astype(np.float32)
+    x = rng.standard_normal((20, 12)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    layer = first_layer.InputLayer(bk, W, b, np.zeros_like(W), x, 4, "relu")
+    oracle = ref.InputLayer(ref, W, b, np.zeros_like(W), x, 4, "relu")
+    layer.forward(np.arange(4), np.empty((4, 5), np.float32))      # the layer's own types, compiled
+    compiled = set(first_layer.split_layer().signatures)
+    ro = np.array([3, 1, 4, 1])
+    ro.flags.writeable = False
+    for idx in (np.arange(4), ro, np.arange(8)[::2], np.array([5, 9, 2, 6], np.uint16), np.array([0, 7, 19, 3], np.int32)):
+        for y in (np.empty((4, 5), np.float32), np.empty((4, 10), np.float32)[:, ::2]):
+            dz = rng.standard_normal((4, 10)).astype(np.float32)[:, ::2]
+            expect_y = np.empty((4, 5), np.float32)
+            oracle.forward(idx, expect_y)
+            oracle.backward(np.ascontiguousarray(dz))
+            layer.forward(idx, y)
+            layer.backward(dz)
+            np.testing.assert_allclose(y, expect_y, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(layer.dW, oracle.dW, rtol=1e-5, atol=1e-5)
+    assert set(first_layer.split_layer().signatures) == compiled           # nothing compiled anew

@@ -161,4 +161,4 @@ def _as_rows(idx) -> np.ndarray:
     if idx.dtype.kind not in "iu" or idx.ndim != 1:
         raise DTypeError(f"InputLayer: idx must be a 1-D array of integer row indices, not {idx.dtype} "
                          f"with {idx.ndim} dimension(s)")
-    return np.ascontiguousarray(idx.astype(np.int64, copy=False))
+    return np.array(idx, dtype=np.int64, order="C")         # a copy: writeable, aligned, C-contiguous
