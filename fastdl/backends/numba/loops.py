@@ -215,15 +215,6 @@ def gather_rows(out, src, idx):
             out[r, j] = src[k, j]
 
 
-@jit
-def gather(out, src, idx):
-    """out[r] = src[idx[r] clipped into range]"""
-    if out.shape[0] != idx.shape[0] or (src.shape[0] == 0 and idx.shape[0] > 0):
-        raise ShapeError("gather: out must hold len(idx) values, and src not be empty")
-    for r in range(idx.shape[0]):
-        out[r] = src[min(max(idx[r], 0), src.shape[0] - 1)]
-
-
 # -- GEMMs (SciPy's BLAS, called by blas.gemm) ------------------------------------------------------
 
 @jit
