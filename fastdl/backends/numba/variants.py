@@ -1,22 +1,35 @@
-"""Which update kernel and which activation a compiled step runs, chosen when it compiles.
+"""What the fused step's compiled functions call, as code compiled into them.
 
-The fused step's parallel functions took a small integer code and branched on it at run time,
-which compiled every branch into each of them: all six optimizers' loops into the update, every
-activation into each layer, a third of a cold first run's compile. ``step.py`` now builds one
-compiled function per code a run actually uses (a closure over the entries below; Numba's disk
-cache keeps each one apart by the entry it closes over), so a first run compiles only its own
-optimizer and activation.
+Which update kernel and which activation a step runs is chosen when it compiles: ``step.py`` and
+``first_layer.py`` build one compiled function per choice a run actually uses (a closure over the
+entries below; Numba's disk cache keeps each one apart by the entry it closes over), so a first
+run compiles only its own optimizer and activation (branching on a code at run time compiled all
+six optimizers and every activation into each, a third of a cold run's compile).
 
-The entries are plain Python functions that Numba also compiles (``register_jitable``) with one
-signature per table: a closure over a plain function is cached under a stable key, one over a
-Numba dispatcher would not be.
+The activations are their loops' own Python functions registered with ``register_jitable``
+(``code``), not entries that call the ``loops`` dispatchers: each entry and each dispatcher
+compiled apart, and without that level the run's compile jobs took 3.6 s of CPU instead of
+3.9-4.1 (one process, empty cache, timed ad hoc). The same for the updates, the softmax, the
+column sum and the gather made no difference (the step compiles ``loops.add_bias`` anyway, for
+evaluation) and was not kept. The entries are plain functions: a closure over one is cached
+under a stable key, one over a Numba dispatcher would not be.
 """
 
 from __future__ import annotations
 
+import functools
+
 from numba.extending import register_jitable
 
 from . import loops, updates
+
+
+@functools.cache
+def code(f):
+    """The loop ``f``'s own Python function as an entry, with ``loops``' error model. Once per
+    loop: registering a function twice would overload it twice."""
+    return register_jitable(error_model="numpy")(getattr(f, "py_func", f))
+
 
 # -- optimizer updates: (p, g, state slot 0, state slot 1, scalars h in the kernel's order) ---------
 
@@ -57,29 +70,11 @@ UPDATES = {"sgd_update": sgd, "momentum_update": momentum, "nesterov_update": ne
 
 # -- hidden activations: forward z = act(z + b); backward dh *= act'(h), db = dh.sum(0) -----------
 
-@register_jitable
-def bias_relu(z, b):
-    loops.bias_relu(z, b)
-
-
-@register_jitable
-def bias_sigmoid(z, b):
-    loops.bias_sigmoid(z, b)
-
-
-@register_jitable
-def bias_identity(z, b):
-    loops.add_bias(z, b)
-
-
-@register_jitable
-def relu_grad_colsum(dh, db, h):
-    loops.relu_grad_colsum(dh, db, h)
-
-
-@register_jitable
-def sigmoid_grad_colsum(dh, db, h):
-    loops.sigmoid_grad_colsum(dh, db, h)
+bias_relu = code(loops.bias_relu)
+bias_sigmoid = code(loops.bias_sigmoid)
+bias_identity = code(loops.add_bias)
+relu_grad_colsum = code(loops.relu_grad_colsum)
+sigmoid_grad_colsum = code(loops.sigmoid_grad_colsum)
 
 
 @register_jitable
@@ -90,3 +85,4 @@ def identity_grad_colsum(dh, db, h):
 # by the contract's ACT_CODES (relu 0, sigmoid 1, identity 2)
 BIAS_ACTS = (bias_relu, bias_sigmoid, bias_identity)
 GRAD_COLSUMS = (relu_grad_colsum, sigmoid_grad_colsum, identity_grad_colsum)
+
