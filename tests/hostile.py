@@ -131,6 +131,8 @@ CASES = [
      lambda: (r(6, 3), r(3), r(6, 3), r(10, 6), np.arange(4), r(4, 3), Strided(r(4, 6))), (2,)),
     ("OutputLayer label too large", output_layer,
      lambda: (r(3, 4), r(4), r(3, 4), r(4), r(2, 3), r(3), r(2, 3), np.array([0, 99])), ()),
+    ("OutputLayer float labels", output_layer,
+     lambda: (r(3, 4), r(4), r(3, 4), r(4), r(2, 3), r(3), r(2, 3), np.array([0.0, 1.0])), ()),
     ("make_update short gradient", make_update, lambda: (r(4, 3), r(2, 3)), (0,)),
 ]
 

@@ -141,6 +141,7 @@ def case_softmax_xent_(bk, ref, dtype):
         z[0, 0] = 1e3                                           # an extreme logit too
         got, want = both(bk, ref, "softmax_xent_", [nan((n, c), dtype)], [z, t], dtype)
         np.testing.assert_allclose(float(got), float(want), **tol(dtype, c))
+        assert got.dtype == want.dtype == dtype                 # the loss in the data's type
 
 
 def case_InputLayer(bk, ref, dtype):
@@ -182,6 +183,7 @@ def case_OutputLayer(bk, ref, dtype):
             for B, (layer, bufs) in zip((bk, ref), made):
                 dh, db_h = B.asarray(nan((n, 12), dtype)), B.asarray(nan(12, dtype))
                 loss = layer.forward_backward(dh, db_h, B.asarray(h), B.asarray(t))
+                assert loss.dtype == dtype                      # the loss in the data's type
                 res.append([float(loss)] + [B.to_numpy(a).copy() for a in (*bufs, dh, db_h)])
             np.testing.assert_allclose(res[0][0], res[1][0], **tol(dtype, 10))
             for g, w, terms in zip(res[0][1:], res[1][1:], (n, n, 10, n)):

@@ -93,7 +93,10 @@ def test_numba_refuses_indices_and_labels_that_are_not_integers_by_name():
     z = np.zeros((3, 4), np.float32)
     calls = [lambda: bk.gather_rows_(np.empty((2, 4), np.float32), z, np.array([0.0, 1.0])),
              lambda: bk.softmax_xent_(np.empty_like(z), z, np.array([0.0, 1.0, 2.0])),
-             lambda: bk.softmax_cross_entropy_forward(z, np.array([0.5, 1.0, 2.0]))]
+             lambda: bk.softmax_cross_entropy_forward(z, np.array([0.5, 1.0, 2.0])),
+             lambda: bk.OutputLayer(bk, np.zeros((4, 3), np.float32), np.zeros(3, np.float32), np.zeros((4, 3), np.float32),
+                                    np.zeros(3, np.float32), 2, "relu").forward_backward(
+                 np.zeros((2, 4), np.float32), np.zeros(4, np.float32), np.zeros((2, 4), np.float32), np.array([0.0, 1.0]))]
     for call in calls:
         with pytest.raises(DTypeError, match="must be an array of integers"):
             call()

@@ -27,7 +27,6 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from ...errors import DTypeError
 from .. import numpy as _ref
 from ..contract import COMPILE_AHEAD, FUSED_STEP
 from . import cache
@@ -51,6 +50,7 @@ is_backend_array = _ref.is_backend_array
 train_scope = threads.train_scope
 compile_jobs = ahead.compile_jobs
 _as_indices = _ref._as_indices
+_integers = step.integers
 
 
 def check_usable() -> None:
@@ -143,14 +143,6 @@ def softmax_cross_entropy_backward(probs, t):
     return dz
 
 
-def _integers(a, what: str):
-    """Indices or labels as the loops take them: integers, with an unsigned 64-bit array cast to
-    int64 as NumPy casts what it indexes by (a value past int64's range wraps); anything else is
-    refused as NumPy refuses it (the loops would fail to compile with a Numba typing error)."""
-    if isinstance(a, np.ndarray) and a.dtype.kind in "iu":
-        return a.astype(np.int64) if a.dtype == np.uint64 else a
-    raise DTypeError(f"{what} must be an array of integers, not {getattr(a, 'dtype', type(a).__name__)}: "
-                     "pass class or row indices as an integer array")
 
 
 # -- chapter 6 -------------------------------------------------------------------------------------
@@ -259,7 +251,7 @@ sigmoid_grad_colsum_ = loops.sigmoid_grad_colsum
 
 
 def softmax_xent_(dz, z, t):
-    return loops.softmax_rows(dz, z, _integers(t, "labels"), True)
+    return z.dtype.type(loops.softmax_rows(dz, z, _integers(t, "labels"), True))     # as NumPy's: z's type
 
 
 InputLayer = first_layer.InputLayer

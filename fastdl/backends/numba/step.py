@@ -25,6 +25,7 @@ from numba import prange
 from numba.core.compiler_lock import global_compiler_lock
 from numba.core.dispatcher import Dispatcher
 
+from ...errors import DTypeError
 from .. import composed
 from ..contract import ACT_CODES
 from . import cache, loops, threads, variants
@@ -71,6 +72,16 @@ def made(pyfunc, decorator):
         f.compile = compile
     MADE.append(f)
     return f
+
+
+def integers(a, what: str):
+    """Indices or labels as the loops take them: integers, with an unsigned 64-bit array cast to
+    int64 as NumPy casts what it indexes by (a value past int64's range wraps); anything else is
+    refused as NumPy refuses it (the loops would fail to compile with a Numba typing error)."""
+    if isinstance(a, np.ndarray) and a.dtype.kind in "iu":
+        return a.astype(np.int64) if a.dtype == np.uint64 else a
+    raise DTypeError(f"{what} must be an array of integers, not {getattr(a, 'dtype', type(a).__name__)}: "
+                     "pass class or row indices as an integer array")
 
 
 def cuts(n: int, parts: int) -> np.ndarray:
@@ -143,7 +154,9 @@ class OutputLayer:
     def forward_backward(self, dh, db_h, h, t):
         n = h.shape[0]
         z, dz = (self.Z, self.DZ) if n == self.Z.shape[0] else (self.Z[:n], self.DZ[:n])
-        return self._run(self.dW, self.db, dh, db_h, z, dz, h, self.W, self.b, t)
+        if t.dtype.kind not in "iu" or t.dtype == np.uint64:        # (what the trainer passes: int64)
+            t = integers(t, "labels")
+        return self.W.dtype.type(self._run(self.dW, self.db, dh, db_h, z, dz, h, self.W, self.b, t))
 
 
 # -- every parameter's update in one parallel call -----------------------------------------------------
