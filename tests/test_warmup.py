@@ -15,13 +15,13 @@ from fastdl.images import ByteImages
 needs_numba = pytest.mark.skipif(not backend_status("numba")[0], reason=f"numba unavailable: {backend_status('numba')[1]}")
 
 
-def small_run(backend, optimizer="sgd"):
+def small_run(backend, optimizer="sgd", activation="relu"):
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 256, (300, 784), dtype=np.uint8)
     codes.flags.writeable = False                # as MNIST loads: read-only bytes
     x = ByteImages(codes, 255)
     t = rng.integers(0, 10, 300).astype(np.uint8)
-    net = networks.MultiLayerNet(784, [20], 10, backend=backend, seed=0)
+    net = networks.MultiLayerNet(784, [20], 10, activation=activation, backend=backend, seed=0)
     opt = optimizers.get_optimizer(optimizer, lr=0.01)
     return net, opt, warmup.sample(x, t, ByteImages(codes[:200], 255), t[:200], 50), 50
 
@@ -94,7 +94,7 @@ from fastdl import warmup
 from fastdl.backends import get_backend
 bk = get_backend("numba")
 with warmup.Sharing() as s:
-    net, opt, data, B = small_run(bk, {optimizer!r})
+    net, opt, data, B = small_run(bk, {optimizer!r}, {activation!r})
     names = [n for n, _ in bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, B))]
     announced = []
     s.warm_up(net, opt, data, B, announce=announced.append)
@@ -104,10 +104,11 @@ print(json.dumps({{"names": names, "announced": announced, "jobs": s.jobs, "help
 """
 
 
-def run_fresh(tmp_path, optimizer="sgd"):
+def run_fresh(tmp_path, optimizer="sgd", activation="relu"):
     import os
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), FASTDL_NUMBA_CACHE="1")
-    code = FIRST_RUN.format(tests=str(__import__("pathlib").Path(__file__).parent), optimizer=optimizer)
+    code = FIRST_RUN.format(tests=str(__import__("pathlib").Path(__file__).parent), optimizer=optimizer,
+                            activation=activation)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.splitlines()[-1])
@@ -130,6 +131,11 @@ def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     assert again["announced"] == [0]                       # what `fastdl train` says: nothing compiles
     adam = run_fresh(tmp_path, "adam")                     # only what differs compiles
     assert len(adam["names"]) == 1 and "update_parts" in adam["names"][0]
+    # another activation: its first layer's body and its last layer; the first layer's parallel
+    # function is cached and runs in the dry run, given no body (address 0), and computes nothing
+    sigmoid = run_fresh(tmp_path, "adam", "sigmoid")
+    assert sorted(n.split("(")[0].split(".")[-1] for n in sigmoid["names"]) == ["output_layer", "split_body"]
+    assert sigmoid["left"] == 0
 
 
 @needs_numba
