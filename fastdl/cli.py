@@ -223,7 +223,8 @@ def cmd_sweep(args) -> int:
         print(f"retrain on the full training set and evaluate on the test set:\n  {b['retrain']}")
     else:
         print("no trial completed; see trials.csv for their errors")
-    print(f"wrote {Path(args.out) / 'trials.csv'}, trials.json, best.json, sweep.png")
+    plot = ", sweep.png" if summary["plot"] else ' (no sweep.png: matplotlib is not installed; pip install "fastdl[plot]")'
+    print(f"wrote {Path(args.out) / 'trials.csv'}, trials.json, best.json{plot}")
     return 0
 
 

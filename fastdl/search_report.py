@@ -58,8 +58,9 @@ def write(study, cfg, out: Path) -> dict:
     w.writeheader()
     w.writerows(table)
     atomic_write_bytes(out / "trials.csv", buf.getvalue().encode())
+    plotted = _plot(table, out / "sweep.png")
+    summary["plot"] = plotted.name if plotted else None      # None: matplotlib is not installed
     atomic_write_bytes(out / "best.json", json.dumps(summary, indent=1, default=str).encode())
-    _plot(table, out / "sweep.png")
     return summary
 
 

@@ -1,6 +1,7 @@
 """fastdl sweep on Optuna: a small study on a subset of MNIST, two worker processes on one
 storage, pruning, a failing trial recorded, resuming, and the CLI's words."""
 
+import importlib.util
 import json
 import sys
 
@@ -36,8 +37,10 @@ def test_a_small_sweep_chooses_on_a_validation_split(mnist_root, tmp_path, monke
     p = summary["best"]["params"]
     assert 1e-6 <= p["lr"] <= 1e-2 and 1e-8 <= p["weight_decay"] <= 1e-4
     assert "--weight-decay" in summary["best"]["retrain"] and "--lr" in summary["best"]["retrain"]
-    for name in ("trials.csv", "trials.json", "best.json", "sweep.png"):
+    for name in ("trials.csv", "trials.json", "best.json"):
         assert (tmp_path / name).is_file()
+    plotting = importlib.util.find_spec("matplotlib") is not None     # the "plot" extra
+    assert (tmp_path / "sweep.png").is_file() == plotting and summary["plot"] == ("sweep.png" if plotting else None)
 
 
 def test_two_worker_processes_share_one_study(mnist_root, tmp_path):
@@ -77,6 +80,10 @@ def test_the_command_line(mnist_root, tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "retrain on the full training set" in printed and "--optimizer adam" in printed
+    if importlib.util.find_spec("matplotlib"):       # it names only what it wrote
+        assert "best.json, sweep.png" in printed
+    else:
+        assert 'no sweep.png: matplotlib is not installed; pip install "fastdl[plot]"' in printed
     assert main(["sweep", "--search", "lr=uniform:1:2", "--out", str(tmp_path)]) == 2
     assert "NAME=log:LOW:HIGH" in capsys.readouterr().err
 

@@ -50,7 +50,7 @@ is_backend_array = _ref.is_backend_array
 train_scope = threads.train_scope
 compile_jobs = ahead.compile_jobs
 _as_indices = _ref._as_indices
-_integers = step.integers
+_integers, _labels = step.integers, step.labels
 
 
 def check_usable() -> None:
@@ -133,13 +133,13 @@ def sigmoid_backward(dy, y):
 
 def softmax_cross_entropy_forward(z, t):
     probs = np.empty_like(z)
-    loss = loops.softmax_rows(probs, z, np.ascontiguousarray(_integers(_as_indices(t), "labels")), False)
+    loss = loops.softmax_rows(probs, z, np.ascontiguousarray(_labels(_as_indices(t))), False)
     return z.dtype.type(loss), probs
 
 
 def softmax_cross_entropy_backward(probs, t):
     dz = np.empty_like(probs)
-    loops.softmax_grad(dz, probs, np.ascontiguousarray(_integers(_as_indices(t), "labels")))
+    loops.softmax_grad(dz, probs, np.ascontiguousarray(_labels(_as_indices(t))))
     return dz
 
 
@@ -251,7 +251,7 @@ sigmoid_grad_colsum_ = loops.sigmoid_grad_colsum
 
 
 def softmax_xent_(dz, z, t):
-    return z.dtype.type(loops.softmax_rows(dz, z, _integers(t, "labels"), True))     # as NumPy's: z's type
+    return z.dtype.type(loops.softmax_rows(dz, z, _labels(t), True))     # as NumPy's: z's type
 
 
 InputLayer = first_layer.InputLayer

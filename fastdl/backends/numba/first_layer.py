@@ -30,7 +30,7 @@ from . import by_address, gather, threads, variants
 from .blas import gemm
 from .by_address import call
 from .loops import jit, jit_parallel
-from .step import cuts, made
+from .step import cuts, integers, made
 
 
 @functools.cache
@@ -155,10 +155,9 @@ def _layer_array(a, dtype, name: str) -> np.ndarray:
 
 
 def _as_rows(idx) -> np.ndarray:
-    """Row indices as the compiled body takes them: C-contiguous int64, cast as NumPy's take()
-    casts them (an unsigned index past int64's range wraps to a negative one, clipped to row 0)."""
-    idx = np.asarray(idx)
-    if idx.dtype.kind not in "iu" or idx.ndim != 1:
-        raise DTypeError(f"InputLayer: idx must be a 1-D array of integer row indices, not {idx.dtype} "
-                         f"with {idx.ndim} dimension(s)")
+    """Row indices as the compiled body takes them: a C-contiguous int64 copy of a 1-D integer
+    array (unsigned 64-bit ones refused, as ``step.integers`` says why)."""
+    idx = integers(np.asarray(idx), "InputLayer: idx")
+    if idx.ndim != 1:
+        raise ShapeError(f"InputLayer: idx must be 1-D (one row index per row of y), not {idx.ndim}-D")
     return np.array(idx, dtype=np.int64, order="C")         # a copy: writeable, aligned, C-contiguous

@@ -75,13 +75,23 @@ def made(pyfunc, decorator):
 
 
 def integers(a, what: str):
-    """Indices or labels as the loops take them: integers, with an unsigned 64-bit array cast to
-    int64 as NumPy casts what it indexes by (a value past int64's range wraps); anything else is
-    refused as NumPy refuses it (the loops would fail to compile with a Numba typing error)."""
-    if isinstance(a, np.ndarray) and a.dtype.kind in "iu":
-        return a.astype(np.int64) if a.dtype == np.uint64 else a
-    raise DTypeError(f"{what} must be an array of integers, not {getattr(a, 'dtype', type(a).__name__)}: "
-                     "pass class or row indices as an integer array")
+    """Indices or labels as the loops take them: an integer array (anything else would fail to
+    compile, with a Numba typing error). Unsigned 64-bit ones are refused: NumPy's take refuses
+    them before NumPy 2 and wraps those past int64's range since, so no answer is the reference's
+    on both. Labels may be cast first (``labels``)."""
+    if isinstance(a, np.ndarray) and a.dtype.kind in "iu" and a.dtype != np.uint64:
+        return a
+    got = getattr(a, "dtype", type(a).__name__)
+    raise DTypeError(f"{what} must be an array of integers (int64 or a narrower integer type), not {got}: "
+                     "pass class or row indices as an int64 array")
+
+
+def labels(t):
+    """Class labels as the loops take them: unsigned 64-bit ones cast to int64 (one past int64's
+    range wraps to a negative label, which the loops' range check refuses as NumPy's indexing does)."""
+    if isinstance(t, np.ndarray) and t.dtype == np.uint64:
+        t = t.astype(np.int64)
+    return integers(t, "labels")
 
 
 def cuts(n: int, parts: int) -> np.ndarray:
@@ -155,7 +165,7 @@ class OutputLayer:
         n = h.shape[0]
         z, dz = (self.Z, self.DZ) if n == self.Z.shape[0] else (self.Z[:n], self.DZ[:n])
         if t.dtype.kind not in "iu" or t.dtype == np.uint64:        # (what the trainer passes: int64)
-            t = integers(t, "labels")
+            t = labels(t)
         return self.W.dtype.type(self._run(self.dW, self.db, dh, db_h, z, dz, h, self.W, self.b, t))
 
 
