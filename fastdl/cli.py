@@ -215,6 +215,8 @@ def cmd_sweep(args) -> int:
         print(f"fastdl sweep: interrupted; every finished trial is kept. Run the same command to continue "
               f"(report so far in {args.out})", file=sys.stderr)
         return 130
+    if summary is None:                     # the report could not be written: sweep() said why
+        return 1
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["states"].items()))
     print(f"study {summary['study']!r}: {summary['trials']} trials ({states})")
     if summary["best"]:

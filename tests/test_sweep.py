@@ -148,3 +148,15 @@ def test_a_search_with_edges_that_build_is_accepted():
     from fastdl.search_space import check_values, parse_fixed
     check_values(parse_space(["optimizer=choice:momentum,nesterov", "momentum=float:0.5:0.99",
                               "init=choice:he,0.01", "batch_size=int:1:256"]), parse_fixed(["batch_norm=true"]))
+
+
+def test_a_report_that_cannot_be_written_is_said_and_the_command_fails(mnist_root, tmp_path, capsys, monkeypatch):
+    from fastdl import search_report
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(search_report, "write", broken)
+    rc = main(["sweep", "--trials", "1", "--epochs", "1", "--hidden", "10", "--train-size", "100", "--backend", "numpy",
+               "--data", str(mnist_root), "--out", str(tmp_path)])
+    assert rc == 1
+    assert "the report could not be written (OSError: disk full)" in capsys.readouterr().err
