@@ -164,9 +164,7 @@ class OutputLayer:
     def forward_backward(self, dh, db_h, h, t):
         n = h.shape[0]
         z, dz = (self.Z, self.DZ) if n == self.Z.shape[0] else (self.Z[:n], self.DZ[:n])
-        if t.dtype.kind not in "iu" or t.dtype == np.uint64:        # (what the trainer passes: int64)
-            t = labels(t)
-        return self.W.dtype.type(self._run(self.dW, self.db, dh, db_h, z, dz, h, self.W, self.b, t))
+        return self.W.dtype.type(self._run(self.dW, self.db, dh, db_h, z, dz, h, self.W, self.b, labels(t)))
 
 
 # -- every parameter's update in one parallel call -----------------------------------------------------

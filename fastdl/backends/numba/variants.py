@@ -85,4 +85,3 @@ def identity_grad_colsum(dh, db, h):
 # by the contract's ACT_CODES (relu 0, sigmoid 1, identity 2)
 BIAS_ACTS = (bias_relu, bias_sigmoid, bias_identity)
 GRAD_COLSUMS = (relu_grad_colsum, sigmoid_grad_colsum, identity_grad_colsum)
-
