@@ -231,7 +231,9 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .report import run_bench
+    from .report import run_bench, suite_dir
+    if not args.json:
+        suite_dir()             # from a wheel: say so before making any folder
     out_folder(Path(args.out))
     return run_bench(args)
 

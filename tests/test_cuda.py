@@ -1,11 +1,10 @@
 """The CUDA side, checked without a GPU: every .cu compiles with nvcc (as written, and as the one
-module the cupy backend builds), the wheel ships every .cu, and a missing GPU fails clearly.
+module the cupy backend builds), and a missing GPU fails clearly.
 GPU parity itself runs in the backend-parametrized suites whenever the cupy backend can run."""
 
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from fastdl.cuda_sources import combined_source, extents, kernel_dir, signatures
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH: install the CUDA toolkit to compile-check kernels/")
 ARCH = "sm_90"       # Hopper (H100/H200); any current architecture catches syntax and type errors
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_sources_are_found():
@@ -77,18 +75,6 @@ def test_the_module_the_backend_builds_compiles(tmp_path):
                    "batchnorm_train", "batchnorm_backward", "batchnorm_inference", "running", "axpy"):
         for suffix in ("f32", "f64"):
             assert f"{kernel}_{suffix}".encode() in data, f"{kernel}_{suffix} missing from the module"
-
-
-def test_wheel_ships_every_cu_file(tmp_path):
-    pytest.importorskip("hatchling")
-    r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    wheel = next(tmp_path.glob("fastdl-*.whl"))
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for path in list(sources()) + [kernel_dir() / "common.cuh"]:
-        assert f"fastdl/kernels/{path.name}" in names, f"{path.name} is not in {wheel.name}"
-    assert "fastdl/backends/cupy.py" in names
 
 
 def test_without_a_gpu_selecting_cupy_fails_with_reason_and_install_command():
