@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import FastDLError
+from .signals import how_stopped, stop_on_sigterm
 
 
 def _int_at_least(text: str, low: int) -> int:
@@ -211,10 +212,11 @@ def cmd_sweep(args) -> int:
                         study=args.study, jobs=args.jobs, out=args.out, data=args.data, space=space,
                         fixed=fixed, hidden=args.hidden, train_size=args.train_size,
                         val_fraction=args.val_fraction, seed=args.seed, pruner=args.pruner)
-    except KeyboardInterrupt:
-        print(f"fastdl sweep: interrupted; every finished trial is kept. Run the same command to continue "
+    except KeyboardInterrupt as exc:
+        word, status = how_stopped(exc)
+        print(f"fastdl sweep: {word}; every finished trial is kept. Run the same command to continue "
               f"(report so far in {args.out})", file=sys.stderr)
-        return 130
+        return status
     if summary is None:                     # the report could not be written: sweep() said why
         return 1
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary["states"].items()))
@@ -244,7 +246,8 @@ def main(argv=None) -> int:
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
                "experiment": cmd_experiment, "sweep": cmd_sweep}[args.command]
     try:
-        return handler(args)
+        with stop_on_sigterm():
+            return handler(args)
     except (FastDLError, FileNotFoundError, ValueError) as exc:
         msg = str(exc)
         for flag, api in (("backend", "backend"), ("data", "root")):     # speak in flags to a CLI user
@@ -252,9 +255,10 @@ def main(argv=None) -> int:
                 msg = msg.replace(f"{api}={getattr(args, flag)!r}", f"--{flag} {getattr(args, flag)}")
         print(f"fastdl {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"fastdl {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:          # Ctrl-C, or SIGTERM (fastdl.signals)
+        word, status = how_stopped(exc)
+        print(f"fastdl {args.command}: {word}", file=sys.stderr)
+        return status
     except BrokenPipeError:             # `fastdl info | head -2`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__, curves, warmup
 from .cli import out_folder
 from .errors import FastDLError, FileFormatError
+from .signals import how_stopped
 
 
 def _default_lr(optimizer: str) -> float:
@@ -107,12 +108,13 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
             print(f"--resume: no checkpoint at {ckpt}; starting from scratch", flush=True)
     try:
         h = tr.fit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:          # Ctrl-C, or SIGTERM (fastdl.signals)
         again = shlex.join(["fastdl", *args.argv] + ([] if args.resume else ["--resume"]))
         kept = (f"the checkpoint {ckpt} (step {io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]['step']}) is kept; "
                 f"continue with:\n  {again}" if tr.checkpoint_written else "no checkpoint was written yet")
-        print(f"fastdl train: interrupted at step {tr.step}; {kept}", file=sys.stderr)
-        return 130
+        word, status = how_stopped(exc)
+        print(f"fastdl train: {word} at step {tr.step}; {kept}", file=sys.stderr)
+        return status
     io.save(net, out / "params.npz")
     record = h.to_dict()
     record.update({"seconds": h.seconds, "compile_seconds": compile_seconds, "fast_path": tr.fast_path,

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,8 @@ import numpy as np
 from .errors import FastDLError
 from .images import ByteImages
 from .search_space import BOOK_SPACE, build, check_values, suggest
+from .search_stop import Stop
+from .signals import Terminated, how_stopped
 from .validate import check_seed
 
 BOOK = {"hidden": [100] * 6, "train_size": 500, "val_fraction": 0.2, "epochs": 50, "batch_size": 100}
@@ -52,8 +52,9 @@ def split(x, t, train_size, val_fraction, seed):
     return (rows(train), t[train]), (rows(val), t[val])
 
 
-def objective(cfg, data):
-    """One trial: train on the split's training part, report validation accuracy per epoch."""
+def objective(cfg, data, stop):
+    """One trial: train on the split's training part, report validation accuracy per epoch
+    (``stop``: a ``search_stop.Stop``, which may abandon the trial at an epoch end)."""
     from .trainer import Trainer
     optuna = _optuna()
     (x, t), (xv, tv) = data
@@ -65,6 +66,7 @@ def objective(cfg, data):
 
         def report(tr, rec):
             curve.append(rec["test_acc"])                    # the validation split, passed as test data
+            stop.epoch_end(trial, curve)
             trial.report(rec["test_acc"], len(curve))
             if trial.should_prune():
                 trial.set_user_attr("val_acc", curve)
@@ -109,50 +111,24 @@ def finished(study) -> int:
     return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
 
 
-class _Interrupts:
-    """Ctrl-C during a sweep: the first one lets the running trial finish and stops there (an
-    interrupt in the middle of a storage write could leave the journal's lock behind); a second
-    one stops at once. Installed only in the main thread (signals go there)."""
-
-    def __init__(self, say: bool):
-        self.requested, self.say, self.previous = False, say, None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        if self.say:
-            print("fastdl sweep: stopping after the running trial (Ctrl-C again to abandon it)", file=sys.stderr,
-                  flush=True)
-
-    def callback(self, study, trial):
-        if self.requested:
-            study.stop()
-
-
-def worker(cfg, n_trials: int, say: bool = False) -> bool:
-    """One process's share of the study (run in a spawned process for --jobs > 1); True when it
-    stopped early on Ctrl-C."""
+def worker(cfg, n_trials: int, say: bool = False):
+    """One process's share of the study (run in a spawned process for --jobs > 1); returns what a
+    signal that stopped it early calls for raising (``Stop.exception``), else None."""
     from . import datasets
     from .backends import get_backend
-    with _Interrupts(say) as interrupts:
+    with Stop(say) as stop:
         cfg = dict(cfg, backend=get_backend(cfg["backend"]))
         # the test set is never used here; bytes: a quarter of the memory in every worker process
         (x, t), _ = datasets.load_mnist(root=cfg["data"], as_bytes=True)
         data = split(x, t, cfg["train_size"], cfg["val_fraction"], cfg["seed"])
         study = _study(cfg, storage_for(cfg["storage"], Path(cfg["out"])))
-        study.optimize(objective(cfg, data), n_trials=n_trials, catch=(Exception,), gc_after_trial=False,
-                       callbacks=[interrupts.callback])
-    return interrupts.requested
+        try:
+            study.optimize(objective(cfg, data, stop), n_trials=n_trials, catch=(Exception,), gc_after_trial=False,
+                           callbacks=[stop.callback])
+        except Terminated:
+            if not stop.abandon:        # a second signal: at once, as it came
+                raise
+    return stop.exception()
 
 
 def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, storage=None, study="fastdl-sweep",
@@ -187,7 +163,7 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     if overlap:
         raise ValueError(f"{sorted(overlap)} are both searched and fixed; choose one")
     remaining = max(0, trials - finished(_study(cfg, storage_for(storage, out))))
-    stopped = False
+    stopped = None
     try:
         if remaining and jobs == 1:
             stopped = worker(cfg, remaining, say=True)
@@ -199,14 +175,26 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
         except Exception as exc:                   # never hide the interrupt or error behind the report
             print(f"fastdl sweep: the report could not be written ({type(exc).__name__}: {exc})", file=sys.stderr)
             summary = None
-    if stopped:
-        raise KeyboardInterrupt
+    if stopped is not None:
+        raise stopped
     return summary
 
 
-def _in_processes(cfg, remaining: int, jobs: int) -> None:
+def _worker_process(cfg, n_trials: int) -> None:
+    """A --jobs worker process: ``worker``, ending quietly (no traceback) with the status a shell
+    expects when stopped by Ctrl-C or SIGTERM; the parent says what happened."""
+    try:
+        stopped = worker(cfg, n_trials)
+    except KeyboardInterrupt as exc:
+        stopped = exc
+    if stopped is not None:
+        sys.exit(how_stopped(stopped)[1])
+
+
+def _in_processes(cfg, remaining: int, jobs: int):
     """``jobs`` worker processes share the study; each gets its share of the trials and of the
-    cores (its backend's threads and BLAS's), so they do not oversubscribe the machine."""
+    cores (its backend's threads and BLAS's), so they do not oversubscribe the machine. Returns as
+    ``worker`` does."""
     import multiprocessing as mp
     jobs = min(jobs, remaining)
     shares = [remaining // jobs + (i < remaining % jobs) for i in range(jobs)]
@@ -218,7 +206,7 @@ def _in_processes(cfg, remaining: int, jobs: int) -> None:
     try:
         os.environ.update({k: threads for k in saved})         # the children start with these
         for i, share in enumerate(shares):
-            p = ctx.Process(target=worker, args=(dict(cfg, worker_seed=cfg["seed"] * 1000 + i), share))
+            p = ctx.Process(target=_worker_process, args=(dict(cfg, worker_seed=cfg["seed"] * 1000 + i), share))
             p.start()
             procs.append(p)
     finally:
@@ -227,7 +215,7 @@ def _in_processes(cfg, remaining: int, jobs: int) -> None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    with _Interrupts(say=True) as interrupts:          # the workers get Ctrl-C too and stop alike
+    with Stop(say=True, forward=procs) as stop:
         try:
             for p in procs:
                 p.join()
@@ -237,6 +225,6 @@ def _in_processes(cfg, remaining: int, jobs: int) -> None:
                 p.join()
             raise
     bad = [p.exitcode for p in procs if p.exitcode != 0]
-    if bad and not interrupts.requested:
+    if bad and not stop.requested:
         raise FastDLError(f"{len(bad)} of {jobs} sweep workers failed (exit codes {bad}); the finished trials are kept")
-    return interrupts.requested
+    return stop.exception()

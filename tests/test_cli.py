@@ -127,6 +127,34 @@ def test_mistakes_are_one_line_in_flags(mnist_root, tmp_path, capsys):
         assert exit_.value.code == 2 and "must be a finite number" in capsys.readouterr().err
 
 
+def test_sigterm_stops_as_ctrl_c_does(mnist_root, tmp_path):
+    """SIGTERM (a scheduler's stop, kill, timeout) mid-run: the same message as Ctrl-C, naming the
+    kept checkpoint and the resume command, and exit status 143; not a silent death."""
+    import signal
+    if not hasattr(signal, "SIGTERM") or sys.platform == "win32":
+        pytest.skip("no SIGTERM to send on this platform")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fastdl", "train", "--iters", "1000000", "--hidden", "10", "--data", str(mnist_root),
+           "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:            # the second epoch's line: the first one's checkpoint is written
+            if line.startswith("epoch 2 "):
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "fastdl train: terminated (SIGTERM) at step" in err and "Traceback" not in err
+    assert "is kept; continue with:" in err and "--resume" in err
+    import fastdl
+    net = fastdl.MultiLayerNet(784, [10], 10, seed=0)
+    tr = fastdl.Trainer(net, fastdl.optimizers.SGD(lr=0.1), *fastdl.datasets.load_mnist(root=mnist_root)[0],
+                        iterations=1_000_000, progress=False)
+    assert tr.resume(out / "checkpoint.npz").step >= 600       # whole and loadable
+
+
 def test_interrupt_names_the_checkpoint_and_the_resume_command(mnist_root, tmp_path, capsys, monkeypatch):
     import fastdl
     out = tmp_path / "run"

@@ -120,6 +120,38 @@ def test_ctrl_c_stops_cleanly_and_keeps_every_finished_trial(mnist_root, tmp_pat
     assert summary["states"]["COMPLETE"] >= len(done) + 1 - summary["states"].get("FAIL", 0)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigterm_stops_the_sweep_and_its_workers_leaving_no_trial_running(mnist_root, tmp_path, jobs):
+    """SIGTERM to the command (a scheduler's stop): it ends with status 143 and its message, its
+    worker processes end too (they went on alone before), and the trials they were running are
+    recorded as failed, not left "running" in the study for good."""
+    import re
+    import signal
+    import subprocess
+    import time
+    if not hasattr(signal, "SIGTERM") or sys.platform == "win32":
+        pytest.skip("no SIGTERM to send on this platform")
+    cmd = [sys.executable, "-m", "fastdl", "sweep", "--trials", "200", "--epochs", "3", "--hidden", "20", "--jobs",
+           str(jobs), "--train-size", "200", "--backend", "numpy", "--data", str(mnist_root), "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / "study.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not journal.is_file() or not re.search(r'"state":\s*1\b', journal.read_text())):
+        time.sleep(0.1)                               # until a trial has finished (state 1: COMPLETE)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "fastdl sweep: terminated (SIGTERM); every finished trial is kept" in err and "Traceback" not in err
+    size = journal.stat().st_size
+    time.sleep(1.5)                                   # no worker goes on writing to the study
+    assert journal.stat().st_size == size
+    left = states(tmp_path)
+    assert "RUNNING" not in left and "COMPLETE" in left, left
+
+
 @pytest.mark.parametrize("seed,words", [(-1, "must be an integer >= 0"), (1.5, "must be an integer >= 0"),
                                         (None, "needs a fixed seed")])
 def test_a_sweep_seed_is_checked_before_anything_is_written(tmp_path, seed, words):

@@ -1,0 +1,86 @@
+"""How a sweep stops on Ctrl-C and on SIGTERM (a scheduler's stop, ``kill``, ``timeout``).
+
+* The first Ctrl-C lets the running trial finish and stops there.
+* SIGTERM abandons the running trial at its next epoch end (a scheduler allows little time
+  before it kills): the trial is recorded as failed, with the reason, not left "running" in the
+  study for good. A ``--jobs`` parent passes SIGTERM on to its worker processes (Ctrl-C at a
+  terminal reaches them by itself).
+* A second signal of either kind stops at once.
+
+The handlers only set flags, which the trial's epoch callback and Optuna's trial callback read:
+a signal raised inside one of Optuna's storage writes could leave the journal's lock behind or
+its last record cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from .signals import Terminated
+
+SIGTERM = getattr(signal, "SIGTERM", None)
+
+
+class Stop:
+    """The flags, installed as the SIGINT and SIGTERM handlers for the ``with`` block (main thread
+    only: signals go there). ``say``: print what happens; ``forward``: processes to pass SIGTERM to."""
+
+    def __init__(self, say: bool, forward=()):
+        self.requested = False          # stop after the running trial
+        self.abandon = False            # ... and abandon it at its next epoch end (SIGTERM)
+        self.say, self.forward, self.previous = say, list(forward), {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, SIGTERM):
+                if sig is not None:
+                    self.previous[sig] = signal.signal(sig, self._handle)
+            logging.getLogger("optuna.study._optimize").addFilter(_no_traceback_when_abandoned)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        logging.getLogger("optuna.study._optimize").removeFilter(_no_traceback_when_abandoned)
+
+    def _handle(self, signum, frame):
+        term = signum == SIGTERM
+        if self.requested:
+            raise Terminated("SIGTERM") if term else KeyboardInterrupt
+        self.requested, self.abandon = True, term
+        if term:
+            for p in self.forward:
+                if p.is_alive():
+                    p.terminate()           # SIGTERM: each worker abandons its trial alike
+        if self.say:
+            print("fastdl sweep: " + ("SIGTERM: abandoning the running trial at its next epoch end" if term else
+                                      "stopping after the running trial (Ctrl-C again to abandon it)"),
+                  file=sys.stderr, flush=True)
+
+    def epoch_end(self, trial, curve) -> None:
+        """In the trial's epoch callback: abandon the trial now if SIGTERM asked for it."""
+        if self.abandon:
+            trial.set_user_attr("error", "abandoned: the sweep received SIGTERM")
+            trial.set_user_attr("val_acc", curve)
+            raise Terminated("SIGTERM")
+
+    def callback(self, study, trial):
+        """Optuna's callback after each trial."""
+        if self.requested:
+            study.stop()
+
+    def exception(self):
+        """What the sweep raises once its report is written: None if no signal stopped it."""
+        if not self.requested:
+            return None
+        return Terminated("SIGTERM") if self.abandon else KeyboardInterrupt()
+
+
+def _no_traceback_when_abandoned(record) -> bool:
+    """Optuna logs a failed trial with its traceback; an abandoned one's would read like a crash."""
+    if record.exc_info and isinstance(record.exc_info[1], Terminated):
+        record.exc_info, record.exc_text = None, None
+    return True
