@@ -52,6 +52,27 @@ def test_split_input_layer_equals_numpy(nb, ref, threads, dtype, data, parts, mo
             same(out[0][1], out[1][1], dtype, n)
 
 
+def test_training_repeats_bit_for_bit_at_a_given_number_of_parts(nb, threads, monkeypatch):
+    """A run is deterministic: the parts' partial sums are added in a fixed order after the join
+    and BLAS is single-threaded inside them, so the same number of parts (FASTDL_NUM_THREADS)
+    gives the same numbers every time. Another number of parts adds in another order: the same
+    numbers within float32 rounding (not bit for bit, as README says)."""
+    import fastdl
+    x, t = pixels((1000, 784), np.float32), np.random.default_rng(0).integers(0, 10, 1000)
+
+    def train(parts):
+        monkeypatch.setattr(threads, "SPLIT_PARTS", parts)
+        net = fastdl.TwoLayerNet(784, 50, 10, backend="numba", seed=0)
+        h = fastdl.Trainer(net, fastdl.optimizers.SGD(lr=0.1), x, t, iterations=100, seed=0, progress=False,
+                           evaluate_train=False).fit()
+        return np.array(h.loss), net.params_numpy()
+    (loss2, p2), (again, q2), (loss1, p1) = train(2), train(2), train(1)
+    assert np.array_equal(loss2, again) and all(np.array_equal(p2[k], q2[k]) for k in p2)
+    np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
+    for k in p1:
+        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-4, atol=1e-6)
+
+
 def test_outside_training_nothing_splits(nb, threads):
     """BLAS is pinned only inside train_scope(), so only there may a GEMM split across threads."""
     assert threads.parts(10_000) == 1 and not threads.active()
