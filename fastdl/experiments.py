@@ -44,11 +44,13 @@ def _final(r, key="train_acc"):
     return f"{r[key][-1]:.3f}" if r["diverged_at_step"] is None else f"diverged at step {r['diverged_at_step']}"
 
 
-def overfit(backend, root, seed: int = 0, train_size: int = 300) -> dict:
+def overfit(backend, root, seed: int = 0, train_size: int = 300, epochs=(201, 301), test_size=None) -> dict:
+    """``epochs``: without and with Dropout (the book's 201 and 301); ``test_size``: the first
+    that many test images (all by default)."""
     (x, t), (xt, tt) = datasets.load_mnist(root=root)
-    x, t = x[:train_size], t[:train_size]
-    settings = {"no regularisation": ({}, 201), "weight decay 0.1": ({"weight_decay": 0.1}, 201),
-                "Dropout 0.2": ({"dropout": 0.2}, 301)}
+    x, t, xt, tt = x[:train_size], t[:train_size], xt[:test_size], tt[:test_size]
+    settings = {"no regularisation": ({}, epochs[0]), "weight decay 0.1": ({"weight_decay": 0.1}, epochs[0]),
+                "Dropout 0.2": ({"dropout": 0.2}, epochs[1])}
     out = {}
     for name, (kw, epochs) in settings.items():
         net = networks.MultiLayerNet(784, [100] * 6, 10, backend=backend, seed=seed, **kw)
@@ -58,11 +60,12 @@ def overfit(backend, root, seed: int = 0, train_size: int = 300) -> dict:
     return out
 
 
-def batchnorm(backend, root, seed: int = 0, epochs: int = 20, train_size: int = 1000) -> dict:
+def batchnorm(backend, root, seed: int = 0, epochs: int = 20, train_size: int = 1000, scales: int = 16) -> dict:
+    """``scales`` initial weight scales, log-spaced from 1 to 1e-4 (the book's 16)."""
     (x, t), (xt, tt) = datasets.load_mnist(root=root)
     x, t = x[:train_size], t[:train_size]
     out = {}
-    for scale in np.logspace(0, -4, num=16):
+    for scale in np.logspace(0, -4, num=scales):
         key = f"{scale:.3g}"
         out[key] = {}
         for name, bn in (("Batch Norm", True), ("plain", False)):
@@ -90,11 +93,14 @@ def _plot(name, results, path: Path):
             ax.set_title(setting); ax.set_xlabel("epoch"); ax.legend(loc="lower right")
         axes[0].set_ylabel("accuracy")
     else:
-        fig, axes = plt.subplots(4, 4, figsize=(12, 10), sharex=True, sharey=True)
+        rows = -(-len(results) // 4)
+        fig, axes = plt.subplots(rows, 4, figsize=(12, 2.5 * rows), sharex=True, sharey=True, squeeze=False)
         for ax, (scale, r) in zip(axes.flat, results.items()):
             ax.plot(r["Batch Norm"]["epoch"], r["Batch Norm"]["train_acc"], label="Batch Norm")
             ax.plot(r["plain"]["epoch"], r["plain"]["train_acc"], ls="--", label="plain")
             ax.set_title(f"W init std {scale}", fontsize=9)
+        for ax in list(axes.flat)[len(results):]:
+            ax.set_visible(False)
         axes[0, 0].legend(fontsize=8)
         fig.supxlabel("epoch"); fig.supylabel("train accuracy")
     fig.tight_layout()
@@ -103,9 +109,11 @@ def _plot(name, results, path: Path):
     return path
 
 
-def run(name: str, backend, root, out: Path, seed: int = 0) -> int:
+def run(name: str, backend, root, out: Path, seed: int = 0, **sizes) -> int:
+    """Experiment ``name`` at the book's sizes (``sizes``: the experiment's own keywords, to
+    shrink it), its curves and plot into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    results = {"overfit": overfit, "batchnorm": batchnorm}[name](backend, root, seed)
+    results = {"overfit": overfit, "batchnorm": batchnorm}[name](backend, root, seed, **sizes)
     atomic_write_bytes(out / f"{name}.json", json.dumps({"experiment": name, "backend": backend.name, "seed": seed,
                                                           "results": results}, indent=1).encode())
     png = _plot(name, results, out / f"{name}.png")
