@@ -109,3 +109,88 @@ def test_manifest_describes_the_network(tmp_path):
     assert manifest["architecture"] == net.config() and manifest["dtype"] == "float64"
     assert manifest["arrays"]["W2"] == {"shape": [5, 4], "dtype": "float64"}
     json.dumps(manifest)
+
+
+def _rewritten(path, arrays=None, manifest=None, entries=None):
+    """The file at ``path`` written again with its arrays, manifest or raw zip entries changed."""
+    if entries is not None:
+        with zipfile.ZipFile(path, "w") as zf:          # stored, as fastdl writes
+            for name, data in entries.items():
+                zf.writestr(name, data)
+        return path
+    a, m = fastdl.io.read_arrays(path)
+    buf = io.BytesIO()
+    manifest = m if manifest is None else manifest(m)
+    payload = dict(a if arrays is None else arrays(a))
+    payload["__manifest__"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(buf, **payload)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def _npy(array, version):
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, array, version=version)
+    return buf.getvalue()
+
+
+def _with(d, **changes):
+    return {**d, **changes}
+
+
+@pytest.mark.parametrize("case,change,words", [
+    ("an array the manifest does not list", dict(arrays=lambda a: _with(a, W9=np.zeros(2, np.float32))),
+     "manifest lists arrays ['W1', 'W2', 'b1', 'b2'], file holds ['W1', 'W2', 'W9', 'b1', 'b2']"),
+    ("a listed array missing", dict(arrays=lambda a: {k: v for k, v in a.items() if k != "b2"}),
+     "file holds ['W1', 'W2', 'b1']"),
+    ("arrays not a table", dict(manifest=lambda m: _with(m, arrays=["W1"])), "manifest lists arrays ['W1']"),
+    ("a newer format version", dict(manifest=lambda m: _with(m, version=99)),
+     "format version 99 is not one this fastdl reads (<= 1); upgrade fastdl"),
+    ("a version that is not a number", dict(manifest=lambda m: _with(m, version="1")), "format version '1'"),
+    ("sizes that are not numbers", dict(manifest=lambda m: _with(m, architecture=_with(m["architecture"], input_size="x"))),
+     "manifest architecture"),
+    ("no architecture", dict(manifest=lambda m: _with(m, architecture=None)), "is malformed"),
+    ("an architecture the arrays do not fit", dict(manifest=lambda m: _with(m, architecture=_with(m["architecture"], hidden_sizes=[5]))),
+     "do not fit the declared architecture [4, 5, 2]"),
+    ("an unknown activation", dict(manifest=lambda m: _with(m, architecture=_with(m["architecture"], activation="tanh"))),
+     "is not usable"),
+    ("a manifest that is not bytes", dict(entries="manifest_f32"), "manifest entry is not a small byte string"),
+    ("an unknown .npy version", dict(entries="npy_v9"), "malformed .npy header"),
+])
+def test_each_check_of_a_params_file_refuses_its_case(tmp_path, case, change, words):
+    """Every check between a file and a network, reached by a file made to fail just that one."""
+    path = fastdl.save(fastdl.TwoLayerNet(4, 3, 2, seed=0), tmp_path / "p.npz")
+    if change.get("entries"):
+        with zipfile.ZipFile(path) as zf:
+            entries = {n: zf.read(n) for n in zf.namelist()}
+        if change["entries"] == "manifest_f32":
+            entries["__manifest__.npy"] = _npy(np.zeros(3, np.float32), (1, 0))
+        else:
+            raw = bytearray(entries["b1.npy"])
+            raw[6] = 9                                   # the major version after the magic string
+            entries["b1.npy"] = bytes(raw)
+        _rewritten(path, entries=entries)
+    else:
+        _rewritten(path, **change)
+    with pytest.raises(FileFormatError) as err:
+        fastdl.load(path)
+    assert words in str(err.value) and str(path) in str(err.value), (case, str(err.value))
+
+
+def test_npy_entries_of_format_2_and_3_load(tmp_path):
+    """NumPy writes format 2.0 (or 3.0) headers where 1.0's cannot hold them; such a file is as good."""
+    net = fastdl.TwoLayerNet(4, 3, 2, seed=0)
+    path = fastdl.save(net, tmp_path / "p.npz")
+    with zipfile.ZipFile(path) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    params = net.params_numpy()
+    entries["W1.npy"], entries["b2.npy"] = _npy(params["W1"], (2, 0)), _npy(params["b2"], (3, 0))
+    loaded = fastdl.load(_rewritten(path, entries=entries))
+    for k, v in params.items():
+        np.testing.assert_array_equal(loaded.params_numpy()[k], v)
+
+
+def test_the_manifest_name_is_reserved(tmp_path):
+    with pytest.raises(ValueError, match="reserved"):
+        fastdl.io.write_arrays(tmp_path / "p.npz", {"__manifest__": np.zeros(1)}, {})
+    assert not (tmp_path / "p.npz").exists()
