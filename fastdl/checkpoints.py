@@ -85,13 +85,16 @@ def _validated(trainer, arrays: dict, m: dict, path) -> dict:
     spe, total = trainer.steps_per_epoch, trainer.total_steps
     out = {"step": _int(m, "step", 0, total, path), "position": _int(m, "position", 0, spe, path),
            "optimizer_step": _int(m, "optimizer_step", 0, 2**62, path)}
-    if out["step"] > total:
-        raise FileFormatError(f"{path}: checkpoint is at step {out['step']}, past this trainer's {total} steps")
-    known = {f"param.{k}" for k in net.params} | {f"opt.{s}.{k}" for s in opt.state_names for k in net.params}
+    state_keys = {f"opt.{s}.{k}" for s in opt.state_names for k in net.params}
+    known = {f"param.{k}" for k in net.params} | state_keys
     known |= {"trainer.epoch_indices", "history.loss"} | {f"buffer.{k}" for k in net.buffers}
     unknown = sorted(set(arrays) - known)
     if unknown:
         raise FileFormatError(f"{path}: checkpoint holds arrays this trainer has no place for: {unknown}")
+    # The optimizer's state is made at its first update: a checkpoint holds all of it or none
+    if set(arrays) & state_keys and not state_keys <= set(arrays):
+        raise FileFormatError(f"{path}: checkpoint lacks optimizer state {sorted(state_keys - set(arrays))} "
+                              f"(it holds the rest)")
     params, state = {}, {}
     for k, p in net.params.items():
         for key, into in ((f"param.{k}", params),) + tuple((f"opt.{s}.{k}", state) for s in opt.state_names):

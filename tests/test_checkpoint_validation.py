@@ -24,17 +24,19 @@ def blobs(n=330, d=8, c=3, seed=0):
     return (rng.standard_normal((c, d))[t] * 3 + rng.standard_normal((n, d))).astype(np.float32), t
 
 
-def trainer(backend, x=None, t=None):
+def trainer(backend, x=None, t=None, chapter6=False):
     if x is None:
         x, t = blobs()
-    net = fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", seed=0, backend=backend)
+    net = (fastdl.MultiLayerNet(8, [16], 3, batch_norm=True, dropout=0.2, seed=0, backend=backend) if chapter6 else
+           fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", seed=0, backend=backend))
     return fastdl.Trainer(net, Adam(0.01), x, t, iterations=40, batch_size=50, seed=3, progress=False, sync_every=5)
 
 
 def snapshot(tr):
     bk = tr.network.backend
     return (tr.network.params_numpy(), {s: {k: bk.to_numpy(v).copy() for k, v in d.items()} for s, d in tr.optimizer.state.items()},
-            tr.optimizer.step, tr.step, tr._pos, copy.deepcopy(tr.rng.bit_generator.state), list(tr.history.loss))
+            tr.optimizer.step, tr.step, tr._pos, copy.deepcopy(tr.rng.bit_generator.state), list(tr.history.loss),
+            {k: v.tolist() for k, v in tr.network.buffers_numpy().items()}, tr.network.dropout_state())
 
 
 def same(a, b):
@@ -78,6 +80,22 @@ def damage(arrays, m, case):
         m["data_fingerprint"] = "0" * 64
     elif case == "history damaged":
         m["history"] = {"epoch": []}
+    elif case == "optimizer state partly missing":
+        del a["opt.v.b2"]
+    elif case == "epoch order missing mid-epoch":
+        del a["trainer.epoch_indices"]
+    elif case == "Dropout state for layers it lacks":
+        m["dropout"] = [[7, 0]]
+    elif case == "running variance NaN":
+        a["buffer.running_var1"] = a["buffer.running_var1"].copy(); a["buffer.running_var1"][2] = np.nan
+    elif case == "running mean missing":
+        del a["buffer.running_mean1"]
+    elif case == "running mean of another shape":
+        a["buffer.running_mean1"] = np.zeros(3, np.float32)
+    elif case == "Dropout counter negative":
+        m["dropout"] = [[m["dropout"][0][0], -1]]
+    elif case == "Dropout state not pairs":
+        m["dropout"] = [m["dropout"][0][0]]
     for k, v in a.items():
         m["arrays"][k] = {"shape": list(v.shape), "dtype": v.dtype.name}
     m["arrays"] = {k: v for k, v in m["arrays"].items() if k in a}
@@ -87,24 +105,38 @@ def damage(arrays, m, case):
 CASES = ["epoch indices out of range", "epoch indices negative", "epoch indices as floats", "epoch indices too short",
          "epoch order not a permutation", "optimizer state of another shape", "optimizer state NaN", "parameter NaN",
          "parameter missing", "unknown array", "step past the run", "position past the epoch", "step not an integer",
-         "RNG state of another generator", "other training data, same size", "history damaged"]
+         "RNG state of another generator", "other training data, same size", "history damaged",
+         "epoch order missing mid-epoch", "Dropout state for layers it lacks", "optimizer state partly missing"]
+# A network with Batch Norm and Dropout: their running averages and mask counters too
+CHAPTER6_CASES = ["running variance NaN", "running mean missing", "running mean of another shape",
+                  "Dropout counter negative", "Dropout state not pairs"]
 
 
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
+def checkpointed(tmp_path_factory, chapter6):
     path = tmp_path_factory.mktemp("ckpt") / "good.npz"
-    tr = trainer("numpy")
+    tr = trainer("numpy", chapter6=chapter6)
     tr.total_steps = 13                    # stop mid-epoch (7 steps per epoch)
     tr.fit()
     tr.save_checkpoint(path)
     return read_arrays(path, expected_format="fastdl-checkpoint")
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_a_damaged_checkpoint_is_refused_and_changes_nothing(backend, good, case, tmp_path):
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    return checkpointed(tmp_path_factory, chapter6=False)
+
+
+@pytest.fixture(scope="module")
+def good_chapter6(tmp_path_factory):
+    return checkpointed(tmp_path_factory, chapter6=True)
+
+
+@pytest.mark.parametrize("case", CASES + CHAPTER6_CASES)
+def test_a_damaged_checkpoint_is_refused_and_changes_nothing(backend, good, good_chapter6, case, tmp_path):
+    chapter6 = case in CHAPTER6_CASES
     path = tmp_path / "bad.npz"
-    write_arrays(path, *damage(*good, case))
-    tr = trainer(backend)
+    write_arrays(path, *damage(*(good_chapter6 if chapter6 else good), case))
+    tr = trainer(backend, chapter6=chapter6)
     tr.fit() if case == "optimizer state NaN" else None          # a trainer with state of its own
     before = snapshot(tr)
     try:
