@@ -181,3 +181,31 @@ def test_oversized_local_files_are_refused_before_reading(tiny_mnist, tmp_path):
     (tmp_path / name).write_bytes(bytes(datasets._raw_size(key) + 1))
     with pytest.raises(FileFormatError, match="bytes; the uncompressed MNIST file is"):
         datasets.load_mnist(root=tmp_path, download=False)
+
+
+def test_an_oversized_gz_is_refused_before_reading(tmp_path):
+    """A .gz larger than any MNIST file (a sparse file here: nothing is written) is refused by its
+    size alone, before a byte of it is read or inflated."""
+    with open(tmp_path / f"{datasets.FILES['train_images'][0]}.gz", "wb") as f:
+        f.truncate(datasets.MAX_RAW_BYTES + 1)
+    with pytest.raises(FileFormatError, match="more than any MNIST file; not an MNIST file"):
+        datasets.load_mnist(root=tmp_path, download=False)
+
+
+def test_missing_files_with_download_off_say_what_to_do(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        datasets.load_mnist(root=tmp_path, download=False)        # the folder exists, empty
+    msg = str(err.value)
+    assert "not found in" in msg and str(tmp_path) in msg and "download=True" in msg and "FASTDL_DATA" in msg
+
+
+@pytest.mark.parametrize("kw,exc_type,words", [
+    (dict(one_hot=True, one_hot_label=False), TypeError, "not both"),
+    (dict(dtype="uint8"), ValueError, "pass normalize=False with it"),
+    (dict(dtype="int32"), TypeError, "dtype int32 is not supported"),
+    (dict(dtype=object()), TypeError, "is not a dtype"),
+    (dict(as_bytes=True, flatten=False), ValueError, "drop as_bytes"),
+])
+def test_contradictory_or_bad_options_are_refused_before_any_file_is_read(tmp_path, kw, exc_type, words):
+    with pytest.raises(exc_type, match=words):
+        datasets.load_mnist(root=tmp_path / "absent", download=False, **kw)
