@@ -125,3 +125,13 @@ def test_every_optimizer_lowers_the_loss(backend, name):
     for _ in range(60):
         net.train_step(xb, tb, opt)
     assert net.loss(x, t) < 0.7 * before
+
+
+@pytest.mark.parametrize("labels", [np.zeros(0, np.int64), np.zeros((0, 2), np.float32)], ids=["indices", "one-hot"])
+def test_no_labels_for_a_row_is_a_shape_error_naming_them(backend, labels):
+    net = fastdl.TwoLayerNet(4, 3, 2, backend=backend, seed=0)
+    x = np.zeros((1, 4), np.float32)
+    with pytest.raises(ShapeError, match=r"t has shape \(0.*no labels; pass at least one"):
+        net.accuracy(x, labels)
+    with pytest.raises(ShapeError, match=r"t_train has shape \(0.*no labels"):
+        fastdl.Trainer(net, fastdl.optimizers.SGD(), x, labels, iterations=1)
