@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import FileFormatError
 from .io import CHECKPOINT_FORMAT, VERSION, read_arrays, write_arrays
+from .validate import check_buffers, check_dropout_state
 
 FINGERPRINT_ROWS = 256
 HISTORY = ("epoch", "epoch_step", "train_acc", "test_acc", "seconds", "train_seconds")
@@ -107,18 +108,12 @@ def _validated(trainer, arrays: dict, m: dict, path) -> dict:
                 raise FileFormatError(f"{path}: checkpoint array {key} is {v.dtype} {v.shape}, or not finite; "
                                       f"expected finite {net.dtype.name} {tuple(p.shape)}")
             into[key] = v
-    buffers = {}
-    for k, b in net.buffers.items():
-        v = arrays.get(f"buffer.{k}")
-        if v is None or v.shape != tuple(b.shape) or v.dtype.kind != "f" or not np.isfinite(v).all():
-            raise FileFormatError(f"{path}: checkpoint buffer {k} is missing, of another shape, or not finite")
-        buffers[k] = v
-    dropout = m.get("dropout", [])
-    if (not isinstance(dropout, list) or len(dropout) != len(net.dropout_state())
-            or not all(isinstance(d, list) and len(d) == 2 and all(isinstance(v, int) and v >= 0 for v in d)
-                       for d in dropout)):
-        raise FileFormatError(f"{path}: checkpoint Dropout state {dropout!r} does not fit this network's "
-                              f"{len(net.dropout_state())} Dropout layers")
+    try:
+        buffers = check_buffers({k[len("buffer."):]: v for k, v in arrays.items() if k.startswith("buffer.")},
+                                net.buffers, net.dtype, net.backend)
+        dropout = check_dropout_state(m.get("dropout", []), len(net.dropout_state()))
+    except (ValueError, TypeError) as exc:
+        raise FileFormatError(f"{path}: checkpoint {exc}") from None
     idx = arrays.get("trainer.epoch_indices")
     if idx is not None:
         n, want = trainer.n_train, (trainer.n_train if trainer.sampling == "shuffle" else spe * trainer.batch_size)

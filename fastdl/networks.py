@@ -20,7 +20,8 @@ from . import scoring
 from .backends import get_backend
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .images import ByteImages, backend_input
-from .validate import as_float_dtype, check_labels, check_param, check_seed, host_view, positive_int
+from .validate import (as_float_dtype, check_buffers, check_dropout_state, check_labels, check_param, check_seed,
+                       host_view, positive_int)
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 
@@ -150,16 +151,14 @@ class MultiLayerNet:
         return [[d.seed, d.calls] for d in self._dropouts]
 
     def set_dropout_state(self, state) -> None:
-        for d, (seed, calls) in zip(self._dropouts, state, strict=True):
-            d.seed, d.calls = int(seed), int(calls)
+        """Each Dropout layer's (seed, calls), as ``dropout_state()`` gives them; all checked first."""
+        for d, (seed, calls) in zip(self._dropouts, check_dropout_state(state, len(self._dropouts))):
+            d.seed, d.calls = seed, calls
 
     def set_buffers(self, buffers: dict) -> None:
-        """Copy running averages into the existing arrays (the Batch Norm layers keep seeing them)."""
-        if set(buffers) != set(self.buffers):
-            raise ValueError(f"buffer names differ: got {sorted(buffers)}, expected {sorted(self.buffers)}")
-        for k, v in buffers.items():
-            if tuple(v.shape) != tuple(self.buffers[k].shape):
-                raise ValueError(f"buffer {k} has shape {tuple(v.shape)}; this network expects {tuple(self.buffers[k].shape)}")
+        """Copy running averages into the existing arrays (the Batch Norm layers keep seeing them),
+        every value checked before any is copied."""
+        for k, v in check_buffers(buffers, self.buffers, self.dtype, self.backend).items():
             self.buffers[k][...] = self.backend.asarray(v, dtype=self.dtype)
 
     def buffers_numpy(self) -> dict:

@@ -118,21 +118,54 @@ def check_labels(t, n_classes: int, n_rows: int | None = None, what: str = "t") 
     return idx
 
 
-def check_param(value: np.ndarray, name: str, shape, dtype) -> None:
-    """A value for parameter ``name``: real numbers (cast to ``dtype`` when copied), of ``shape``, finite."""
+def check_param(value: np.ndarray, name: str, shape, dtype, kind: str = "parameter") -> None:
+    """A value for parameter (or ``kind``) ``name``: real numbers (cast to ``dtype`` when copied),
+    of ``shape``, finite."""
     if value.dtype.kind not in "fiu":
-        raise DTypeError(f"parameter {name} holds {value.dtype} values; parameters are real numbers "
+        raise DTypeError(f"{kind} {name} holds {value.dtype} values; {kind}s are real numbers "
                          f"(copied as {np.dtype(dtype).name})")
     if tuple(value.shape) != tuple(shape):
-        raise ShapeError(f"parameter {name} has shape {tuple(value.shape)}; this network expects {tuple(shape)}")
+        raise ShapeError(f"{kind} {name} has shape {tuple(value.shape)}; this network expects {tuple(shape)}")
     bad = value.size - int(np.count_nonzero(np.isfinite(value)))
     if bad:
-        raise NonFiniteError(f"parameter {name} holds {bad} non-finite value(s) (NaN or inf); a network's "
-                             f"parameters must be finite (a diverged run's? load a checkpoint from before it)")
+        raise NonFiniteError(f"{kind} {name} holds {bad} non-finite value(s) (NaN or inf); a network's "
+                             f"{kind}s must be finite (a diverged run's? load a checkpoint from before it)")
     top = np.finfo(dtype).max
     if value.size and (value.max() > top or value.min() < -top):
-        raise NonFiniteError(f"parameter {name} holds values beyond {np.dtype(dtype).name}'s range (up to "
+        raise NonFiniteError(f"{kind} {name} holds values beyond {np.dtype(dtype).name}'s range (up to "
                              f"{max(abs(float(value.max())), abs(float(value.min()))):.3g}): copied, they would be inf")
+
+
+def check_buffers(buffers, expected: dict, dtype, backend) -> dict:
+    """Values for a network's running averages (``expected``: its buffers by name), checked whole:
+    the same names, each of its buffer's shape, finite real numbers, no negative variance.
+    Returns them as host arrays."""
+    if not isinstance(buffers, dict):
+        raise TypeError(f"buffers must be a dict of arrays by name (as network.buffers), not {type(buffers).__name__}")
+    if set(buffers) != set(expected):
+        raise ValueError(f"buffer names differ: got {sorted(buffers)}, expected {sorted(expected)}")
+    host = {}
+    for k, v in buffers.items():
+        host[k] = a = host_view(v, backend, f"buffer {k}")
+        check_param(a, k, expected[k].shape, dtype, kind="buffer")
+        if k.startswith("running_var") and a.size and a.min() < 0:
+            raise ValueError(f"buffer {k} holds a negative variance ({float(a.min()):.3g}); variances are >= 0")
+    return host
+
+
+def check_dropout_state(state, n_layers: int) -> list:
+    """One [seed, calls] pair of non-negative integers per Dropout layer, as a network's
+    ``dropout_state()`` gives them."""
+    ok = lambda v: (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                    and 0 <= int(v) < 2**64)
+    try:
+        pairs = [list(p) for p in state]
+    except TypeError:
+        pairs = None
+    if pairs is None or len(pairs) != n_layers or not all(len(p) == 2 and all(map(ok, p)) for p in pairs):
+        raise ValueError(f"Dropout state {state!r} does not fit this network's {n_layers} Dropout layer(s): give "
+                         f"one [seed, calls] pair of non-negative integers per layer, as dropout_state() returns")
+    return [[int(seed), int(calls)] for seed, calls in pairs]
 
 
 def positive_int(value, what: str) -> int:

@@ -88,6 +88,8 @@ def damage(arrays, m, case):
         m["dropout"] = [[7, 0]]
     elif case == "running variance NaN":
         a["buffer.running_var1"] = a["buffer.running_var1"].copy(); a["buffer.running_var1"][2] = np.nan
+    elif case == "running variance negative":
+        a["buffer.running_var1"] = a["buffer.running_var1"].copy(); a["buffer.running_var1"][0] = -1
     elif case == "running mean missing":
         del a["buffer.running_mean1"]
     elif case == "running mean of another shape":
@@ -108,7 +110,7 @@ CASES = ["epoch indices out of range", "epoch indices negative", "epoch indices 
          "RNG state of another generator", "other training data, same size", "history damaged",
          "epoch order missing mid-epoch", "Dropout state for layers it lacks", "optimizer state partly missing"]
 # A network with Batch Norm and Dropout: their running averages and mask counters too
-CHAPTER6_CASES = ["running variance NaN", "running mean missing", "running mean of another shape",
+CHAPTER6_CASES = ["running variance NaN", "running variance negative", "running mean missing", "running mean of another shape",
                   "Dropout counter negative", "Dropout state not pairs"]
 
 

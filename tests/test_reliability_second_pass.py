@@ -159,6 +159,52 @@ def test_set_params_checks_every_value_before_copying_any(backend, case, make, e
         np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
+def bn_net(bk):
+    return fastdl.MultiLayerNet(6, [5, 3], 4, batch_norm=True, dropout=0.3, backend=bk, seed=0)
+
+
+# running_mean1 comes first and is valid in each: a refused call must not have copied it
+SET_BUFFERS_CASES = [
+    ("a NaN running mean", lambda b: dict(b, running_mean2=np.array([0.0, np.nan, 0.0])), E.NonFiniteError,
+     "buffer running_mean2 holds 1 non-finite"),
+    ("a negative running variance", lambda b: dict(b, running_var2=np.array([1.0, -0.5, 1.0])), ValueError,
+     "negative variance"),
+    ("a running variance of the wrong shape", lambda b: dict(b, running_var2=np.ones(5)), E.ShapeError,
+     "buffer running_var2 has shape (5,)"),
+    ("a missing buffer", lambda b: {k: v for k, v in b.items() if k != "running_var2"}, ValueError,
+     "buffer names differ"),
+    ("text", lambda b: dict(b, running_var2="1"), E.DTypeError, "real numbers"),
+    ("a list", lambda b: list(b.values()), TypeError, "dict of arrays"),
+]
+
+
+@pytest.mark.parametrize("case,make,exc_type,words", SET_BUFFERS_CASES, ids=[c[0] for c in SET_BUFFERS_CASES])
+def test_set_buffers_checks_every_value_before_copying_any(backend, case, make, exc_type, words):
+    n = bn_net(backend)
+    before = n.buffers_numpy()
+    new = {k: v + 2 for k, v in before.items()}
+    expect("Values that overflow on the way in", f"set_buffers with {case} (after a good one)", backend,
+           exc_type, words, lambda: n.set_buffers(make(new)))
+    for k, v in n.buffers_numpy().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    n.set_buffers(new)                       # and good ones are taken
+    assert all(np.array_equal(n.buffers_numpy()[k], new[k].astype(np.float32)) for k in new)
+
+
+@pytest.mark.parametrize("state", [[[1, 2]], [[1, 2], [3, 4], [5, 6]], [[1, -2], [3, 4]], [[1, 2.5], [3, 4]],
+                                   [[1, 2], [3]], [[1, True], [3, 4]], "ab", 5])
+def test_set_dropout_state_checks_the_whole_state_first(backend, state):
+    """Two Dropout layers: a state for one or three, a negative or non-integer counter, a pair of
+    one, or no list at all is refused, and neither layer's state changes."""
+    n = bn_net(backend)
+    before = n.dropout_state()
+    expect("Values that overflow on the way in", f"set_dropout_state({state!r})", backend, ValueError,
+           "does not fit this network's 2 Dropout layer(s)", lambda: n.set_dropout_state(state))
+    assert n.dropout_state() == before
+    n.set_dropout_state([[7, 1], [np.uint64(2**63), 0]])
+    assert n.dropout_state() == [[7, 1], [2**63, 0]]
+
+
 def test_set_params_casts_numbers_to_the_network_dtype(backend):
     n = net(backend)
     n.set_params({k: np.ones(v.shape, dtype=np.int64) for k, v in n.params.items()})
