@@ -226,8 +226,12 @@ class RMSprop(Optimizer):
     step_scalars = ()
     state_names = ("h",)
 
-    def __init__(self, lr: float = 0.01, decay: float = 0.99, eps: float = 1e-7):
+    def __init__(self, lr: float = 0.01, decay: float = 0.99, eps: float = 1e-7, *, decay_rate: float | None = None):
         super().__init__(lr)
+        if decay_rate is not None:               # the book's name for it
+            if decay not in (0.99, decay_rate):
+                raise TypeError("give decay= or the book's decay_rate=, not both")
+            decay = decay_rate
         self.decay = _number(decay, "decay", 0.0, 1.0)
         self.eps = _number(eps, "eps", 0.0, math.inf, low_open=True)
 

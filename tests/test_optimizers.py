@@ -137,5 +137,6 @@ def test_bound_update_matches_update_and_checks_once(backend, name):
 
 
 def test_get_optimizer_names_what_an_optimizer_does_not_take():
-    with pytest.raises(TypeError, match="RMSprop takes no decay_rate; its hyperparameters are lr, decay, eps"):
-        optimizers.get_optimizer("rmsprop", lr=0.1, decay_rate=0.9)
+    with pytest.raises(TypeError, match="RMSprop takes no momentum; its hyperparameters are lr, decay, eps, decay_rate"):
+        optimizers.get_optimizer("rmsprop", lr=0.1, momentum=0.9)
+    assert optimizers.get_optimizer("rmsprop", lr=0.1, decay_rate=0.9).decay == 0.9       # the book's name
