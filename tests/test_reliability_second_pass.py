@@ -79,6 +79,24 @@ def test_trainer_arguments_are_checked_at_construction(backend, case, kw, words)
            lambda: fastdl.Trainer(net(backend), SGD(0.1), X, T, progress=False, **kw))
 
 
+@pytest.mark.parametrize("case,exc_type,words,call", [
+    ("TwoLayerNet weight_init_std=-1", ValueError, "must be a positive finite number, 'he' or 'xavier'",
+     lambda bk: fastdl.TwoLayerNet(6, 5, 4, weight_init_std=-1, backend=bk)),
+    ("MultiLayerNet without sizes", TypeError, "needs input_size, hidden_sizes",
+     lambda bk: fastdl.MultiLayerNet(6, backend=bk)),
+    ("Dropout ratio 1.0", ValueError, "dropout_ratio=1.0 must be a number in [0, 1)",
+     lambda bk: fastdl.Dropout(1.0, backend=bk)),
+    ("BatchNormalization momentum 1.5", ValueError, "momentum=1.5 must be a number in [0, 1)",
+     lambda bk: fastdl.BatchNormalization(np.ones(3, np.float32), np.zeros(3, np.float32), momentum=1.5, backend=bk)),
+    ("an optimizer given integer parameters", E.DTypeError, "optimizers update floating-point arrays",
+     lambda bk: SGD(0.1).update({"w": bk.asarray(np.zeros(3, np.int64))}, {"w": bk.asarray(np.zeros(3, np.int64))})),
+    ("a number's gradient of 3 values", E.ShapeError, "its parameter is a number",
+     lambda bk: SGD(0.1).update({"w": 1.0}, {"w": np.zeros(3)})),
+])
+def test_layers_networks_and_optimizers_refuse_what_they_cannot_use(backend, case, exc_type, words, call):
+    expect("Hyperparameters at construction", case, backend, exc_type, words, lambda: call(backend))
+
+
 @pytest.mark.parametrize("seed", [-1, 2.5, True, "7"])
 def test_seeds_are_checked_where_they_are_given(backend, seed):
     """NumPy's own message ("expected non-negative integer") named no argument."""
