@@ -106,3 +106,34 @@ def test_a_trickling_server_cannot_hold_a_download_forever(tiny_mnist, server, m
     (x, _), _ = datasets.load_mnist(root=tmp_path)
     assert x.shape == (6, 784) and time.monotonic() - t0 < 20
     assert any(h.startswith("/good/") for h in server.hits)
+
+
+def test_a_body_larger_than_any_mnist_file_is_cut_off_and_refused(tiny_mnist, server, monkeypatch, tmp_path):
+    """A server that sends more than the largest MNIST file (a mirror gone wrong, or hostile): the
+    client stops reading past the cap, keeps nothing, and goes to the next mirror. The cap is
+    lowered here so that a small body crosses it."""
+    import fastdl.download as download
+    monkeypatch.setattr(download, "MAX_RAW_BYTES", 20_000)
+
+    def endless(h):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/gzip")
+        h.end_headers()                               # no length: it streams
+        try:
+            for _ in range(256):
+                h.wfile.write(b"\0" * 1024)
+        except OSError:                               # the client hung up
+            pass
+        h.close_connection = True
+    for name in tiny_mnist:
+        server.routes[f"/big/{name}.gz"] = endless
+    server.serve("good", tiny_mnist)
+    mirrors_env(monkeypatch, server, "big", "good")
+    (x, _), _ = datasets.load_mnist(root=tmp_path)    # the next mirror serves the real files
+    assert x.shape == (6, 784) and sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.gz" for n in tiny_mnist)
+    mirrors_env(monkeypatch, server, "big")
+    (tmp_path / "again").mkdir()
+    with pytest.raises(DatasetError) as err:
+        datasets.load_mnist(root=tmp_path / "again")
+    assert "more than 20000 bytes served; not an MNIST file" in str(err.value)
+    assert leftovers(tmp_path / "again") == []
