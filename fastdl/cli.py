@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
                    help="train on the first N training images only (the book's overfitting setting: 300)")
     t.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"], default="sgd")
+    t.add_argument("--momentum", type=_ratio, default=None,
+                   help="the momentum of --optimizer momentum or nesterov (default 0.9)")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--sampling", choices=["shuffle", "replacement"], default="shuffle")

@@ -43,6 +43,8 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
     from .backends import get_backend
 
     backend = get_backend(args.backend)  # fail fast, before loading data
+    if args.momentum is not None and args.optimizer not in ("momentum", "nesterov"):
+        raise FastDLError(f"--momentum is for --optimizer momentum or nesterov; {args.optimizer} has none")
     out_folder(out)
     init = args.init
     try:
@@ -63,7 +65,8 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
                                  weight_decay=args.weight_decay, dropout=args.dropout, batch_norm=args.batch_norm,
                                  dtype=args.dtype, backend=backend, seed=args.seed)
     lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
-    opt = optimizers.get_optimizer(args.optimizer, lr=lr)
+    opt = optimizers.get_optimizer(args.optimizer, lr=lr,
+                                   **({} if args.momentum is None else {"momentum": args.momentum}))
     length = {"epochs": args.epochs} if args.epochs is not None else {"iterations": args.iters or 10_000}
 
     def report(tr, rec):

@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 from .io import atomic_write_bytes
+from .search_space import TRIAL_DEFAULTS
 
 
 def rows(study) -> list[dict]:
@@ -25,11 +26,12 @@ def rows(study) -> list[dict]:
 
 def retrain_command(cfg, params) -> str:
     """The `fastdl train` command that trains the best configuration on the full training set."""
-    p = {**cfg["fixed"], **params}
+    p = {**TRIAL_DEFAULTS, **cfg["fixed"], **params}
+    init = "he" if p["init"] == "relu" else p["init"]       # the same He scale, in the flag's words
     cmd = ["fastdl", "train", "--backend", cfg["backend"], "--hidden", *map(str, cfg["hidden"]),
-           "--epochs", f"{cfg['epochs']:g}", "--init", str(p.get("init", "he"))]
+           "--epochs", f"{cfg['epochs']:g}", "--init", str(init)]
     flags = {"lr": "--lr", "weight_decay": "--weight-decay", "dropout": "--dropout", "batch_size": "--batch-size",
-             "optimizer": "--optimizer", "activation": "--activation"}
+             "optimizer": "--optimizer", "momentum": "--momentum", "activation": "--activation"}
     for k, flag in flags.items():
         if k in p:
             cmd += [flag, f"{p[k]:.6g}" if isinstance(p[k], float) else str(p[k])]

@@ -12,6 +12,9 @@ import math
 
 BOOK_SPACE = {"lr": ("log", 1e-6, 1e-2), "weight_decay": ("log", 1e-8, 1e-4)}
 # What a trial may set, searched or fixed (the flags of `fastdl train` that shape a run)
+# A trial's values where a name is neither searched nor fixed (``search_report`` spells them out
+# in the retrain command, where `fastdl train`'s own defaults differ)
+TRIAL_DEFAULTS = {"lr": 0.01, "optimizer": "sgd", "init": "relu"}
 KNOWN = {"lr": float, "weight_decay": float, "dropout": float, "batch_size": int, "momentum": float,
          "optimizer": str, "activation": str, "batch_norm": bool, "init": str}
 
@@ -69,7 +72,8 @@ def build(p: dict, hidden, backend, seed):
     """A trial's network, optimizer and batch size (None: the Trainer's) from its values ``p``."""
     from . import networks, optimizers
     from .validate import positive_int
-    init = p.get("init", "relu")
+    p = {**TRIAL_DEFAULTS, **p}
+    init = p["init"]
     try:
         init = float(init)
     except ValueError:
@@ -78,7 +82,7 @@ def build(p: dict, hidden, backend, seed):
                                  weight_decay=p.get("weight_decay", 0.0), dropout=p.get("dropout", 0.0),
                                  batch_norm=p.get("batch_norm", False), backend=backend, seed=seed)
     extra = {"momentum": p["momentum"]} if "momentum" in p else {}
-    opt = optimizers.get_optimizer(p.get("optimizer", "sgd"), lr=p.get("lr", 0.01), **extra)
+    opt = optimizers.get_optimizer(p["optimizer"], lr=p["lr"], **extra)
     batch = p.get("batch_size")
     return net, opt, None if batch is None else positive_int(batch, "batch_size")
 

@@ -192,3 +192,29 @@ def test_a_report_that_cannot_be_written_is_said_and_the_command_fails(mnist_roo
                "--data", str(mnist_root), "--out", str(tmp_path)])
     assert rc == 1
     assert "the report could not be written (OSError: disk full)" in capsys.readouterr().err
+
+
+def test_the_retrain_command_reproduces_the_best_trial_and_runs(mnist_root, tmp_path, capsys):
+    """Choices, integers and a momentum searched, Batch Norm fixed, the learning rate left out
+    (trials use 0.01, where `fastdl train` would default to 0.1 for SGD): the command names every
+    value the best trial used, and `fastdl train` takes it as printed."""
+    import shlex
+    space = parse_space(["optimizer=choice:momentum,nesterov", "momentum=float:0.5:0.8", "batch_size=int:40:60"])
+    summary = sweep(trials=3, out=tmp_path, data=mnist_root, space=space, fixed={"batch_norm": True},
+                    **dict(SMALL, epochs=1))
+    trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
+    for t in trials:
+        assert t["param_optimizer"] in ("momentum", "nesterov") and 0.5 <= t["param_momentum"] <= 0.8
+        assert isinstance(t["param_batch_size"], int) and 40 <= t["param_batch_size"] <= 60
+    best = summary["best"]
+    argv = shlex.split(best["retrain"])
+    for flag, value in (("--lr", "0.01"), ("--optimizer", best["params"]["optimizer"]),
+                        ("--momentum", f"{best['params']['momentum']:.6g}"),
+                        ("--batch-size", str(best["params"]["batch_size"])), ("--init", "he")):
+        assert argv[argv.index(flag) + 1] == value, (flag, best["retrain"])
+    assert "--batch-norm" in argv
+    out = tmp_path / "retrain"
+    assert main([*argv[1:], "--data", str(mnist_root), "--out", str(out), "--no-progress", "--train-size", "300"]) == 0
+    used = json.loads((out / "history.json").read_text())["optimizer"]
+    assert used["name"].lower() == best["params"]["optimizer"]
+    assert used["momentum"] == pytest.approx(best["params"]["momentum"], rel=1e-5) and used["lr"] == 0.01
