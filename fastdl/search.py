@@ -153,7 +153,6 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
         raise ValueError("seed=None: a sweep needs a fixed seed (its workers derive theirs from it)")
     check_values(dict(BOOK_SPACE if space is None else space), dict(fixed or {}))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = {"backend": get_backend(backend).name, "storage": storage, "study": study, "out": str(out), "data": data,
            "space": dict(BOOK_SPACE if space is None else space), "fixed": dict(fixed or {}),
            "hidden": list(BOOK["hidden"] if hidden is None else hidden), "epochs": epochs,
@@ -162,6 +161,7 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     overlap = set(cfg["space"]) & set(cfg["fixed"])
     if overlap:
         raise ValueError(f"{sorted(overlap)} are both searched and fixed; choose one")
+    out.mkdir(parents=True, exist_ok=True)     # only now: a refused sweep writes nothing
     remaining = max(0, trials - finished(_study(cfg, storage_for(storage, out))))
     stopped = None
     try:

@@ -2,6 +2,7 @@
 storage, pruning, a failing trial recorded, resuming, and the CLI's words."""
 
 import importlib.util
+import re
 import json
 import sys
 
@@ -218,3 +219,27 @@ def test_the_retrain_command_reproduces_the_best_trial_and_runs(mnist_root, tmp_
     used = json.loads((out / "history.json").read_text())["optimizer"]
     assert used["name"].lower() == best["params"]["optimizer"]
     assert used["momentum"] == pytest.approx(best["params"]["momentum"], rel=1e-5) and used["lr"] == 0.01
+
+
+def test_a_database_url_holds_the_study(mnist_root, tmp_path):
+    """--storage with a database URL (SQLite here; PostgreSQL alike): Optuna's RDB storage holds
+    the study, a second call continues it, and no journal file is made."""
+    pytest.importorskip("sqlalchemy")
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    assert sweep(trials=2, storage=url, out=tmp_path / "a", data=mnist_root, **SMALL)["trials"] == 2
+    summary = sweep(trials=3, storage=url, out=tmp_path / "b", data=mnist_root, **SMALL)
+    assert summary["trials"] == 3 and (tmp_path / "sweep.db").is_file()
+    assert not (tmp_path / "a" / "study.log").exists() and not (tmp_path / "b" / "study.log").exists()
+
+
+@pytest.mark.parametrize("kw,words", [
+    (dict(trials=0), "trials=0 is not valid"), (dict(jobs=1.5), "jobs=1.5 is not valid"),
+    (dict(epochs=float("nan")), "epochs=nan is not valid"), (dict(val_fraction=1.0), "val_fraction=1.0 is not valid"),
+    (dict(pruner="hyperband"), "pruner='hyperband' is not valid"),
+    (dict(space={"lr": ("log", 1e-4, 1e-2)}, fixed={"lr": 0.1}), "['lr'] are both searched and fixed"),
+    (dict(backend="nunba"), "unknown backend 'nunba'"),
+])
+def test_sweep_arguments_are_checked_before_anything_is_written(tmp_path, kw, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        sweep(out=tmp_path / "s", **{**SMALL, **kw})
+    assert not (tmp_path / "s").exists()
