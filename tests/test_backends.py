@@ -134,3 +134,21 @@ def test_no_silent_fallback_from_env(monkeypatch):
 def test_backend_module_passes_through():
     bk = fastdl.get_backend("numpy")
     assert fastdl.get_backend(bk) is bk
+
+
+def test_a_name_that_is_not_text_is_refused_naming_the_valid_ones(monkeypatch):
+    monkeypatch.delenv("FASTDL_BACKEND", raising=False)
+    with pytest.raises(UnknownBackendError, match=r"backend names are strings, got int 5 .*valid names: numpy, numba, cupy"):
+        fastdl.get_backend(5)
+
+
+def test_available_backends_and_the_current_name(monkeypatch):
+    """Usable ones in registry order (NumPy always), the same answer on a second call; the current
+    name follows the precedence rules without loading anything."""
+    monkeypatch.setenv("FASTDL_BACKEND", "NUMPY ")
+    first = backends.available_backends()
+    assert first[0] == "numpy" and first == backends.available_backends()
+    assert set(first) == {n for n in backends.NAMES if backends.backend_status(n)[0]}
+    assert backends.current_backend_name() == "numpy"
+    with fastdl.use_backend("numpy"):
+        assert backends.current_backend_name() == "numpy"

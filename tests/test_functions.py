@@ -126,3 +126,21 @@ def test_functions_validate_like_the_layers(backend):
     assert backend.to_numpy(F.softmax(np.zeros((0, 3)), backend=backend)).shape == (0, 3)    # no rows: fine
     grad = F.numerical_gradient(lambda x: float((x ** 2).sum()), np.array([3, -2]))
     np.testing.assert_allclose(grad, [6, -4], rtol=1e-6)
+
+
+def test_integer_input_computes_in_floating_point():
+    """Integers (a list of them, as a reader types) become float64 first: sigmoid of 1 is not 0."""
+    np.testing.assert_allclose(F.sigmoid([0, 1]), [0.5, 1 / (1 + np.exp(-1))])
+    np.testing.assert_array_equal(F.relu(np.array([-2, 3])), [0.0, 3.0])
+    assert F.softmax([1, 1]).dtype == np.float64
+
+
+def test_labels_of_another_shape_than_the_scores_say_what_fits():
+    with pytest.raises(fastdl.errors.ShapeError, match="give one-hot rows of that shape or one class index per row"):
+        F.cross_entropy_error(np.full((2, 3), 1 / 3), np.zeros((2, 3, 1)))
+
+
+def test_the_package_has_perceptron_lazily_and_nothing_else_by_that_route():
+    assert fastdl.perceptron.AND(1, 1) == 1
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        fastdl.nothing
