@@ -259,3 +259,14 @@ def test_momentum_is_for_the_optimizers_that_have_one(mnist_root, tmp_path, caps
     with pytest.raises(SystemExit):
         main(["train", "--optimizer", "momentum", "--momentum", "1.0"])
     assert "--momentum" in capsys.readouterr().err
+
+
+def test_resume_with_other_settings_says_how_to_go_on(mnist_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--iters", "200", "--data", str(mnist_root), "--out", str(out), "--no-progress"]
+    assert main([*base, "--hidden", "10"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--hidden", "20", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.npz is from a run with other settings or is damaged" in err and "architecture" in err
+    assert "rerun with that run's flags, or without --resume" in err and "Traceback" not in err
