@@ -270,3 +270,14 @@ def test_resume_with_other_settings_says_how_to_go_on(mnist_root, tmp_path, caps
     err = capsys.readouterr().err
     assert "checkpoint.npz is from a run with other settings or is damaged" in err and "architecture" in err
     assert "rerun with that run's flags, or without --resume" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--iters", "abc"], "'abc' is not an integer"), (["--batch-size", "0"], "'0' must be >= 1"),
+    (["--lr", "fast"], "'fast' is not a number"), (["--dropout", "1"], "--dropout"),
+])
+def test_flag_values_are_checked_by_the_parser_with_the_flag_named(capsys, args, words):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and words in err and args[0] in err and "Traceback" not in err
