@@ -112,3 +112,54 @@ def test_the_layer_hands_its_body_only_the_types_it_compiled_for(ba):
             np.testing.assert_allclose(y, expect_y, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(layer.dW, oracle.dW, rtol=1e-5, atol=1e-5)
     assert set(first_layer.split_layer().signatures) == compiled           # nothing compiled anew
+
+
+LAYER = """
+import sys, numpy as np, fastdl
+nb, ref = fastdl.get_backend("numba"), fastdl.get_backend("numpy")
+rng = np.random.default_rng(0)
+x = rng.standard_normal((300, 23)).astype(np.float32)
+W, b = rng.standard_normal((23, 7)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+worst = 0.0
+for act in sys.argv[1:]:
+    idx = rng.integers(0, 300, 40)
+    y, want = np.empty((40, 7), np.float32), np.empty((40, 7), np.float32)
+    with nb.train_scope():
+        nb.InputLayer(nb, W, b, np.zeros_like(W), x, 40, act).forward(idx, y)
+    ref.InputLayer(ref, W, b, np.zeros_like(W), x, 40, act).forward(idx, want)
+    worst = max(worst, float(np.abs(y - want).max()))
+print("worst", worst)
+"""
+
+
+def test_each_activations_body_is_its_own_when_loaded_from_the_cache(ba, tmp_path):
+    """Two activations' bodies compiled in two processes (each the first function compiled there)
+    and loaded from the disk cache into a third: they had one symbol name, and the layer of the
+    one called the other's body (ReLU applied where none should be). Each is its own now."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path), FASTDL_NUMBA_CACHE="1")
+    env.pop("NUMBA_CACHE_DIR", None)
+    run = lambda *acts: subprocess.run([sys.executable, "-c", LAYER, *acts], env=env, capture_output=True,
+                                       text=True, timeout=600)
+    # the first process compiles the parallel function; each later one its body alone, first
+    for act in ("sigmoid", "relu", "identity"):
+        assert run(act).returncode == 0
+    r = run("identity", "relu", "identity")      # both loaded from it; a layer made after both
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout.split()[-1]) < 1e-4, r.stdout
+
+
+def test_an_address_given_to_another_body_is_refused(ba, monkeypatch):
+    """Where two bodies still shared a symbol, the second would call the first's code: refused."""
+    from numba import njit
+    x = np.arange(3, dtype=np.float64)
+    def _count(args):
+        x, k = args
+        return np.int64(x.shape[0])
+    first, second = njit(_scaled_sum), njit(_count)
+    address = ba.Body(second, (x, 2.0)).target
+    monkeypatch.setitem(ba.Body._given, address, (first, (ba.numba.typeof((x, 2.0)),)))
+    with pytest.raises(RuntimeError, match="give each body function a name of its own"):
+        ba.Body(second, (x, 2.0)).target

@@ -225,3 +225,84 @@ def test_info_counts_the_cached_signatures(nb, tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     before, after = (int(line.split()[0]) for line in out.stdout.split("\n")[:2])
     assert before == 0 and after >= 1, out.stdout
+
+
+TWO_THREADS = """
+import sys, threading, numpy as np, fastdl, numba
+rng = np.random.default_rng(0)
+x, t = rng.random((1000, 784)).astype(np.float32), rng.integers(0, 10, 1000)
+def run(i, out):
+    net = fastdl.TwoLayerNet(784, 50, 10, backend="numba", seed=i)
+    h = fastdl.Trainer(net, fastdl.optimizers.Adam(lr=0.001), x, t, iterations=300, seed=i, progress=False).fit()
+    out[i] = (h.loss, net.params_numpy())
+alone, together = {}, {}
+for i in range(3):
+    run(i, alone)
+threads = [threading.Thread(target=run, args=(i, together)) for i in range(3)]
+[th.start() for th in threads]
+[th.join() for th in threads]
+same = all(alone[i][0] == together[i][0] and all(np.array_equal(alone[i][1][k], together[i][1][k]) for k in alone[i][1])
+           for i in range(3))
+print(numba.threading_layer(), "same" if same else "DIFFERENT")
+"""
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "default"])
+def test_trainers_in_several_threads_run_as_they_run_alone(nb, layer):
+    """Three trainers in three Python threads at once: with Numba's workqueue threading layer (what
+    Numba uses where neither OpenMP nor TBB is found) two parallel launches at once aborted the
+    whole process; now they take turns, and each run's numbers are those it gives alone."""
+    import numba
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT: no parallel launches, and six runs in plain Python take minutes")
+    env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
+    r = subprocess.run([sys.executable, "-c", TWO_THREADS], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-1] == "same", r.stdout
+    if layer == "workqueue":
+        assert r.stdout.split()[0] == "workqueue"
+
+
+def test_a_scope_left_in_one_thread_keeps_the_pin_for_another_still_inside(nb, threads):
+    """Trainers in two threads: the first to finish must not unpin SciPy's BLAS under the other
+    (its split GEMMs would then fight BLAS's own threads for the cores); the last to finish
+    restores it. (Here a helper thread enters first and leaves first.)"""
+    import threading
+    lib = threads.scipy_blas()[0]
+    before = lib.num_threads
+    inside, leave, left = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with nb.train_scope():
+            inside.set()
+            leave.wait(30)
+        left.set()
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert inside.wait(30)
+    with nb.train_scope():
+        leave.set()
+        assert left.wait(30)
+        assert lib.num_threads == 1 and threads.active()     # the first one left; this one is inside
+    worker.join(30)
+    assert lib.num_threads == before and not threads.active()
+
+
+def test_a_trainer_in_another_thread_pins_blas_too(nb, threads):
+    """threadpoolctl lets only the first thread that set OpenBLAS's count set it again (here the
+    main thread, as a user's own threadpoolctl call would make it): a trainer in a worker thread
+    must pin SciPy's BLAS all the same, and restore it after."""
+    import threading
+    lib = threads.scipy_blas()[0]
+    before = lib.num_threads
+    lib.set_num_threads(before)                 # the main thread now controls it, for threadpoolctl
+    seen = []
+
+    def worker():
+        with nb.train_scope():
+            seen.append(lib.num_threads)
+        seen.append(lib.num_threads)
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join(30)
+    assert seen == [1, before]

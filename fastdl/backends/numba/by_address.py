@@ -25,7 +25,13 @@ from numba.extending import intrinsic
 
 class Body:
     """``f`` compiled for one tuple of arguments like ``examples``. Asks Numba for it at once, so
-    that ``ahead.compile_jobs`` counts it among a run's jobs."""
+    that ``ahead.compile_jobs`` counts it among a run's jobs. Its address is found by its
+    symbol's name, which Numba makes from the function's qualified name, its argument types and a
+    counter of the process that compiled it: two functions of one name loaded from the disk cache
+    can share a symbol, so each body needs a name of its own, and an address already given to
+    another body is refused."""
+
+    _given: dict = {}                   # address -> (function, argument types) it was given for
 
     def __init__(self, f, examples: tuple):
         self.f = f
@@ -49,7 +55,13 @@ class Body:
                 return 0
             if cres.signature.return_type != types.int64:       # what call() was typed for
                 raise TypeError(f"{self.f.py_func.__name__} returns {cres.signature.return_type}, not int64")
-            self._target = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+            address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+            owner = Body._given.setdefault(address, (self.f, self.args))
+            if owner[0] is not self.f or owner[1] != self.args:
+                raise RuntimeError(f"{self.f.py_func.__qualname__} and {owner[0].py_func.__qualname__} compiled to one "
+                                   f"symbol ({cres.fndesc.llvm_func_name[:60]}...); give each body function a name "
+                                   f"of its own")
+            self._target = address
         return self._target
 
 

@@ -67,6 +67,11 @@ def split_body(act: int):
             return 1
         out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
         return 0 if gemm(out, X, W[k0:k1]) else 1
+    # A name of its own per activation: a body is found by its symbol's name (by_address), and
+    # two activations' bodies of one name, compiled in two processes and loaded from the disk
+    # cache into a third, had the very same symbol: the layer ran the other activation's body.
+    # (its __name__ stays: ahead.COMPILE_SECONDS knows the job by it)
+    split_body.__qualname__ = "split_body_" + next(k for k, v in ACT_CODES.items() if v == act)
     return made(split_body, jit)
 
 
@@ -129,14 +134,16 @@ class InputLayer:
             return self._through_copy(idx, y)
         self._cut = self.cut if threads.active() else self.one_cut
         self._idx = idx                 # backward passes it again
-        self._run(self._body.target, False, y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD,
-                  self._cut, self.W, self.b, self.dW, y)
+        with threads.REGION:
+            self._run(self._body.target, False, y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD,
+                      self._cut, self.W, self.b, self.dW, y)
 
     def backward(self, dz):
         if not by_address.fits(dz, self.W.dtype, 2):
             dz = _layer_array(dz, self.W.dtype, "dz").copy()
-        self._run(self._body.target, True, dz, self.X, self.Z, self.src, self._idx, self.scale, 0, self._cut,
-                  self.W, self.b, self.dW, dz)                    # the rows of the last forward
+        with threads.REGION:
+            self._run(self._body.target, True, dz, self.X, self.Z, self.src, self._idx, self.scale, 0, self._cut,
+                      self.W, self.b, self.dW, dz)                    # the rows of the last forward
 
     def _through_copy(self, idx, y):
         """forward() for a y the compiled body does not take as it is (a strided or read-only

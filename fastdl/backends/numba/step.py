@@ -113,7 +113,12 @@ def matmul_(out, a, b):
     cols = n > m
     side = n if cols else m
     parts = threads.parts(side) if m * a.shape[1] * n >= SMALL_GEMM else 1
-    if not (loops.dot(out, a, b) if parts == 1 else loops.split_dot(out, a, b, cuts(side, parts), cols)):
+    if parts == 1:
+        done = loops.dot(out, a, b)
+    else:
+        with threads.REGION:
+            done = loops.split_dot(out, a, b, cuts(side, parts), cols)
+    if not done:
         np.matmul(a, b, out=out)
 
 
@@ -212,6 +217,7 @@ def make_update(bk, optimizer, params, grads):
         optimizer.step += 1
         values = tuple(optimizer.kernel_hyperparameters().values())
         h[:len(values)] = values
-        run(P, G, states[0], states[1], h, cut)
+        with threads.REGION:
+            run(P, G, states[0], states[1], h, cut)
 
     return update

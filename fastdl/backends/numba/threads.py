@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import numba
 import numpy as np
@@ -24,8 +25,17 @@ import numpy as np
 # How many parts a split uses (None: one per Numba thread). Tests set it to check uneven splits.
 SPLIT_PARTS = None
 
-_depth = 0                 # nesting of train_scope()
+_depth = 0                 # train_scope()s open, in every thread
+_restore = []              # what the first of them changed, for the last to put back
+_scope_lock = threading.Lock()
 _scipy_blas = None         # SciPy's own BLAS controllers, found once
+
+# One parallel region at a time in this process: Numba's workqueue threading layer (the one
+# where neither OpenMP nor TBB is found) aborts the process when two threads launch parallel
+# functions at once, and where the others allow it the regions would only share the cores.
+# Every call of a parallel function (the step's first layer and update, a split GEMM) holds it:
+# three uncontended acquisitions a step, ~0.15 us each of its ~150 us (timed ad hoc).
+REGION = threading.Lock()
 
 
 def configured_threads() -> int:
@@ -62,6 +72,23 @@ def scipy_blas() -> list:
     return _scipy_blas
 
 
+def _set_threads(lib, n: int) -> None:
+    """Set the thread count of ``lib`` (a threadpoolctl controller of SciPy's OpenBLAS) from any
+    thread. threadpoolctl's own ``set_num_threads`` lets only the first thread that set an
+    OpenBLAS count set it again while that thread lives (the main thread, usually), so a trainer
+    in another thread would run unpinned (measured: a worker thread's fit read 2 threads and ran
+    slower); this calls the library's own function instead."""
+    import ctypes
+    handle = ctypes.CDLL(lib.filepath)         # the library already loaded: the same handle
+    for prefix in ("scipy_", ""):
+        for suffix in ("64_", ""):
+            f = getattr(handle, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if f is not None:
+                f(ctypes.c_int(n))
+                return
+    lib.set_num_threads(n)                      # not OpenBLAS: threadpoolctl's way
+
+
 def split_parts(n_rows: int) -> int:
     """How many parts a split of ``n_rows`` rows uses inside ``train_scope()``."""
     if not scipy_blas():
@@ -81,30 +108,34 @@ def parts(n_rows: int) -> int:
 @contextlib.contextmanager
 def train_scope():
     """SciPy's BLAS single-threaded (and every BLAS capped by FASTDL_NUM_THREADS) for the block;
-    nests; the outermost exit restores what it found."""
+    nests, in one thread or several (a trainer per thread): the first to enter sets what the
+    last to leave restores, whichever thread that is (``_set_threads``)."""
     global _depth
-    restore = []
     # Numba's thread count belongs to each thread: a run in any thread gets FASTDL_NUM_THREADS
     numba_threads = numba.get_num_threads()
     numba.set_num_threads(configured_threads())
-    if _depth == 0:
-        if os.environ.get("FASTDL_NUM_THREADS", "").strip():       # the cap first, then the pin
-            try:
-                from threadpoolctl import threadpool_limits
-                restore.append((threadpool_limits(configured_threads(), user_api="blas"), None))
-            except ImportError:
-                pass
-        for lib in scipy_blas():
-            restore.append((lib, lib.num_threads))
-            lib.set_num_threads(1)
-    _depth += 1
+    with _scope_lock:
+        if _depth == 0:
+            if os.environ.get("FASTDL_NUM_THREADS", "").strip():       # the cap first, then the pin
+                try:
+                    from threadpoolctl import threadpool_limits
+                    _restore.append((threadpool_limits(configured_threads(), user_api="blas"), None))
+                except ImportError:
+                    pass
+            for lib in scipy_blas():
+                _restore.append((lib, lib.num_threads))
+                _set_threads(lib, 1)
+        _depth += 1
     try:
         yield
     finally:
         numba.set_num_threads(numba_threads)
-        _depth -= 1
-        for obj, n in reversed(restore):
-            if n is None:
-                obj.restore_original_limits()
-            else:
-                obj.set_num_threads(n)
+        with _scope_lock:
+            _depth -= 1
+            if _depth == 0:
+                for obj, n in reversed(_restore):
+                    if n is None:
+                        obj.restore_original_limits()
+                    else:
+                        _set_threads(obj, n)
+                _restore.clear()
