@@ -10,6 +10,12 @@ import fastdl
 from fastdl.errors import FileFormatError
 
 
+def _entries(path) -> dict:
+    """A .npz file's zip entries by name, as bytes."""
+    with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
 def test_round_trip_on_each_backend(backend, tmp_path, dtype):
     net = fastdl.MultiLayerNet(6, [5, 4], 3, activation="sigmoid", dtype=dtype, backend=backend, seed=0)
     path = fastdl.save(net, tmp_path / "p.npz")
@@ -45,8 +51,7 @@ def test_pickled_object_is_refused_and_runs_nothing(tmp_path):
     net = fastdl.TwoLayerNet(4, 3, 2, seed=0)
     path = fastdl.save(net, tmp_path / "p.npz")
     # Replace b1 by an object array holding the payload, keeping the manifest.
-    with zipfile.ZipFile(path) as zf:
-        entries = {n: zf.read(n) for n in zf.namelist()}
+    entries = _entries(path)
     buf = io.BytesIO()
     np.save(buf, np.array([_Boom()], dtype=object), allow_pickle=True)
     entries["b1.npy"] = buf.getvalue()
@@ -91,8 +96,7 @@ def test_malformed_files_raise_file_format_error(tmp_path, damage):
 def test_huge_header_is_refused_before_allocating(tmp_path):
     net = fastdl.TwoLayerNet(4, 3, 2, seed=0)
     path = fastdl.save(net, tmp_path / "p.npz")
-    with zipfile.ZipFile(path) as zf:
-        entries = {n: zf.read(n) for n in zf.namelist()}
+    entries = _entries(path)
     hdr = io.BytesIO()
     np.lib.format.write_array_header_1_0(hdr, {"descr": "<f4", "fortran_order": False, "shape": (2**40,)})
     entries["b1.npy"] = hdr.getvalue() + b"\0" * 8
@@ -161,8 +165,7 @@ def test_each_check_of_a_params_file_refuses_its_case(tmp_path, case, change, wo
     """Every check between a file and a network, reached by a file made to fail just that one."""
     path = fastdl.save(fastdl.TwoLayerNet(4, 3, 2, seed=0), tmp_path / "p.npz")
     if change.get("entries"):
-        with zipfile.ZipFile(path) as zf:
-            entries = {n: zf.read(n) for n in zf.namelist()}
+        entries = _entries(path)
         if change["entries"] == "manifest_f32":
             entries["__manifest__.npy"] = _npy(np.zeros(3, np.float32), (1, 0))
         else:
@@ -181,8 +184,7 @@ def test_npy_entries_of_format_2_and_3_load(tmp_path):
     """NumPy writes format 2.0 (or 3.0) headers where 1.0's cannot hold them; such a file is as good."""
     net = fastdl.TwoLayerNet(4, 3, 2, seed=0)
     path = fastdl.save(net, tmp_path / "p.npz")
-    with zipfile.ZipFile(path) as zf:
-        entries = {n: zf.read(n) for n in zf.namelist()}
+    entries = _entries(path)
     params = net.params_numpy()
     entries["W1.npy"], entries["b2.npy"] = _npy(params["W1"], (2, 0)), _npy(params["b2"], (3, 0))
     loaded = fastdl.load(_rewritten(path, entries=entries))
