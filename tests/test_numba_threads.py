@@ -306,3 +306,31 @@ def test_a_trainer_in_another_thread_pins_blas_too(nb, threads):
     th.start()
     th.join(30)
     assert seen == [1, before]
+
+
+@pytest.mark.parametrize("where", ["main thread", "worker thread"])
+def test_the_thread_cap_holds_every_blas_while_training_and_is_restored(nb, threads, monkeypatch, where):
+    """FASTDL_NUM_THREADS caps every BLAS (NumPy's too) inside train_scope, from whichever thread
+    the trainer runs in (threadpoolctl would ignore a worker thread's limit), and restores it."""
+    import threading
+    from threadpoolctl import ThreadpoolController
+    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    if max(lib.num_threads for lib in blas) < 2:
+        pytest.skip("every BLAS here runs one thread already: no cap to see")
+    monkeypatch.setenv("FASTDL_NUM_THREADS", "1")
+    before = [lib.num_threads for lib in blas]
+    for lib in blas:
+        lib.set_num_threads(lib.num_threads)     # the main thread controls them, for threadpoolctl
+    seen = []
+
+    def train():
+        with nb.train_scope():
+            seen.append([lib.num_threads for lib in blas])
+    if where == "main thread":
+        train()
+    else:
+        th = threading.Thread(target=train)
+        th.start()
+        th.join(30)
+    assert seen == [[1] * len(blas)]
+    assert [lib.num_threads for lib in blas] == before

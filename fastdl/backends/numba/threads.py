@@ -73,8 +73,7 @@ def scipy_blas() -> list:
 
 
 def _set_threads(lib, n: int) -> None:
-    """Set the thread count of ``lib`` (a threadpoolctl controller of SciPy's OpenBLAS) from any
-    thread. threadpoolctl's own ``set_num_threads`` lets only the first thread that set an
+    """Set the thread count of ``lib`` (a threadpoolctl controller of a BLAS) from any thread. threadpoolctl's own ``set_num_threads`` lets only the first thread that set an
     OpenBLAS count set it again while that thread lives (the main thread, usually), so a trainer
     in another thread would run unpinned (measured: a worker thread's fit read 2 threads and ran
     slower); this calls the library's own function instead."""
@@ -118,10 +117,14 @@ def train_scope():
         if _depth == 0:
             if os.environ.get("FASTDL_NUM_THREADS", "").strip():       # the cap first, then the pin
                 try:
-                    from threadpoolctl import threadpool_limits
-                    _restore.append((threadpool_limits(configured_threads(), user_api="blas"), None))
+                    from threadpoolctl import ThreadpoolController
                 except ImportError:
-                    pass
+                    ThreadpoolController = None
+                cap = configured_threads()
+                for lib in ThreadpoolController().lib_controllers if ThreadpoolController else ():
+                    if lib.user_api == "blas" and lib.num_threads > cap:
+                        _restore.append((lib, lib.num_threads))
+                        _set_threads(lib, cap)
             for lib in scipy_blas():
                 _restore.append((lib, lib.num_threads))
                 _set_threads(lib, 1)
@@ -133,9 +136,6 @@ def train_scope():
         with _scope_lock:
             _depth -= 1
             if _depth == 0:
-                for obj, n in reversed(_restore):
-                    if n is None:
-                        obj.restore_original_limits()
-                    else:
-                        _set_threads(obj, n)
+                for lib, n in reversed(_restore):
+                    _set_threads(lib, n)
                 _restore.clear()
