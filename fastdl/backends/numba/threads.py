@@ -73,10 +73,11 @@ def scipy_blas() -> list:
 
 
 def _set_threads(lib, n: int) -> None:
-    """Set the thread count of ``lib`` (a threadpoolctl controller of a BLAS) from any thread. threadpoolctl's own ``set_num_threads`` lets only the first thread that set an
-    OpenBLAS count set it again while that thread lives (the main thread, usually), so a trainer
-    in another thread would run unpinned (measured: a worker thread's fit read 2 threads and ran
-    slower); this calls the library's own function instead."""
+    """Set the thread count of ``lib`` (a threadpoolctl controller of a BLAS) from any thread.
+    threadpoolctl's own ``set_num_threads`` lets only the first thread that set an OpenBLAS count
+    set it again while that thread lives (the main thread, usually), so a trainer in another
+    thread would run unpinned (measured: a worker thread's fit read 2 threads and ran slower);
+    this calls the library's own function instead."""
     import ctypes
     handle = ctypes.CDLL(lib.filepath)         # the library already loaded: the same handle
     for prefix in ("scipy_", ""):
