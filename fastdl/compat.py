@@ -105,7 +105,7 @@ class Trainer:
         except DivergenceError as exc:      # the book's went on in NaN; the lists keep what came before
             if self.verbose:
                 print(f"stopped: {exc}")
-        self.train_loss_list = list(tr.history.loss)
+        self.train_loss_list.extend(tr.history.loss)          # a second train() goes on, as the book's
         test_acc = self.network.accuracy(self.x_test, self.t_test)
         if self.verbose:
             print("=============== Final Test Accuracy ===============")

@@ -144,6 +144,8 @@ def test_the_books_rmsprop_and_a_diverging_run_through_the_books_trainer(book, c
                       optimizer_param={"lr": 0.01, "decay_rate": 0.9}, verbose=False, seed=0)
     ok.train()
     assert len(ok.train_acc_list) == 2 and ok.optimizer.decay == 0.9
+    ok.train()                                   # again: the lists go on, as the book's do
+    assert len(ok.train_acc_list) == 4 and len(ok.train_loss_list) == 8
     bad = book.Trainer(book.MultiLayerNet(20, [8], 3, seed=0, weight_init_std=1e18), x * 1e20, t, x, t, epochs=2,
                        optimizer_param={"lr": 1e30}, verbose=True, seed=0)
     bad.train()
