@@ -43,8 +43,12 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
     from .backends import get_backend
 
     backend = get_backend(args.backend)  # fail fast, before loading data
-    if args.momentum is not None and args.optimizer not in ("momentum", "nesterov"):
-        raise FastDLError(f"--momentum is for --optimizer momentum or nesterov; {args.optimizer} has none")
+    lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
+    try:                                 # the optimizer says what it takes (a momentum for SGD, say)
+        opt = optimizers.get_optimizer(args.optimizer, lr=lr,
+                                       **({} if args.momentum is None else {"momentum": args.momentum}))
+    except TypeError as exc:
+        raise FastDLError(f"--optimizer {args.optimizer} with --momentum: {exc}") from None
     out_folder(out)
     init = args.init
     try:
@@ -64,9 +68,6 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
     net = networks.MultiLayerNet(784, args.hidden or [50], 10, activation=args.activation, weight_init_std=init,
                                  weight_decay=args.weight_decay, dropout=args.dropout, batch_norm=args.batch_norm,
                                  dtype=args.dtype, backend=backend, seed=args.seed)
-    lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
-    opt = optimizers.get_optimizer(args.optimizer, lr=lr,
-                                   **({} if args.momentum is None else {"momentum": args.momentum}))
     length = {"epochs": args.epochs} if args.epochs is not None else {"iterations": args.iters or 10_000}
 
     def report(tr, rec):

@@ -20,8 +20,8 @@ from . import scoring
 from .backends import get_backend
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from .images import ByteImages, backend_input
-from .validate import (as_float_dtype, check_buffers, check_dropout_state, check_labels, check_param, check_seed,
-                       host_view, positive_int)
+from .validate import (as_float_dtype, book_alias, check_buffers, check_dropout_state, check_labels, check_param,
+                       check_seed, host_view, positive_int)
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 
@@ -39,15 +39,6 @@ def init_scale(weight_init_std, fan_in: int) -> float:
     if not (scale > 0 and math.isfinite(scale)):
         raise ValueError(f"weight_init_std={weight_init_std!r} must be a positive finite number, 'he' or 'xavier'")
     return scale
-
-
-def _alias(ours, ours_name: str, book, book_name: str, default=None):
-    """fastdl's keyword or the book's spelling of it (not both)."""
-    if book is not None:
-        if ours is not None:
-            raise TypeError(f"give {ours_name}= or the book's {book_name}=, not both")
-        return book
-    return default if ours is None else ours
 
 
 class MultiLayerNet:
@@ -68,8 +59,8 @@ class MultiLayerNet:
                  activation: str = "relu", weight_init_std: float | str = "relu", weight_decay: float | None = None, *,
                  dropout: float = 0.0, batch_norm: bool = False, dtype="float32", backend=None,
                  seed: int | None = None, hidden_size_list=None, weight_decay_lambda=None):
-        hidden_sizes = _alias(hidden_sizes, "hidden_sizes", hidden_size_list, "hidden_size_list")
-        weight_decay = _alias(weight_decay, "weight_decay", weight_decay_lambda, "weight_decay_lambda", 0.0)
+        hidden_sizes = book_alias(hidden_sizes, "hidden_sizes", hidden_size_list, "hidden_size_list")
+        weight_decay = book_alias(weight_decay, "weight_decay", weight_decay_lambda, "weight_decay_lambda", 0.0)
         if hidden_sizes is None or output_size is None:
             raise TypeError("MultiLayerNet needs input_size, hidden_sizes (a list, [] for none) and output_size")
         if not (isinstance(weight_decay, (int, float, np.floating)) and math.isfinite(weight_decay) and weight_decay >= 0):

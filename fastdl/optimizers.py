@@ -28,6 +28,7 @@ import numpy as np
 
 from .backends import get_backend
 from .errors import DTypeError, ShapeError
+from .validate import book_alias
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "get_optimizer"]
 
@@ -226,12 +227,10 @@ class RMSprop(Optimizer):
     step_scalars = ()
     state_names = ("h",)
 
-    def __init__(self, lr: float = 0.01, decay: float = 0.99, eps: float = 1e-7, *, decay_rate: float | None = None):
+    def __init__(self, lr: float = 0.01, decay: float | None = None, eps: float = 1e-7, *,
+                 decay_rate: float | None = None):
         super().__init__(lr)
-        if decay_rate is not None:               # the book's name for it
-            if decay not in (0.99, decay_rate):
-                raise TypeError("give decay= or the book's decay_rate=, not both")
-            decay = decay_rate
+        decay = book_alias(decay, "decay", decay_rate, "decay_rate", 0.99)      # the book's name for it
         self.decay = _number(decay, "decay", 0.0, 1.0)
         self.eps = _number(eps, "eps", 0.0, math.inf, low_open=True)
 

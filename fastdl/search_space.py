@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 
 BOOK_SPACE = {"lr": ("log", 1e-6, 1e-2), "weight_decay": ("log", 1e-8, 1e-4)}
-# What a trial may set, searched or fixed (the flags of `fastdl train` that shape a run)
 # A trial's values where a name is neither searched nor fixed (``search_report`` spells them out
 # in the retrain command, where `fastdl train`'s own defaults differ)
 TRIAL_DEFAULTS = {"lr": 0.01, "optimizer": "sgd", "init": "relu"}
+# What a trial may set, searched or fixed (the flags of `fastdl train` that shape a run)
 KNOWN = {"lr": float, "weight_decay": float, "dropout": float, "batch_size": int, "momentum": float,
          "optimizer": str, "activation": str, "batch_norm": bool, "init": str}
 

@@ -168,6 +168,15 @@ def check_dropout_state(state, n_layers: int) -> list:
     return [[int(seed), int(calls)] for seed, calls in pairs]
 
 
+def book_alias(ours, ours_name: str, book, book_name: str, default=None):
+    """fastdl's keyword or the book's spelling of it (not both)."""
+    if book is not None:
+        if ours is not None:
+            raise TypeError(f"give {ours_name}= or the book's {book_name}=, not both")
+        return book
+    return default if ours is None else ours
+
+
 def positive_int(value, what: str) -> int:
     """``value`` as an int, if it is a positive integer (not a bool, not a float such as 2.5)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -250,7 +250,7 @@ def test_hidden_sizes_given_once_or_flag_by_flag(mnist_root, tmp_path, flags, si
 
 def test_momentum_is_for_the_optimizers_that_have_one(mnist_root, tmp_path, capsys):
     rc = main(["train", "--momentum", "0.5", "--data", str(mnist_root), "--out", str(tmp_path / "a")])
-    assert rc == 2 and "--momentum is for --optimizer momentum or nesterov; sgd has none" in capsys.readouterr().err
+    assert rc == 2 and "--optimizer sgd with --momentum: SGD takes no momentum" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
     out = tmp_path / "b"
     assert main(["train", "--optimizer", "nesterov", "--momentum", "0.5", "--iters", "100", "--hidden", "10",
