@@ -39,10 +39,19 @@ def spawn(module: str, *args: str, **popen) -> subprocess.Popen | None:
 
 
 def end(proc: subprocess.Popen | None) -> None:
-    """Stop ``proc`` if it still runs, and reap it."""
-    if proc is not None and proc.poll() is None:
+    """Stop ``proc`` if it still runs, reap it and close its pipes (left to the garbage
+    collector, each would hold a descriptor until then)."""
+    if proc is None:
+        return
+    if proc.poll() is None:
         proc.kill()
         proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:          # unsent bytes to a helper that is gone
+                pass
 
 
 class Owner:

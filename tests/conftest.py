@@ -12,11 +12,18 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import fastdl
 from fastdl import datasets
 from fastdl.backends import NAMES, backend_status, get_backend
 from mnist_server import Server, idx_bytes
+
+# Hypothesis' example counts: "ci" (the default) repeats the same examples every run; set
+# HYPOTHESIS_PROFILE=thorough for 20 times as many, new ones each run.
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # float32 results differ from the NumPy oracle only by summation order inside kernels and BLAS.
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
@@ -135,3 +142,4 @@ def server():
     s = Server()
     yield s
     s.httpd.shutdown()
+    s.httpd.server_close()

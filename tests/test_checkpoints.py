@@ -92,6 +92,7 @@ def test_sigkill_while_saving_never_leaves_a_broken_file(tmp_path):
         time.sleep(float(rng.uniform(0.01, 0.15)))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         try:
             arrays, m = fastdl.io.read_arrays(path, expected_format="fastdl-checkpoint")
             step = m["step"]

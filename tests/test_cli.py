@@ -226,6 +226,19 @@ def test_a_helper_process_imports_this_fastdl_whatever_its_working_folder(tmp_pa
     assert b"AND" in out
 
 
+def test_ending_a_helper_stops_it_and_closes_its_pipes():
+    """Left to the garbage collector, each pipe held a descriptor (ResourceWarning under -X dev)."""
+    from fastdl import helpers
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(b"unsent")          # buffered: closing must not fail on it
+    helpers.end(proc)
+    assert proc.returncode is not None
+    assert proc.stdin.closed and proc.stdout.closed and proc.stderr.closed
+    helpers.end(proc)                    # twice is harmless
+    helpers.end(None)
+
+
 @pytest.mark.parametrize("command", [["train", "--iters", "1"], ["experiment", "overfit"], ["sweep", "--trials", "1"],
                                      ["bench", "--quick", "-k", "nothing"]])
 def test_an_out_that_is_a_file_is_one_line_for_every_command(tmp_path, capsys, command):

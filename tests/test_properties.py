@@ -1,21 +1,17 @@
 """Property tests (hypothesis): mathematical facts every backend must satisfy on random shapes
-and values. The ``ci`` profile (the default here) runs about 100 examples per property."""
+and values. The ``ci`` profile (conftest.py; the default) runs 100 examples per property."""
 
-import os
 import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastdl
 from fastdl.backends import NAMES, backend_status, get_backend
 
-settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True)
-settings.register_profile("thorough", max_examples=2000, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))   # "thorough": 2000 examples
 
 USABLE = [n for n in NAMES if backend_status(n)[0]]
 ref = get_backend("numpy")
