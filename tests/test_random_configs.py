@@ -3,7 +3,11 @@ backend, fused step and layer path, against NumPy's layer path. The other tests 
 at a time; a bug that only shows in a combination (Batch Norm with Dropout and one-hot labels at
 a batch of 1, say) is what this looks for. Drawn: depth and widths, activation, Batch Norm,
 Dropout, weight decay, optimizer and learning rate, dtype, data (Gaussian or pixels, which numba
-keeps as byte codes), label form, batch size, sampling, steps, a test set or none."""
+keeps as byte codes), label form, batch size, sampling, steps, a test set or none. The same
+runs stopped at a random step, saved and resumed must equal the run uninterrupted, bit for bit."""
+
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,8 +50,8 @@ def runs(draw):
         test_set=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
 
 
-def train(c, backend, fast):
-    """Losses, parameters and buffers after the run ``c`` on ``backend``."""
+def trainer(c, backend, fast, steps=None):
+    """A Trainer of the run ``c`` on ``backend`` (``steps``: other than the run's)."""
     rng = np.random.default_rng(c["seed"])
     shape = (c["n"], c["d"])
     if c["pixels"]:         # MNIST-like: k/255, mostly zeros
@@ -63,12 +67,18 @@ def train(c, backend, fast):
                                weight_decay=c["decay"], dropout=c["dropout"], batch_norm=c["bn"],
                                dtype=c["dtype"], backend=backend, seed=c["seed"])
     opt = fastdl.optimizers.get_optimizer(c["opt"], lr=c["lr"], **({"eps": c["eps"]} if c["eps"] else {}))
-    tr = fastdl.Trainer(net, opt, x, t, xt, tt, iterations=c["steps"], batch_size=c["batch"],
+    tr = fastdl.Trainer(net, opt, x, t, xt, tt, iterations=steps or c["steps"], batch_size=c["batch"],
                         sampling=c["sampling"], seed=c["seed"], progress=False, fast_path=fast, explosion=None)
     assert tr.fast_path is fast
+    return tr
+
+
+def train(c, backend, fast):
+    """Losses, parameters and buffers after the run ``c`` on ``backend``."""
+    tr = trainer(c, backend, fast)
     h = tr.fit()
     assert len(h.loss) == c["steps"]
-    return np.array(h.loss), net.params_numpy(), net.buffers_numpy()
+    return np.array(h.loss), tr.network.params_numpy(), tr.network.buffers_numpy()
 
 
 def compared(c, name: str) -> bool:
@@ -114,3 +124,41 @@ def test_random_runs_equal_numpys_layer_path(name, c):
 @given(c=runs())
 def test_random_runs_on_the_emulated_gpu_equal_numpys_layer_path(emu, c):
     check_against_numpy(emu, c)
+
+
+def check_resume(backend, c, stop, fast):
+    c = dict(c, steps=max(c["steps"], 2))
+    stop = min(stop, c["steps"] - 1)
+    with np.errstate(all="ignore"), tempfile.TemporaryDirectory() as folder:
+        whole = trainer(c, backend, fast)
+        h_whole = whole.fit()
+        first = trainer(c, backend, fast, steps=stop)
+        first.fit()
+        first.save_checkpoint(Path(folder) / "c.npz")
+        second = trainer(c, backend, fast).resume(Path(folder) / "c.npz")
+        assert second.step == stop
+        h = second.fit()
+    np.testing.assert_array_equal(h.loss, h_whole.loss)
+    for got, want in ((second.network.params_numpy(), whole.network.params_numpy()),
+                      (second.network.buffers_numpy(), whole.network.buffers_numpy())):
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+@EXAMPLES
+@given(c=runs(), stop=st.integers(1, 7), fast=st.booleans())
+def test_random_runs_stopped_and_resumed_equal_the_run_bit_for_bit(name, c, stop, fast):
+    """A checkpoint holds all a run needs: the parameters, the optimizer's state, Batch Norm's
+    running averages, the Dropout and sampling generators, the epoch's batch order and place."""
+    ok, reason = backend_status(name)
+    if not ok:
+        pytest.skip(f"backend {name!r} unavailable: {reason}")
+    check_resume(name, c, stop, fast)
+
+
+@EXAMPLES
+@given(c=runs(), stop=st.integers(1, 7), fast=st.booleans())
+def test_random_runs_on_the_emulated_gpu_stopped_and_resumed_equal_the_run(emu, c, stop, fast):
+    check_resume(emu, c, stop, fast)
