@@ -97,6 +97,18 @@ def test_resume_continues_a_killed_run(mnist_root, tmp_path, capsys):
     assert h["steps"] == 300 and len(h["loss"]) == 300
 
 
+def test_resume_goes_on_with_another_backend(mnist_root, tmp_path, capsys, accelerated):
+    out = tmp_path / "run"
+    common = ["train", "--hidden", "20", "--data", str(mnist_root), "--out", str(out), "--no-progress",
+              "--checkpoint-every", "100"]
+    assert main([*common, "--iters", "200", "--backend", "numpy"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--iters", "300", "--resume", "--backend", accelerated.name]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    h = json.loads((out / "history.json").read_text())
+    assert h["steps"] == 300 and len(h["loss"]) == 300
+
+
 def test_chapter6_flags_and_the_books_overfitting_setting(mnist_root, tmp_path, capsys):
     out = tmp_path / "run6"
     rc = main(["train", "--iters", "30", "--hidden", "20", "20", "--batch-norm", "--dropout", "0.2",

@@ -162,3 +162,33 @@ def test_random_runs_stopped_and_resumed_equal_the_run_bit_for_bit(name, c, stop
 @given(c=runs(), stop=st.integers(1, 7), fast=st.booleans())
 def test_random_runs_on_the_emulated_gpu_stopped_and_resumed_equal_the_run(emu, c, stop, fast):
     check_resume(emu, c, stop, fast)
+
+
+@EXAMPLES
+@given(c=runs(), stop=st.integers(1, 7), pair=st.sampled_from([(a, b) for a in ("numpy", "numba", "emu")
+                                                              for b in ("numpy", "numba", "emu") if a != b]))
+def test_files_written_on_one_backend_go_on_on_another(emu, c, stop, pair):
+    """A checkpoint taken on one backend resumes on another (the run then equals NumPy's
+    uninterrupted run within the tolerance), and a parameter file loads there exactly."""
+    if "numba" in pair and not backend_status("numba")[0]:
+        pytest.skip(f"backend 'numba' unavailable: {backend_status('numba')[1]}")
+    on = {"numpy": "numpy", "numba": "numba", "emu": emu}
+    c = dict(c, steps=max(c["steps"], 2))
+    stop = min(stop, c["steps"] - 1)
+    with np.errstate(all="ignore"), tempfile.TemporaryDirectory() as folder:
+        whole = trainer(c, "numpy", False)
+        h_whole = whole.fit()
+        first = trainer(c, on[pair[0]], True, steps=stop)
+        first.fit()
+        first.save_checkpoint(Path(folder) / "c.npz")
+        loaded = fastdl.load(fastdl.save(first.network, Path(folder) / "p.npz"), backend=on[pair[1]])
+        second = trainer(c, on[pair[1]], True).resume(Path(folder) / "c.npz")
+        h = second.fit()
+    assert loaded.backend is second.backend
+    for k, v in first.network.params_numpy().items():
+        np.testing.assert_array_equal(loaded.params_numpy()[k], v, err_msg=k)
+    tol = dict(rtol=1e-3, atol=1e-4) if c["dtype"] == "float32" else dict(rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(h.loss, h_whole.loss, **tol)
+    for k, v in whole.network.params_numpy().items():
+        if compared(c, k):
+            np.testing.assert_allclose(second.network.params_numpy()[k], v, **tol, err_msg=k)
