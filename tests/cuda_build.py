@@ -3,7 +3,9 @@
 ``build(code)`` compiles the very text the GPU backend hands NVRTC with the machine's C++ compiler
 against ``cuda_host/cuda_host.h`` (CUDA's built-ins on the CPU) plus one C launcher per kernel
 and dtype, which runs the kernel over the grid and block it is given: as fibers where the kernel
-synchronises (``uses_barriers``), as plain calls otherwise.
+synchronises (``uses_barriers``), as plain calls otherwise. ``FASTDL_EMU_SANITIZE=1`` builds them
+with AddressSanitizer and UBSan (the process must preload both libraries: ``.ci/run`` shows how),
+so that an access outside an array stops the run with the kernel's line.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fastdl.cuda_sources import instantiations
 
 HOST = Path(__file__).resolve().parent / "cuda_host"
 CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++") or shutil.which("c++")
+SANITIZE = os.environ.get("FASTDL_EMU_SANITIZE") == "1"
 
 
 def uses_barriers(code: str) -> set[str]:
@@ -57,7 +60,9 @@ def build(code: str) -> ctypes.CDLL:
         raise RuntimeError("no C++ compiler (g++, clang++ or $CXX) to run the CUDA kernels on the CPU")
     text = '#include "cuda_host.h"\n' + code + "\n" + _launchers(code)
     shim = (HOST / "cuda_host.cpp").read_text() + (HOST / "cuda_host.h").read_text()
-    key = hashlib.sha256((text + shim + CXX).encode()).hexdigest()[:20]
+    flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-O1", "-g"] \
+        if SANITIZE else ["-O2"]
+    key = hashlib.sha256((text + shim + CXX + " ".join(flags)).encode()).hexdigest()[:20]
     folder = Path(tempfile.gettempdir()) / f"fastdl-cuda-host-{os.getuid() if hasattr(os, 'getuid') else 0}"
     folder.mkdir(exist_ok=True)
     lib = folder / f"kernels-{key}.so"
@@ -65,7 +70,7 @@ def build(code: str) -> ctypes.CDLL:
         src = folder / f"kernels-{key}.cpp"
         src.write_text(text)
         tmp = folder / f"kernels-{key}.{os.getpid()}.so"
-        r = subprocess.run([CXX, "-std=c++17", "-O2", "-shared", "-fPIC", "-w", "-I", str(HOST), str(src),
+        r = subprocess.run([CXX, "-std=c++17", *flags, "-shared", "-fPIC", "-w", "-I", str(HOST), str(src),
                             str(HOST / "cuda_host.cpp"), "-o", str(tmp)], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"the CUDA sources do not compile for the CPU:\n{r.stderr[-4000:]}")

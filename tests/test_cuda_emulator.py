@@ -3,7 +3,11 @@ to a copy of kernels/*.cu or of the cupy backend, makes the suite's kernel check
 code as it is passes them. And the emulated fused step trains the book's network on real MNIST
 with NumPy's losses."""
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +82,43 @@ def test_each_mutation_is_caught(mutated, name):
     with mutated(name) as emu:
         failed = kernel_check_failures(emu)
     assert failed, f"mutation {name!r} went unnoticed by every kernel check"
+
+
+# A read one element past the bias that changes no value: only a bounds check can see it.
+SILENT_OVERREAD = ("activations.cu", "        T v = z[i] + b[i % m];\n        z[i] = v > T(0) ? v : T(0);",
+                   "        T v = z[i] + b[i % m];\n        volatile T past = b[m];\n        (void)past;\n"
+                   "        z[i] = v > T(0) ? v : T(0);")
+SANITIZERS = [subprocess.run(["g++", f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()
+              if shutil.which("g++") else "" for lib in ("libasan.so", "libubsan.so")]
+
+_CHECK_MUTATED = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import fake_cupy, test_cuda_emulator as t
+from fastdl import cuda_sources
+from pathlib import Path
+cuda_sources.kernel_dir = lambda: Path(sys.argv[2])
+with fake_cupy.emulated_backend() as emu:
+    print("failed checks:", t.kernel_check_failures(emu))
+"""
+
+
+@pytest.mark.skipif(not all(Path(lib).is_file() for lib in SANITIZERS), reason="no libasan/libubsan beside g++")
+def test_the_sanitizer_build_stops_a_read_past_an_array_that_the_value_checks_miss(tmp_path):
+    """``.ci/run`` runs the emulated kernels built with AddressSanitizer (FASTDL_EMU_SANITIZE=1)."""
+    file, old, new = SILENT_OVERREAD
+    folder = tmp_path / "kernels"
+    shutil.copytree(cuda_sources.kernel_dir(), folder)
+    text = (folder / file).read_text()
+    assert text.count(old) == 1
+    (folder / file).write_text(text.replace(old, new))
+    run = lambda **env: subprocess.run([sys.executable, "-c", _CHECK_MUTATED, str(Path(__file__).parent), str(folder)],
+                                       capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    plain = run(FASTDL_EMU_SANITIZE="0", LD_PRELOAD="")
+    assert plain.returncode == 0 and "failed checks: []" in plain.stdout, plain.stderr[-2000:]
+    checked = run(FASTDL_EMU_SANITIZE="1", LD_PRELOAD=" ".join(SANITIZERS), ASAN_OPTIONS="detect_leaks=0")
+    assert checked.returncode != 0
+    assert "heap-buffer-overflow" in checked.stderr and "bias_relu_impl" in checked.stderr, checked.stderr[-2000:]
 
 
 def test_a_barrier_in_a_kernel_run_without_fibers_is_an_error(monkeypatch):
