@@ -334,3 +334,55 @@ def test_the_thread_cap_holds_every_blas_while_training_and_is_restored(nb, thre
         th.join(30)
     assert seen == [[1] * len(blas)]
     assert [lib.num_threads for lib in blas] == before
+
+
+LAUNCH_POLICY = """
+import json, numpy as np, fastdl
+from fastdl.backends.numba import first_layer, step, threads
+rng = np.random.default_rng(0)
+x, t = rng.random((600, 784)).astype(np.float32), rng.integers(0, 10, 600)
+out = {"layer": threads.threading_layer()}
+builds = lambda parallel: (first_layer.split_layer(parallel), step.update_parts("sgd_update", parallel))
+for hidden, batch in (([50], 100), ([1000], 256)):
+    before = {p: [len(f.signatures) for f in builds(p)] for p in (False, True)}
+    net = fastdl.MultiLayerNet(784, hidden, 10, backend="numba", seed=0)
+    h = fastdl.Trainer(net, fastdl.optimizers.SGD(lr=0.1), x, t, iterations=5, batch_size=batch, seed=0,
+                       progress=False).fit()
+    ran = {p: [len(f.signatures) > b for f, b in zip(builds(p), before[p])] for p in (False, True)}
+    out[str(hidden[0])] = {"serial": ran[False], "parallel": ran[True], "loss": h.loss,
+                           "W1": net.params_numpy()["W1"].tolist()}
+print(json.dumps(out))
+"""
+
+
+def _policy_run(**env):
+    r = subprocess.run([sys.executable, "-c", LAUNCH_POLICY], capture_output=True, text=True,
+                       env=dict(os.environ, **env), timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return __import__("json").loads(r.stdout)
+
+
+def test_on_the_workqueue_layer_small_layers_run_in_the_calling_thread(nb, threads):
+    """A parallel launch costs ~70 us on Numba's workqueue layer (~2 us on OpenMP): the book's
+    first layer and update run there as serial functions, one part, with the numbers that one
+    part gives on OpenMP; the 784-1000-10 network's layer still splits."""
+    import numba
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT: nothing runs in parallel")
+    queue = _policy_run(NUMBA_THREADING_LAYER="workqueue")
+    assert queue["layer"] == "workqueue"
+    assert queue["50"]["serial"] == [True, True] and queue["50"]["parallel"] == [False, False]
+    assert queue["1000"]["parallel"] == [True, True]        # the first layer and the update split
+    one_part = _policy_run(NUMBA_THREADING_LAYER="default", FASTDL_NUM_THREADS="1")
+    assert one_part["layer"] != "workqueue" and one_part["50"]["parallel"] == [True, True]
+    assert queue["50"]["loss"] == one_part["50"]["loss"] and queue["50"]["W1"] == one_part["50"]["W1"]
+
+
+def test_serial_and_parallel_builds_keep_apart_in_the_disk_cache(nb):
+    """Numba's disk cache keys code by function name and types, not by parallel=: under one name
+    the serial build loaded the parallel code from the cache (and ran at the launch's cost)."""
+    from fastdl.backends.numba import first_layer, step
+    for build in (first_layer.split_layer, lambda p: step.update_parts("sgd_update", p)):
+        serial, parallel = build(False), build(True)
+        assert serial.targetoptions.get("parallel") in (None, False) and parallel.targetoptions["parallel"]
+        assert serial.py_func.__qualname__ != parallel.py_func.__qualname__

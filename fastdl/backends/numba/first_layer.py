@@ -75,11 +75,19 @@ def split_body(act: int):
     return made(split_body, jit)
 
 
+def split_layer(parallel: bool = True):
+    """``_split_layer``, one build per value however it is passed (``functools.cache`` keys
+    ``split_layer()`` and ``split_layer(True)`` apart)."""
+    return _split_layer(bool(parallel))
+
+
 @functools.cache
-def split_layer():
+def _split_layer(parallel: bool):
     """The first layer's forward and backward: one parallel function for both (each parallel
     function compiles a gufunc of its own) and for every activation, its parts on Numba's threads
-    calling ``body`` (a ``split_body``) by address."""
+    calling ``body`` (a ``split_body``) by address. ``parallel=False``: the same code as a serial
+    function (its ``prange`` a ``range``), for one part where a launch costs more than a split
+    saves (``threads.splits``)."""
 
     def split_layer(body, backward, z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, dW, dz):
         if body == 0:                  # no compiled body: only while ahead.compile_jobs records
@@ -96,7 +104,9 @@ def split_layer():
             failed += call(body, (np.int64(-1), backward, z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, dW, dz))
         if failed:
             raise ShapeError("split_layer: idx, z or a part's GEMM do not fit the layer (more rows than its batch?)")
-    return made(split_layer, jit_parallel)
+    if not parallel:        # a name of its own: Numba's disk cache keys code by name and types, not by
+        split_layer.__qualname__ += "_serial"      # parallel=, and would hand back the parallel one
+    return made(split_layer, jit_parallel if parallel else jit)
 
 
 class InputLayer:
@@ -106,8 +116,9 @@ class InputLayer:
     def __init__(self, bk, W, b, dW, x_train, batch_size: int, activation: str, byte_coded: bool = True):
         K, N = W.shape
         self.W, self.b, self.dW = W, b, dW
-        self._run = split_layer()
-        self.cut = cuts(K, threads.split_parts(K))
+        parallel = threads.splits(batch_size * K * N, "gemm")
+        self._run = split_layer(parallel)
+        self.cut = cuts(K, threads.split_parts(K) if parallel else 1)
         self.one_cut = cuts(K, 1)
         self._cut = self.one_cut
         if x_train.shape[1] != K:          # the gather reads K bytes or floats per row, unchecked

@@ -112,7 +112,8 @@ def matmul_(out, a, b):
     # by rows; 256 x 4096 @ 4096 x 4096: 47 against 54 ms, timed ad hoc)
     cols = n > m
     side = n if cols else m
-    parts = threads.parts(side) if m * a.shape[1] * n >= SMALL_GEMM else 1
+    work = m * a.shape[1] * n
+    parts = threads.parts(side) if work >= SMALL_GEMM and threads.splits(work, "gemm") else 1
     if parts == 1:
         done = loops.dot(out, a, b)
     else:
@@ -174,9 +175,15 @@ class OutputLayer:
 
 # -- every parameter's update in one parallel call -----------------------------------------------------
 
+def update_parts(kernel: str, parallel: bool = True):
+    """``_update_parts``, one build per kernel and value (see ``first_layer.split_layer``)."""
+    return _update_parts(kernel, bool(parallel))
+
+
 @functools.cache
-def update_parts(kernel: str):
-    """Every parameter's update by the contract's kernel ``kernel`` in one parallel call."""
+def _update_parts(kernel: str, parallel: bool):
+    """Every parameter's update by the contract's kernel ``kernel`` in one parallel call
+    (``parallel=False``: the same code as a serial function, as ``first_layer.split_layer``)."""
     update = variants.UPDATES[kernel]
 
     def update_parts(P, G, S0, S1, h, cut):
@@ -186,7 +193,9 @@ def update_parts(kernel: str):
             for a in range(len(P)):
                 lo, hi = cut[a, part], cut[a, part + 1]
                 update(P[a][lo:hi], G[a][lo:hi], S0[a][lo:hi], S1[a][lo:hi], h)
-    return made(update_parts, jit_parallel)
+    if not parallel:        # a name of its own for the disk cache (see first_layer.split_layer)
+        update_parts.__qualname__ += "_serial"
+    return made(update_parts, jit_parallel if parallel else jit)
 
 
 def make_update(bk, optimizer, params, grads):
@@ -201,8 +210,9 @@ def make_update(bk, optimizer, params, grads):
     dt = params[keys[0]].dtype
     if any(not a.flags.c_contiguous or a.dtype != dt for a in arrays):
         return composed.make_update(bk, optimizer, params, grads)      # flat views would be copies
-    run = update_parts(optimizer.kernel)
-    parts = threads.split_parts(params[keys[0]].shape[0])
+    parallel = threads.splits(sum(p.size for p in params.values()), "update")
+    run = update_parts(optimizer.kernel, parallel)
+    parts = threads.split_parts(params[keys[0]].shape[0]) if parallel else 1
     # Tuples of flat views: a call unboxes them in ~1 us; typed Lists took ~3 us more (ad hoc).
     flat = lambda arrays: tuple(a.reshape(-1) for a in arrays)
     P, G = flat(params[k] for k in keys), flat(grads[k] for k in keys)

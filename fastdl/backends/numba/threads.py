@@ -89,6 +89,36 @@ def _set_threads(lib, n: int) -> None:
     lib.set_num_threads(n)                      # not OpenBLAS: threadpoolctl's way
 
 
+# How much work a parallel launch must share out to pay for itself, per Numba threading layer:
+# (multiply-adds of a GEMM, elements of an update). One launch on 2 threads (an empty prange,
+# timed ad hoc) costs 1.1-2.7 us on OpenMP and TBB, whose workers spin, and 66-74 us on the
+# workqueue, whose workers sleep (the layer Numba uses where neither is found: a Mac without
+# libomp, say). There the book's first layer (3.9 M multiply-adds a pass) and update (40 k
+# elements) ran their loop 2x slower split than in the calling thread alone (timed ad hoc);
+# the 784-1000-1000-10 network's (200 M, 1.8 M) still gain. A layer not listed splits all.
+MIN_SPLIT_WORK = {"workqueue": (1 << 24, 1 << 18)}
+
+_layer = None
+
+
+def threading_layer() -> str:
+    """The threading layer Numba runs parallel functions on in this process (its pool started
+    if it was not: a few milliseconds, nothing compiled)."""
+    global _layer
+    if _layer is None:
+        from numba.np.ufunc import parallel
+        parallel._launch_threads()          # what Numba's first parallel call does first
+        _layer = numba.threading_layer()
+    return _layer
+
+
+def splits(work: int, kind: str) -> bool:
+    """Whether a split of ``work`` (``kind``: "gemm", in multiply-adds, or "update", in
+    elements) pays for a parallel launch on this process's threading layer."""
+    floors = MIN_SPLIT_WORK.get(threading_layer())
+    return floors is None or work >= floors[("gemm", "update").index(kind)]
+
+
 def split_parts(n_rows: int) -> int:
     """How many parts a split of ``n_rows`` rows uses inside ``train_scope()``."""
     if not scipy_blas():
