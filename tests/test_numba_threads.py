@@ -381,6 +381,9 @@ def test_on_the_workqueue_layer_small_layers_run_in_the_calling_thread(nb, threa
 def test_serial_and_parallel_builds_keep_apart_in_the_disk_cache(nb):
     """Numba's disk cache keys code by function name and types, not by parallel=: under one name
     the serial build loaded the parallel code from the cache (and ran at the launch's cost)."""
+    import numba
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT: plain Python functions, nothing cached")
     from fastdl.backends.numba import first_layer, step
     for build in (first_layer.split_layer, lambda p: step.update_parts("sgd_update", p)):
         serial, parallel = build(False), build(True)
