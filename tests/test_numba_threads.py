@@ -145,6 +145,7 @@ def test_info_reports_compiled_kernels_and_prefetch(nb):
     info = nb.describe()
     assert "kernels in this process" in info["compiled"] and not info["compiled"].startswith("0 of")
     assert info["prefetch"] == "off" or "rows ahead" in info["prefetch"]
+    assert info["threading_layer"].split()[0] in ("omp", "tbb", "workqueue")
 
 
 def test_no_recompiles_in_the_loop(nb):

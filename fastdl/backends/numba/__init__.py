@@ -63,10 +63,20 @@ def describe() -> dict:
     info = _ref.describe()
     info.update(backend=name, numba=numba.__version__, threads=numba.get_num_threads(),
                 disk_cache=_disk_cache_status(), compiled=compiled_status(),
-                split_parts=threads.split_parts(1 << 30),
+                split_parts=threads.split_parts(1 << 30), threading_layer=_layer_status(),
                 prefetch=f"{gather.PREFETCH_AHEAD} rows ahead" if gather.PREFETCH_AHEAD and gather.prefetch_available()
                 else "off")
     return info
+
+
+def _layer_status() -> str:
+    """Numba's threading layer here, and what it means for the split (``threads.MIN_SPLIT_WORK``)."""
+    layer = threads.threading_layer()
+    floors = threads.MIN_SPLIT_WORK.get(layer)
+    if floors is None:
+        return layer
+    return (f"{layer} (a parallel call wakes sleeping workers: layers under {floors[0]:,} multiply-adds a "
+            f"pass and updates under {floors[1]:,} elements run in one thread; OpenMP or TBB split them)")
 
 
 def jitted() -> list:
