@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastdl
+from conftest import backend_params
 from fastdl.backends import backend_status
 
 OPTIMIZERS = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
@@ -109,11 +110,12 @@ EXAMPLES = settings(max_examples=settings.default.max_examples // 4,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-@pytest.mark.parametrize("name", ["numpy", "numba"])
+@pytest.mark.parametrize("name", backend_params())
 @EXAMPLES
 @given(c=runs())
 def test_random_runs_equal_numpys_layer_path(name, c):
-    """NumPy's own fused step is in the list: it is the oracle of the others' fused steps."""
+    """NumPy's own fused step is in the list: it is the oracle of the others' fused steps (and
+    cupy's on a GPU; the CUDA code runs in the emulated GPU's tests here)."""
     ok, reason = backend_status(name)
     if not ok:
         pytest.skip(f"backend {name!r} unavailable: {reason}")
@@ -146,7 +148,7 @@ def check_resume(backend, c, stop, fast):
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
-@pytest.mark.parametrize("name", ["numpy", "numba"])
+@pytest.mark.parametrize("name", backend_params())
 @EXAMPLES
 @given(c=runs(), stop=st.integers(1, 7), fast=st.booleans())
 def test_random_runs_stopped_and_resumed_equal_the_run_bit_for_bit(name, c, stop, fast):
