@@ -37,7 +37,7 @@ def machine_info() -> dict:
                                  f"threads={p.get('num_threads')}" for p in blas)
     except ImportError:
         info["blas"] = "unknown"
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "FASTDL_NUM_THREADS"):
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "FASTDL_NUM_THREADS", "NUMBA_THREADING_LAYER"):
         if os.environ.get(var):
             info[var] = os.environ[var]
     return info
