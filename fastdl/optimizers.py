@@ -117,7 +117,7 @@ class Optimizer:
         the same from step to step (a fused step's own): everything ``update`` checks is checked
         once, here; each call reads the hyperparameters (changing ``lr`` between steps works)."""
         bk = get_backend(backend)
-        kernel = getattr(bk, self.kernel)
+        kernel = inspect.unwrap(getattr(bk, self.kernel))      # past its guard: the arrays are checked here
         _dicts(params, grads)
         numbers = [k for k, p in params.items() if _is_number(p)]
         if numbers:

@@ -9,6 +9,7 @@ import types
 import pytest
 
 import fastdl
+from conftest import load_or_skip
 from fastdl import backends
 from fastdl.backends import contract
 from fastdl.cuda_sources import combined_source
@@ -54,6 +55,26 @@ def test_hooks_follow_the_naming_rule():
             assert entry.writes, f"{entry.name} must say what it writes"
             first = entry.signature.split("(")[1].split(",")[0]
             assert first == entry.writes.split(",")[0].strip(), f"{entry.name}: outputs come first"
+
+
+def test_every_kernel_update_and_hook_states_its_arguments_in_the_signatures_order():
+    from fastdl.backends import guard
+    guarded = [e for e in contract.ENTRIES if e.kind in guard.GUARDED]
+    assert {e.name for e in guarded} == set(contract.ARGS)
+    for entry in guarded:
+        params = [p.split("=")[0].strip() for p in entry.signature.split("(", 1)[1].split(")")[0].split(",")]
+        assert [arg for arg, _ in contract.arg_specs(entry.name)] == params, entry.name
+
+
+@pytest.mark.parametrize("name", ["numba", pytest.param("cupy", marks=pytest.mark.gpu)])
+def test_the_trusting_backends_guard_every_kernel_update_and_hook(name):
+    """numba's loops and the CUDA kernels trust their arguments' ranks and dtypes: each public
+    entry stands behind the contract's argument check (tests/test_kernel_fuzz.py tries it)."""
+    from fastdl.backends import guard
+    bk = load_or_skip(name)
+    for entry in contract.ENTRIES:
+        if entry.kind in guard.GUARDED:
+            assert getattr(bk, entry.name).__wrapped__ is not None, entry.name
 
 
 def test_every_hook_and_builder_has_a_parity_test():

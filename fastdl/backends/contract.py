@@ -42,6 +42,34 @@ class Entry:
     capability: str = CORE
 
 
+# Each kernel's, update's and hook's arguments in order, "name:SHAPE" each, checked by ``guard``.
+# SHAPE: one letter per dimension, a letter standing for one size across the call ("x:ND W:DM"
+# says x's columns are W's rows); "|" between the shapes an argument may have (the call's such
+# arguments all taking the first, or all the second); "*" any shape;
+# "=" any shape, the same as the call's other "=" arguments'; "#" a number (or a one-element
+# array; "#~d": or a one-element device array, read when the kernel runs, as a captured update's). Arrays are float32 or float64, one dtype across the call, unless "~i" (integers),
+# "~m" (booleans) or "~a" (any dtype, the same across the call's other "~a" arguments) follows
+# the shape (labels "t:N~i|NC~a": integer indices, or one-hot rows of any numbers).
+ARGS = {
+    "affine_forward": "x:ND W:DM b:M", "affine_backward": "dy:NM x:ND W:DM need_dx:#",
+    "relu_forward": "x:ND", "relu_backward": "dy:ND mask:ND~m", "sigmoid_forward": "x:ND",
+    "sigmoid_backward": "dy:ND y:ND", "softmax_cross_entropy_forward": "z:NC t:N~i|NC~a",
+    "softmax_cross_entropy_backward": "probs:NC t:N~i|NC~a", "sum_squares": "a:*", "scale": "x:* s:#",
+    "dropout_forward": "x:* ratio:# key:#", "batchnorm_forward": "x:ND gamma:D beta:D eps:#",
+    "batchnorm_inference": "x:ND gamma:D beta:D mean:D var:D eps:#",
+    "batchnorm_backward": "dy:ND xn:ND std:D gamma:D",
+    "running_update": "avg:= x:= momentum:# one_minus_momentum:#", "axpy_": "y:= a:# x:=",
+    "sgd_update": "p:= g:= lr:#", "momentum_update": "p:= g:= v:= lr:# momentum:#",
+    "nesterov_update": "p:= g:= v:= lr:# momentum:# momentum_sq:# lr_ahead:#",
+    "adagrad_update": "p:= g:= h:= lr:# eps:#",
+    "rmsprop_update": "p:= g:= h:= lr:# decay:# one_minus_decay:# eps:#",
+    "adam_update": "p:= g:= m:= v:= lr_t:#~d one_minus_beta1:# one_minus_beta2:# eps:#",
+    "gather_rows_": "out:RD~a|R~a src:SD~a|S~a idx:R~i", "decode_bytes_": "out:= codes:=~a scale:#",
+    "matmul_": "out:MN a:MK b:KN", "add_bias_": "z:NM b:M", "bias_relu_": "z:NM b:M",
+    "bias_sigmoid_": "z:NM b:M", "colsum_": "out:M dy:NM", "relu_grad_colsum_": "dh:NM db:M h:NM",
+    "sigmoid_grad_colsum_": "dh:NM db:M y:NM", "softmax_xent_": "dz:NC z:NC t:N~i",
+}
+
 ENTRIES: tuple[Entry, ...] = (
     # -- module attributes and array plumbing ---------------------------------------------------
     Entry("name", "attribute", "str", "the registry name"),
@@ -185,6 +213,19 @@ def dropout_key(seed: int, call: int) -> int:
 def dropout_uniform(key: int, i: int) -> float:
     """Element i's number in [0, 1): the top 24 bits of mix64(key + GOLDEN (i + 1)), over 2^24."""
     return (mix64((key + GOLDEN * (i + 1)) & MASK64) >> 40) / float(1 << 24)
+
+
+def arg_specs(name: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """``ARGS[name]`` as (argument, [(shape, kind), ...]) pairs; kind "f", "i", "m", "a", "#" or "#d"."""
+    out = []
+    for item in ARGS[name].split():
+        arg, spec = item.split(":")
+        forms = []
+        for form in spec.split("|"):
+            shape, _, kind = form.partition("~")
+            forms.append((shape, "#" + kind if shape == "#" else kind or "f"))
+        out.append((arg, forms))
+    return out
 
 
 def required(capabilities) -> list[Entry]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..cuda_sources import kernel_dir
 from ..errors import DTypeError, ShapeError
-from . import composed, cublas_direct, cuda_chapter6, cuda_graphs, cuda_launch, cuda_updates
+from . import composed, cublas_direct, guard, cuda_chapter6, cuda_graphs, cuda_launch, cuda_updates
 from .contract import ACT_CODES, FUSED_STEP, GRAPH_REPLAY, MEAN_THREADS, SOFTMAX_GRAD, SOFTMAX_PROBS
 
 name = "cupy"
@@ -282,3 +282,8 @@ running_update, axpy_ = _updates.running_update, _updates.axpy_
 # -- replaying captured work -----------------------------------------------------------------------
 
 capture = cuda_graphs.capturer(cp)
+
+
+# every kernel, update and hook above behind the contract's argument check (``guard``): the
+# launch check (``cuda_launch``) sees sizes and element types, not ranks or mixed float dtypes
+guard.guard_module(globals(), cp.ndarray)

@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from .. import numpy as _ref
+from .. import guard
 from ..contract import COMPILE_AHEAD, FUSED_STEP
 from . import cache
 
@@ -163,10 +164,11 @@ def sum_squares(a):
 
 
 def dropout_forward(x, ratio, key):
-    y = np.empty_like(x)
-    mask = np.empty(x.shape, dtype=np.bool_)
-    chapter6.dropout(y, mask, x, float(ratio), np.uint64(key))
-    return y, mask
+    rows = x if x.ndim == 2 else x.reshape(1, -1)        # any rank: the loop's flat index is C order's
+    y = np.empty(rows.shape, dtype=x.dtype)
+    mask = np.empty(rows.shape, dtype=np.bool_)
+    chapter6.dropout(y, mask, rows, float(ratio), np.uint64(key))
+    return y.reshape(x.shape), mask.reshape(x.shape)
 
 
 def batchnorm_forward(x, gamma, beta, eps):
@@ -265,3 +267,9 @@ def softmax_xent_(dz, z, t):
 InputLayer = first_layer.InputLayer
 OutputLayer = step.OutputLayer
 make_update = step.make_update
+
+
+# every kernel, update and hook above behind the contract's argument check (``guard``): Numba
+# would compile a loop for int32 parameters and write truncated steps into them, or fail deep in
+# its type inference on a 3-D array
+guard.guard_module(globals(), np.ndarray)
