@@ -38,10 +38,13 @@ def guarded(entry, f, array_type):
                     f"shapes {shapes})")
 
     def call(*args, **named):
-        if named:                   # keywords in the positions the signature gives them
-            args = (*args, *(named.pop(n) for n in names[len(args):] if n in named))
-            if named:
-                raise TypeError(f"{entry.name}() got unexpected keyword arguments {sorted(named)}")
+        if named:                   # keywords in the positions the signature gives them, while they run on
+            extra = []
+            for n in names[len(args):]:
+                if n not in named:
+                    break
+                extra.append(named.pop(n))
+            args = (*args, *extra)
         sizes, floats, shared, same, chosen, out = {}, None, None, None, None, list(args)
         for i, ((arg, forms), a) in enumerate(zip(specs, args)):
             kind = forms[0][1]
@@ -87,7 +90,7 @@ def guarded(entry, f, array_type):
                 shared = dt
             elif dt.kind not in KINDS[kind][0]:
                 refuse(DTypeError, args, f"{arg} is {dt}; it must be an array of {KINDS[kind][1]}")
-        return f(*out)
+        return f(*out, **named)                 # what is left of the keywords: f's to take or refuse
     call.__name__ = call.__qualname__ = entry.name
     call.__doc__ = f"{entry.signature}: {entry.rule}"
     call.__wrapped__ = f
