@@ -27,6 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .backends import get_backend
+from .backends.guard import unchecked
 from .errors import DTypeError, ShapeError
 from .validate import book_alias
 
@@ -117,7 +118,7 @@ class Optimizer:
         the same from step to step (a fused step's own): everything ``update`` checks is checked
         once, here; each call reads the hyperparameters (changing ``lr`` between steps works)."""
         bk = get_backend(backend)
-        kernel = inspect.unwrap(getattr(bk, self.kernel))      # past its guard: the arrays are checked here
+        kernel = unchecked(getattr(bk, self.kernel))      # past its guard: the arrays are checked here
         _dicts(params, grads)
         numbers = [k for k, p in params.items() if _is_number(p)]
         if numbers:

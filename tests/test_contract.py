@@ -74,7 +74,21 @@ def test_the_trusting_backends_guard_every_kernel_update_and_hook(name):
     bk = load_or_skip(name)
     for entry in contract.ENTRIES:
         if entry.kind in guard.GUARDED:
-            assert getattr(bk, entry.name).__wrapped__ is not None, entry.name
+            assert guard.unchecked(getattr(bk, entry.name)) is not getattr(bk, entry.name), entry.name
+
+
+def test_past_the_guard_are_the_compiled_loops_themselves():
+    """The fused step calls past the guard: what it gets must be the backend's own (compiled)
+    function; unwrapping a Numba dispatcher through ``__wrapped__`` gave its Python source, and
+    the step ran in the interpreter, 10-25x slower."""
+    from fastdl.backends import guard
+    bk = load_or_skip("numba")
+    from fastdl.backends.numba import loops
+    past = guard.Unchecked(bk)
+    for name, loop in (("bias_relu_", loops.bias_relu), ("colsum_", loops.colsum),
+                       ("relu_grad_colsum_", loops.relu_grad_colsum), ("add_bias_", loops.add_bias)):
+        assert getattr(past, name) is loop, name
+    assert past.xp is bk.xp and past.name == bk.name
 
 
 def test_every_hook_and_builder_has_a_parity_test():

@@ -13,8 +13,6 @@ takes all of these that NumPy can (it is the oracle, not a gate). A few microsec
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from ..errors import DTypeError, ShapeError
@@ -93,8 +91,19 @@ def guarded(entry, f, array_type):
         return f(*out, **named)                 # what is left of the keywords: f's to take or refuse
     call.__name__ = call.__qualname__ = entry.name
     call.__doc__ = f"{entry.signature}: {entry.rule}"
-    call.__wrapped__ = f
+    GUARDS[call] = f
     return call
+
+
+# Each guarded function's own, for ``unchecked``. Not ``__wrapped__`` and ``inspect.unwrap``: a
+# Numba dispatcher carries ``__wrapped__`` too (its Python source function), and unwrapping one
+# ran the fused step's loops in the interpreter, 10-25x slower (found by a sanity run).
+GUARDS: dict = {}
+
+
+def unchecked(f):
+    """The function behind ``f``'s guard (``f`` itself where it has none)."""
+    return GUARDS.get(f, f)
 
 
 def _types(names, args) -> str:
@@ -117,6 +126,6 @@ class Unchecked:
         self._module = module
 
     def __getattr__(self, name):
-        value = inspect.unwrap(getattr(self._module, name))
+        value = unchecked(getattr(self._module, name))
         setattr(self, name, value)          # later lookups are plain attribute reads
         return value
