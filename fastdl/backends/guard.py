@@ -21,6 +21,10 @@ from .contract import ENTRIES, arg_specs
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 GUARDED = ("kernel", "update", "hook")
 KINDS = {"i": ("iu", "integers"), "m": ("b", "booleans")}
+# Each guarded function's own, for ``unchecked``. Not ``__wrapped__`` and ``inspect.unwrap``: a
+# Numba dispatcher carries ``__wrapped__`` too (its Python source function), and unwrapping one
+# runs the fused step's loops in the interpreter, 10-25x slower.
+GUARDS: dict = {}
 
 
 def guarded(entry, f, array_type):
@@ -93,12 +97,6 @@ def guarded(entry, f, array_type):
     call.__doc__ = f"{entry.signature}: {entry.rule}"
     GUARDS[call] = f
     return call
-
-
-# Each guarded function's own, for ``unchecked``. Not ``__wrapped__`` and ``inspect.unwrap``: a
-# Numba dispatcher carries ``__wrapped__`` too (its Python source function), and unwrapping one
-# ran the fused step's loops in the interpreter, 10-25x slower (found by a sanity run).
-GUARDS: dict = {}
 
 
 def unchecked(f):
