@@ -101,3 +101,36 @@ def test_softmax_rows_with_nan_or_infinities(dtype, bad, ref):
     np.testing.assert_array_equal(np.isnan(probs), np.isnan(probs_ref))
     np.testing.assert_allclose(probs, probs_ref, rtol=1e-5, equal_nan=True)
     assert np.isnan(loss) == np.isnan(loss_ref)
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64", "int64", "int32"])
+def test_clamp_is_min_of_max(vm, kind):
+    """vmath.clamp emits the compares and selects of Numba's min(max(x, lo), hi) itself: the same
+    results for every float (NaN, infinities, signed zeros) and signed integer, bounds included."""
+    from numba import njit
+
+    from fastdl.backends.numba import vmath
+
+    @njit
+    def clamp_all(out, x, lo, hi):
+        for i in range(x.size):
+            out[i] = vmath.clamp(x[i], lo, hi)
+
+    @njit
+    def min_max_all(out, x, lo, hi):
+        for i in range(x.size):
+            out[i] = min(max(x[i], lo), hi)
+    dt = np.dtype(kind)
+    rng = np.random.default_rng(1)
+    if dt.kind == "f":
+        x = np.concatenate([rng.normal(0, 200, 1000), [np.nan, np.inf, -np.inf, 0.0, -0.0, -104, 89]]).astype(dt)
+        bounds = [(dt.type(-104), dt.type(89)), (dt.type(-0.0), dt.type(0.0)), (dt.type(5), dt.type(5))]
+    else:
+        info = np.iinfo(dt)
+        x = np.concatenate([rng.integers(-1000, 1000, 1000), [info.min, info.max, 0, -1, 9]]).astype(dt)
+        bounds = [(dt.type(0), dt.type(9)), (dt.type(-3), dt.type(-3)), (dt.type(info.min), dt.type(info.max))]
+    for lo, hi in bounds:
+        got, want = np.empty_like(x), np.empty_like(x)
+        clamp_all(got, x, lo, hi)
+        min_max_all(want, x, lo, hi)
+        assert np.array_equal(got.view(f"u{dt.itemsize}"), want.view(f"u{dt.itemsize}")), (lo, hi)

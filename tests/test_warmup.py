@@ -223,3 +223,36 @@ def test_the_fused_steps_functions_compile_at_their_own_llvm_level(monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         step.output_layer(1).compile(("any",))
     assert seen[-1] == before
+
+
+CALLEES = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from test_warmup import small_run
+from fastdl import warmup
+from fastdl.backends import get_backend
+from fastdl.backends.numba import gather, loops, updates
+bk = get_backend("numba")
+net, opt, data, B = small_run(bk)
+warmup.warm_up(net, opt, data, B)
+fs = {{"softmax_rows": loops.softmax_rows, "colsum": loops.colsum, "gather_part": gather.gather_part, "sgd": updates.sgd}}
+print(json.dumps({{k: [len(f.signatures), len(loops.inner(f).signatures)] for k, f in fs.items()}}))
+"""
+
+
+@needs_numba
+def test_the_fused_steps_callees_compile_without_pythons_entry_points():
+    """The step's compiled functions call twins of the loops (``loops.inner``), which Numba
+    compiles without the entry points a Python caller needs; the public loops themselves are not
+    compiled by a run that calls none of them from Python (compile cost, see ``loops.inner``)."""
+    import os
+
+    import numba
+    if numba.config.DISABLE_JIT:
+        pytest.skip("nothing compiles under NUMBA_DISABLE_JIT")
+    env = dict(os.environ, FASTDL_NUMBA_CACHE="0")      # compiled here, not loaded: every callee shows
+    code = CALLEES.format(tests=str(__import__("pathlib").Path(__file__).parent))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    compiled = json.loads(r.stdout.splitlines()[-1])
+    assert compiled == {k: [0, 1] for k in ("softmax_rows", "colsum", "gather_part", "sgd")}, compiled

@@ -27,12 +27,12 @@ from . import loops
 
 # Seconds each of the step's kernels took to compile, its callees included, on a first run of the
 # book's network (2-vCPU AMD EPYC, Numba 0.68.1, at step.OPT_LEVEL, 2026-12-05; timed ad hoc, one process,
-# empty cache, less the 0.3 s the first compile of a process adds; a body that a kernel calls by
-# address, `by_address`, is a job of its own).
+# empty cache, three runs, less the 0.3 s the first compile of a process adds; a body that a kernel
+# calls by address, `by_address`, is a job of its own).
 # Jobs go longest first: two processes each taking the next job nobody has then end close together
 # (in first-call order the run compiled its two longest while the helper, done, waited 1.2 s).
 # A kernel not listed counts as short; a stale figure only costs balance.
-COMPILE_SECONDS = {"output_layer": 1.05, "split_body": 1.0, "update_parts": 0.85, "split_layer": 0.65}
+COMPILE_SECONDS = {"split_body": 0.9, "output_layer": 0.88, "update_parts": 0.8, "split_layer": 0.5}
 
 
 def _skipped(*args):

@@ -58,7 +58,7 @@ def prune(keep_days: float = KEEP_DAYS, now: float | None = None) -> list[Path]:
 
 
 USER_CACHE_DIR = numba.config.CACHE_DIR
-_lock = threading.Lock()
+_lock = threading.RLock()       # the backend's import holds it while it makes twins (loops.inner)
 
 
 @contextlib.contextmanager

@@ -26,11 +26,13 @@ from ...errors import DTypeError, ShapeError
 from ...images import ByteImages
 from .. import composed
 from ..contract import ACT_CODES
-from . import by_address, gather, threads, variants
+from . import by_address, gather, loops, threads, variants
 from .blas import gemm
 from .by_address import call
 from .loops import jit, jit_parallel
 from .step import cuts, integers, made
+
+_gather_part = loops.inner(gather.gather_part)
 
 
 @functools.cache
@@ -63,7 +65,7 @@ def split_body(act: int):
         X = Xbuf[n * k0:n * k1].reshape((n, k1 - k0))
         if backward:
             return 0 if gemm(dW[k0:k1], X.T, dz) else 1
-        if gather.gather_part(X, src[:, k0:k1], idx, scale, ahead) != 0:
+        if _gather_part(X, src[:, k0:k1], idx, scale, ahead) != 0:
             return 1
         out = z if p == 0 else Zbuf[p * n * N:(p + 1) * n * N].reshape((n, N))
         return 0 if gemm(out, X, W[k0:k1]) else 1
@@ -89,17 +91,20 @@ def _split_layer(parallel: bool):
     function (its ``prange`` a ``range``), for one part where a launch costs more than a split
     saves (``threads.splits``)."""
 
-    def split_layer(body, backward, z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, dW, dz):
+    def split_layer(body, backward, z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, dW, dz, status):
         if body == 0:                  # no compiled body: only while ahead.compile_jobs records
             return
         n = z.shape[0]
         parts = cut.shape[0] - 1
         # idx must give one row per row of z, within the batch size the buffers were made for
-        bad = idx.shape[0] != n or n * cut[parts] > Xbuf.shape[0] or cut.shape[0] < 2
-        failed = 1 if bad else 0
+        bad = idx.shape[0] != n or n * cut[parts] > Xbuf.shape[0] or cut.shape[0] < 2 or status.shape[0] < parts
         todo = 0 if bad else parts
+        # each part's outcome in its own slot: a reduction across the threads compiles more code
         for p in prange(todo):
-            failed += call(body, (np.int64(p), backward, z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, dW, dz))
+            status[p] = call(body, (np.int64(p), backward, z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, dW, dz))
+        failed = 1 if bad else 0
+        for p in range(todo):
+            failed += status[p]
         if not (failed or backward):
             failed += call(body, (np.int64(-1), backward, z, Xbuf, Zbuf, src, idx, scale, ahead, cut, W, b, dW, dz))
         if failed:
@@ -133,6 +138,7 @@ class InputLayer:
         self.X = np.empty(batch_size * K, dtype=W.dtype)                         # part p: its features
         self.Z = np.empty((len(self.cut) - 1) * batch_size * N, dtype=W.dtype)   # partial z's
         self._idx = np.zeros(0, dtype=np.int64)      # the last forward's rows (backward passes them on)
+        self._status = np.zeros(len(self.cut) - 1, dtype=np.int64)    # each part's outcome
         z = np.empty((0, N), dtype=W.dtype)           # what y and dz must be like (by_address.fits)
         self._body = by_address.Body(split_body(ACT_CODES[activation]), (
             np.int64(0), False, z, self.X, self.Z, self.src, self._idx, self.scale, gather.PREFETCH_AHEAD,
@@ -147,14 +153,14 @@ class InputLayer:
         self._idx = idx                 # backward passes it again
         with threads.REGION:
             self._run(self._body.target, False, y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD,
-                      self._cut, self.W, self.b, self.dW, y)
+                      self._cut, self.W, self.b, self.dW, y, self._status)
 
     def backward(self, dz):
         if not by_address.fits(dz, self.W.dtype, 2):
             dz = _layer_array(dz, self.W.dtype, "dz").copy()
         with threads.REGION:
             self._run(self._body.target, True, dz, self.X, self.Z, self.src, self._idx, self.scale, 0, self._cut,
-                      self.W, self.b, self.dW, dz)                    # the rows of the last forward
+                      self.W, self.b, self.dW, dz, self._status)      # the rows of the last forward
 
     def _through_copy(self, idx, y):
         """forward() for a y the compiled body does not take as it is (a strided or read-only

@@ -9,40 +9,41 @@ from __future__ import annotations
 
 import llvmlite.ir as llvm_ir
 import numpy as np
-from numba import njit, types
+from numba import config, njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from .loops import jit
+from .vmath import clamp
 
 PREFETCH_AHEAD = 4
 
 
-def _prefetch_row(a, i):
-    """Ask the CPU to start fetching row i of the 2-D array ``a`` into its caches (a hint: no
-    effect on results; a no-op in plain Python and wherever the LLVM intrinsic fails)."""
+def _emit_prefetch(context, builder, sig, args):
+    """LLVM's prefetch hint for each cache line of row args[1] of the 2-D array args[0]."""
+    aryty = sig.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    zero = context.get_constant(types.intp, 0)
+    row = cgutils.get_item_pointer2(context, builder, data=ary.data,
+                                    shape=cgutils.unpack_tuple(builder, ary.shape),
+                                    strides=cgutils.unpack_tuple(builder, ary.strides),
+                                    layout=aryty.layout, inds=[args[1], zero])
+    i8p = llvm_ir.IntType(8).as_pointer()
+    i32 = llvm_ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
+    base = builder.bitcast(row, i8p)
+    itemsize = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
+    nbytes = builder.mul(builder.extract_value(ary.shape, 1), context.get_constant(types.intp, itemsize))
+    # one hint per 64-byte cache line: read access, keep in all cache levels, data cache
+    with cgutils.for_range_slice(builder, zero, nbytes, context.get_constant(types.intp, 64)) as (off, _):
+        builder.call(fn, [builder.gep(base, [off]), i32(0), i32(3), i32(1)])
 
 
 @intrinsic
 def _llvm_prefetch_row(typingctx, a, i):
     def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        zero = context.get_constant(types.intp, 0)
-        row = cgutils.get_item_pointer2(context, builder, data=ary.data,
-                                        shape=cgutils.unpack_tuple(builder, ary.shape),
-                                        strides=cgutils.unpack_tuple(builder, ary.strides),
-                                        layout=aryty.layout, inds=[args[1], zero])
-        i8p = llvm_ir.IntType(8).as_pointer()
-        i32 = llvm_ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
-        base = builder.bitcast(row, i8p)
-        itemsize = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
-        nbytes = builder.mul(builder.extract_value(ary.shape, 1), context.get_constant(types.intp, itemsize))
-        # one hint per 64-byte cache line: read access, keep in all cache levels, data cache
-        with cgutils.for_range_slice(builder, zero, nbytes, context.get_constant(types.intp, 64)) as (off, _):
-            builder.call(fn, [builder.gep(base, [off]), i32(0), i32(3), i32(1)])
+        _emit_prefetch(context, builder, sig, args)
         return context.get_dummy_value()
     return types.void(a, types.intp), codegen
 
@@ -62,11 +63,22 @@ def prefetch_available() -> bool:
     return _PREFETCH
 
 
-@overload(_prefetch_row)
-def _prefetch_row_impl(a, i):
-    if prefetch_available():
-        return lambda a, i: _llvm_prefetch_row(a, i)
-    return lambda a, i: None
+if config.DISABLE_JIT:
+    def _prefetch_row(a, i):
+        """A hint, nothing to do in plain Python."""
+else:
+    @intrinsic
+    def _prefetch_row(typingctx, a, i):
+        """Ask the CPU to start fetching row i of the 2-D array ``a`` into its caches (a hint: no
+        effect on results; nothing where this LLVM lacks the intrinsic). An intrinsic, not an
+        overload: an overload's implementation compiles as a function of its own."""
+        hint = prefetch_available()
+
+        def codegen(context, builder, sig, args):
+            if hint:
+                _emit_prefetch(context, builder, sig, args)
+            return context.get_dummy_value()
+        return types.void(a, types.intp), codegen
 
 
 @jit
@@ -79,13 +91,14 @@ def gather_part(X, src, idx, scale, ahead):
     n, rows = idx.shape[0], src.shape[0]
     if X.shape[0] != n or X.shape[1] != src.shape[1] or (rows == 0 and n > 0):
         return 1
+    first, last = np.int64(0), np.int64(rows - 1)
     if ahead > 0:
-        for r in range(min(ahead, n)):
-            _prefetch_row(src, min(max(idx[r], 0), rows - 1))
+        for r in range(ahead if ahead < n else n):
+            _prefetch_row(src, clamp(np.int64(idx[r]), first, last))
     for r in range(n):
         if ahead > 0 and r + ahead < n:
-            _prefetch_row(src, min(max(idx[r + ahead], 0), rows - 1))
-        i = min(max(idx[r], 0), rows - 1)
+            _prefetch_row(src, clamp(np.int64(idx[r + ahead]), first, last))
+        i = clamp(np.int64(idx[r]), first, last)
         for k in range(X.shape[1]):
             X[r, k] = X.dtype.type(src[i, k]) / scale
     return 0

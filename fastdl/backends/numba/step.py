@@ -138,6 +138,9 @@ def forward_gemm(a, b):
 
 # -- the last layer and the loss ---------------------------------------------------------------------
 
+_softmax_rows, _colsum = loops.inner(loops.softmax_rows), loops.inner(loops.colsum)    # (see loops.inner)
+
+
 @functools.cache
 def output_layer(act: int):
     """The last layer, loss and hidden activation's backward for activation code ``act``."""
@@ -148,9 +151,9 @@ def output_layer(act: int):
         db_h = sum dh. Returns the mean loss."""
         if not gemm(z, h, W):
             raise ValueError("output_layer: h @ W could not run (shapes or layouts)")
-        loops.add_bias(z, b)
-        loss = loops.softmax_rows(dz, z, t, True)
-        loops.colsum(db, dz)
+        loops.add_bias(z, b)          # compiled anyway: evaluation calls it
+        loss = _softmax_rows(dz, z, t, True)
+        _colsum(db, dz)
         if not (gemm(dW, h.T, dz) and gemm(dh, dz, W.T)):
             raise ValueError("output_layer: a backward GEMM could not run (shapes or layouts)")
         grad_colsum(dh, db_h, h)

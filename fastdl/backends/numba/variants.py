@@ -33,34 +33,38 @@ def code(f):
 
 # -- optimizer updates: (p, g, state slot 0, state slot 1, scalars h in the kernel's order) ---------
 
+_sgd, _momentum, _nesterov, _adagrad, _rmsprop, _adam = (        # twins without Python's entry points
+    loops.inner(getattr(updates, name)) for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"))
+
+
 @register_jitable
 def sgd(p, g, s0, s1, h):
-    updates.sgd(p, g, h[0])
+    _sgd(p, g, h[0])
 
 
 @register_jitable
 def momentum(p, g, s0, s1, h):
-    updates.momentum(p, g, s0, h[0], h[1])
+    _momentum(p, g, s0, h[0], h[1])
 
 
 @register_jitable
 def nesterov(p, g, s0, s1, h):
-    updates.nesterov(p, g, s0, h[0], h[1], h[2], h[3])
+    _nesterov(p, g, s0, h[0], h[1], h[2], h[3])
 
 
 @register_jitable
 def adagrad(p, g, s0, s1, h):
-    updates.adagrad(p, g, s0, h[0], h[1])
+    _adagrad(p, g, s0, h[0], h[1])
 
 
 @register_jitable
 def rmsprop(p, g, s0, s1, h):
-    updates.rmsprop(p, g, s0, h[0], h[1], h[2], h[3])
+    _rmsprop(p, g, s0, h[0], h[1], h[2], h[3])
 
 
 @register_jitable
 def adam(p, g, s0, s1, h):
-    updates.adam(p, g, s0, s1, h[0], h[1], h[2], h[3])
+    _adam(p, g, s0, s1, h[0], h[1], h[2], h[3])
 
 
 # keyed by the contract's kernel name (an optimizer's ``kernel``)
@@ -77,9 +81,12 @@ relu_grad_colsum = code(loops.relu_grad_colsum)
 sigmoid_grad_colsum = code(loops.sigmoid_grad_colsum)
 
 
+_colsum = loops.inner(loops.colsum)
+
+
 @register_jitable
 def identity_grad_colsum(dh, db, h):
-    loops.colsum(db, dh)                 # dh is the gradient of h itself
+    _colsum(db, dh)                      # dh is the gradient of h itself
 
 
 # by the contract's ACT_CODES (relu 0, sigmoid 1, identity 2)
