@@ -142,3 +142,43 @@ def test_backends_leave_the_process_blas_settings_alone():
     scipy_own = {lib.filepath for lib in threads.scipy_blas()}
     inside = [n for path, n in res["inside"] if path in scipy_own]
     assert inside == [1] * len(scipy_own), "inside fit() SciPy's own BLAS runs single-threaded"
+
+
+def test_the_guard_lets_a_call_through_unchecked_only_where_the_check_would(monkeypatch):
+    """The guard remembers the shapes and dtypes of calls it let through unchanged and lets
+    those through again without checking; nothing it would refuse or convert gets past that way
+    (the check reads only an array's shape and dtype), and what it remembers stays bounded."""
+    import numpy as np
+
+    from fastdl.backends import guard
+    from fastdl.errors import DTypeError, ShapeError
+    entry = next(e for e in contract.ENTRIES if e.name == "sgd_update")
+    got = []
+    call = guard.guarded(entry, lambda p, g, lr: got.append((p, g, lr)), np.ndarray)
+    passed = dict(zip(call.__code__.co_freevars, (c.cell_contents for c in call.__closure__)))["passed"]
+    p, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    for _ in range(2):                               # checked, then remembered: the same objects arrive
+        call(p, g, 0.1)
+        assert got.pop()[2] == 0.1 and len(passed) == 1
+    with pytest.raises(ShapeError):
+        call(p, np.ones(5, np.float32), 0.1)
+    with pytest.raises(DTypeError):
+        call(p, np.ones(4, np.float16), 0.1)
+    with pytest.raises(DTypeError):
+        call(p, g, "0.1")
+    for _ in range(2):                               # converted each time, never remembered
+        call(p, g, np.float32(0.5))
+        assert type(got.pop()[2]) is float
+        call(p, g, np.array([0.5], np.float32))
+        assert type(got.pop()[2]) is float
+
+    class Sub(np.ndarray):
+        pass
+    call(p.view(Sub), g.view(Sub), 0.1)             # passes the check, but is not remembered
+    with pytest.raises(ShapeError):
+        call(p.view(Sub), np.ones(5, np.float32).view(Sub), 0.1)
+    assert len(passed) == 1
+    monkeypatch.setattr(guard, "MEMO", 3)
+    for n in range(1, 10):
+        call(np.ones(n, np.float64), np.ones(n, np.float64), 0.1)
+        assert len(passed) <= 3

@@ -8,7 +8,9 @@ kernels read whatever memory they are pointed at, sized by the call's integers) 
 a float array of another dtype than the call's others (or not float32/float64), integers or
 booleans where they do not belong, or a hyperparameter that is not a number, then raises
 fastdl's ShapeError or DTypeError naming the argument, before anything runs. NumPy's reference
-takes all of these that NumPy can (it is the oracle, not a gate). A few microseconds a call.
+takes all of these that NumPy can (it is the oracle, not a gate). A few microseconds a call the
+first time, under one after: a call whose arrays have the shapes and dtypes of one already let
+through is let through again (``_plain``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ KINDS = {"i": ("iu", "integers"), "m": ("b", "booleans")}
 # Numba dispatcher carries ``__wrapped__`` too (its Python source function), and unwrapping one
 # runs the fused step's loops in the interpreter, 10-25x slower.
 GUARDS: dict = {}
+MEMO = 256                  # keys of passed calls remembered per function; forgotten all at once past it
 
 
 def guarded(entry, f, array_type):
@@ -34,13 +37,21 @@ def guarded(entry, f, array_type):
     names = [arg for arg, _ in specs]
     shapes = " ".join(f"{arg}:" + "|".join(s for s, _ in forms) for arg, forms in specs if forms[0][1][0] != "#")
     device_type = None if array_type is np.ndarray else array_type
+    numbers = [forms[0][1][0] == "#" for _, forms in specs]
 
     def refuse(error, args, why):
         raise error(f"{entry.name}: {why} ({_types(names, args)}; it takes {entry.signature.split(' ->')[0]}, "
                     f"shapes {shapes})")
 
+    passed = {}                     # keys of calls the check let through unchanged (see _plain)
+
     def call(*args, **named):
-        if named:                   # keywords in the positions the signature gives them, while they run on
+        key = None
+        if not named:
+            key = tuple([(a.shape, a.dtype) if type(a) is array_type else type(a) for a in args])
+            if key in passed:
+                return f(*args)
+        else:                       # keywords in the positions the signature gives them, while they run on
             extra = []
             for n in names[len(args):]:
                 if n not in named:
@@ -92,11 +103,24 @@ def guarded(entry, f, array_type):
                 shared = dt
             elif dt.kind not in KINDS[kind][0]:
                 refuse(DTypeError, args, f"{arg} is {dt}; it must be an array of {KINDS[kind][1]}")
+        if key is not None and all(o is a for o, a in zip(out, args)) and _plain(args, numbers, array_type):
+            if len(passed) >= MEMO:
+                passed.clear()
+            passed[key] = True
         return f(*out, **named)                 # what is left of the keywords: f's to take or refuse
     call.__name__ = call.__qualname__ = entry.name
     call.__doc__ = f"{entry.signature}: {entry.rule}"
     GUARDS[call] = f
     return call
+
+
+def _plain(args, numbers, array_type) -> bool:
+    """Whether the check's verdict on ``args`` follows from their key alone: each array exactly
+    of ``array_type`` (the check reads only its shape and dtype) and each number exactly an int
+    or a float (which it lets through as it is). Then a call with the same key is let through
+    without checking again: the same answer, ~3x faster (~1 us a call, timed ad hoc)."""
+    return all(type(a) in (int, float) if number else type(a) is array_type
+               for a, number in zip(args, numbers)) and len(args) <= len(numbers)
 
 
 def unchecked(f):
