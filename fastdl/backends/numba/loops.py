@@ -20,6 +20,7 @@ import math
 import os
 import types
 
+import numpy as np
 from numba import njit, prange
 
 from ...errors import LabelError, ShapeError
@@ -41,11 +42,11 @@ def inner(f):
     """``f``'s twin for calls from compiled code only: the same Python function and options,
     compiled without the entry points a Python or C caller needs. Numba makes both for every
     function it compiles, callees included, and unboxing each array argument is much of a small
-    loop's code: the fused step's callees take twins, and a first run's compile jobs took 3.19-3.32
-    s of CPU instead of 3.54-3.57 (with ``vmath.clamp`` and the split layer's outcome slots;
-    one process, empty cache, five interleaved runs, timed ad hoc). The machine code inlined
-    into the caller is the same. A name of its own: Numba's disk cache keys code by name and
-    types, not by options, and would hand one the other's code."""
+    loop's code: the fused step's callees take twins (with the other savings in
+    docs/architecture.md, a first run's compile jobs took 3.19-3.42 s of CPU instead of
+    3.54-3.93; timed ad hoc). The machine code inlined into the caller is the same. A name of
+    its own: Numba's disk cache keys code by name and types, not by options, and would hand one
+    the other's code."""
     py = getattr(f, "py_func", None)
     if py is None:                  # NUMBA_DISABLE_JIT: f is the Python function itself
         return f
@@ -232,8 +233,9 @@ def gather_rows(out, src, idx):
     d, rows = src.shape[1], src.shape[0]
     if out.shape[0] != idx.shape[0] or out.shape[1] != d or (rows == 0 and idx.shape[0] > 0):
         raise ShapeError("gather_rows: out must be (len(idx), src's width), and src not empty")
+    first, last = np.int64(0), np.int64(rows - 1)
     for r in range(idx.shape[0]):
-        k = min(max(idx[r], 0), rows - 1)           # clipped, as NumPy's take(mode="clip")
+        k = vmath.clamp(np.int64(idx[r]), first, last)      # clipped, as NumPy's take(mode="clip")
         for j in range(d):
             out[r, j] = src[k, j]
 
