@@ -9,7 +9,7 @@ a float array of another dtype than the call's others (or not float32/float64), 
 booleans where they do not belong, or a hyperparameter that is not a number, then raises
 fastdl's ShapeError or DTypeError naming the argument, before anything runs. NumPy's reference
 takes all of these that NumPy can (it is the oracle, not a gate). A few microseconds a call the
-first time, under one after: a call whose arrays have the shapes and dtypes of one already let
+first time, about one after: a call whose arrays have the shapes and dtypes of one already let
 through is let through again (``_plain``).
 """
 
@@ -103,7 +103,7 @@ def guarded(entry, f, array_type):
                 shared = dt
             elif dt.kind not in KINDS[kind][0]:
                 refuse(DTypeError, args, f"{arg} is {dt}; it must be an array of {KINDS[kind][1]}")
-        if key is not None and all(o is a for o, a in zip(out, args)) and _plain(args, numbers, array_type):
+        if key is not None and _plain(args, numbers, array_type):      # (then nothing was converted)
             if len(passed) >= MEMO:
                 passed.clear()
             passed[key] = True
@@ -117,7 +117,7 @@ def guarded(entry, f, array_type):
 def _plain(args, numbers, array_type) -> bool:
     """Whether the check's verdict on ``args`` follows from their key alone: each array exactly
     of ``array_type`` (the check reads only its shape and dtype) and each number exactly an int
-    or a float (which it lets through as it is). Then a call with the same key is let through
+    or a float (which it lets through as it is, where it converts any other number). Then a call with the same key is let through
     without checking again: the same answer, ~3x faster (~1 us a call, timed ad hoc)."""
     return all(type(a) in (int, float) if number else type(a) is array_type
                for a, number in zip(args, numbers)) and len(args) <= len(numbers)
