@@ -33,6 +33,7 @@ def train(args) -> int:
     # helper processes: one, started first, imports matplotlib for curves.png beside the run; one
     # takes half of a first run's compile where there is one (fastdl.curves, fastdl.warmup)
     with curves.Helper(out / "curves.png") as plot, warmup.Sharing() as sharing:
+        sharing.start(args.backend)     # where a first run is likely: importing while this does
         return _train(args, out, plot, sharing)
 
 

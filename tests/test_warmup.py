@@ -88,18 +88,20 @@ def test_a_helper_that_dies_mid_job_does_not_hang_the_run():
 
 FIRST_RUN = """
 import json, sys
-sys.path.insert(0, {tests!r})
-from test_warmup import small_run
 from fastdl import warmup
-from fastdl.backends import get_backend
-bk = get_backend("numba")
 with warmup.Sharing() as s:
+    s.start("numba")                 # as fastdl train: before the backend loads, where a first run is likely
+    early = s.proc is not None and "numba" not in sys.modules
+    sys.path.insert(0, {tests!r})
+    from test_warmup import small_run
+    from fastdl.backends import get_backend
+    bk = get_backend("numba")
     net, opt, data, B = small_run(bk, {optimizer!r}, {activation!r})
     names = [n for n, _ in bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, B))]
     announced = []
     s.warm_up(net, opt, data, B, announce=announced.append)
     left = bk.compile_jobs(lambda: warmup.warm_up(net, opt, data, B))
-print(json.dumps({{"names": names, "announced": announced, "jobs": s.jobs, "helper_jobs": s.helper_jobs, "left": len(left),
+print(json.dumps({{"early": early, "names": names, "announced": announced, "jobs": s.jobs, "helper_jobs": s.helper_jobs, "left": len(left),
                   "helper_started": s.proc is not None, "helper_ended": s.proc is None or s.proc.poll() is not None}}))
 """
 
@@ -118,6 +120,7 @@ def run_fresh(tmp_path, optimizer="sgd", activation="relu"):
 @pytest.mark.skipif(helpers.spare_cores() < 1, reason="one core: no helper process is started")
 def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     first = run_fresh(tmp_path)
+    assert first["early"]                                  # a new cache: the helper starts before numba loads
     assert first["jobs"] == len(first["names"]) >= 4 and first["announced"] == [first["jobs"]]
     assert all(any(k in n for n in first["names"]) for k in ("split_body", "split_layer", "update_parts"))
     from fastdl.backends.numba.ahead import COMPILE_SECONDS
@@ -128,9 +131,10 @@ def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     assert 1 <= first["helper_jobs"] < first["jobs"]       # both compiled some
     assert first["left"] == 0 and first["helper_started"] and first["helper_ended"]   # all cached; helper gone
     again = run_fresh(tmp_path)                            # a warm cache: nothing to share
-    assert again["names"] == [] and again["jobs"] == 0 and not again["helper_started"]
+    assert again["names"] == [] and again["jobs"] == 0 and not again["helper_started"] and not again["early"]
     assert again["announced"] == [0]                       # what `fastdl train` says: nothing compiles
     adam = run_fresh(tmp_path, "adam")                     # only what differs compiles
+    assert not adam["early"] and adam["helper_started"]    # not guessed: started once the jobs are known
     assert len(adam["names"]) == 1 and "update_parts" in adam["names"][0]
     # another activation: its first layer's body and its last layer; the first layer's parallel
     # function is cached and runs in the dry run, given no body (address 0), and computes nothing
@@ -256,3 +260,55 @@ def test_the_fused_steps_callees_compile_without_pythons_entry_points():
     assert r.returncode == 0, r.stderr[-3000:]
     compiled = json.loads(r.stdout.splitlines()[-1])
     assert compiled == {k: [0, 1] for k in ("softmax_rows", "colsum", "gather_part", "sgd")}, compiled
+
+
+# -- telling a first run before the backend loads ------------------------------------------------
+
+PROBE = """
+import json, sys
+from fastdl import backends
+from fastdl.backends import numba_cache
+likely = {n: backends.compile_likely(n) for n in ("numba", "numpy", "no-such")}
+loaded = "numba" in sys.modules
+from fastdl.backends.numba import cache
+import numba
+print(json.dumps({"likely": likely, "loaded": loaded, "same": numba_cache.folder(numba.config.CACHE_DIR) == cache.FOLDER}))
+"""
+
+
+@needs_numba
+def test_a_first_run_is_told_without_loading_numba(tmp_path):
+    """backends.compile_likely reads only the environment and the disk: numba's first use with a
+    new cache folder is likely to compile, with one it has used (its version's folder there) not,
+    numpy never, nor with the cache or the JIT off. The folder it looks for is the backend's."""
+    import os
+    import shutil
+
+    def probe(**env):
+        r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "FASTDL_NUMBA_CACHE": "1",
+                                "NUMBA_DISABLE_JIT": "0", **env})
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout)
+
+    first = probe()
+    assert first["likely"] == {"numba": True, "numpy": False, "no-such": False}
+    assert not first["loaded"] and first["same"]
+    from fastdl.backends import numba_cache
+    folder = numba_cache.folder(str(tmp_path / "cache"))
+    os.makedirs(folder, exist_ok=True)                     # what numba's first compile makes
+    assert probe()["likely"]["numba"] is False
+    shutil.rmtree(folder)
+    assert probe(FASTDL_NUMBA_CACHE="0")["likely"]["numba"] is False
+    assert probe(NUMBA_DISABLE_JIT="1")["likely"]["numba"] is False
+
+
+def test_a_helper_started_early_and_not_needed_is_ended(monkeypatch):
+    """Where the guess was wrong (nothing to compile), the early helper goes unused and is ended."""
+    monkeypatch.setattr(warmup, "compile_likely", lambda name: True)
+    with warmup.Sharing() as s:
+        s.start("numpy")
+        assert s.proc is not None or helpers.spare_cores() < 1
+        net, opt, data, B = small_run(get_backend("numpy"))
+        s.warm_up(net, opt, data, B)
+        assert s.jobs == 0 and (s.proc is None or s.proc.poll() is not None)

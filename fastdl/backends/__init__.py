@@ -37,6 +37,11 @@ INSTALL_HINTS = {
     "cupy": 'pip install "fastdl[cuda12]" (CUDA 12 driver) or pip install "fastdl[cuda13]" (CUDA 13 driver)',
 }
 
+# Backends whose first use compiles, and a module that tells whether it is still ahead without
+# importing the backend (``first_use() -> bool``): ``fastdl train`` then starts a first run's
+# compile helper before loading anything (``fastdl.warmup``)
+FIRST_USE = {"numba": "fastdl.backends.numba_cache"}
+
 _loaded: dict[str, types.ModuleType] = {}
 _failed: dict[str, str] = {}
 _global: str | None = None
@@ -107,9 +112,22 @@ def get_backend(name: "str | types.ModuleType | None" = None) -> types.ModuleTyp
     return _load(key, source)
 
 
-def current_backend_name() -> str:
-    """The name the precedence rules pick now (without loading it)."""
-    return _resolve_name(None)[0]
+def compile_likely(name: str | None = None) -> bool:
+    """Whether using backend ``name`` (as ``get_backend`` resolves it) would compile first: a guess
+    made in a few milliseconds without importing it (``FIRST_USE``), False for a backend that
+    never compiles or a name that does not resolve (``get_backend`` then says why)."""
+    try:
+        key, _ = _resolve_name(name)
+    except UnknownBackendError:
+        return False
+    probe = FIRST_USE.get(key)
+    return probe is not None and importlib.import_module(probe).first_use()
+
+
+def current_backend_name(name: str | None = None) -> str:
+    """The name the precedence rules pick now for ``name`` (None: the current backend's), without
+    loading it."""
+    return _resolve_name(name)[0]
 
 
 def set_backend(name: str | None) -> types.ModuleType | None:

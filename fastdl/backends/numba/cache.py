@@ -1,15 +1,9 @@
-"""Where the numba backend's compiled code is cached on disk.
-
-Numba checks only the file that defines a function, not the modules it calls into, so after an
-edit of loops.py the cached kernels of step.py would go on running the old loops. The cache lives
-in a folder per version of this package's sources instead (a hash of them all): a changed file
-means a fresh folder. Under NUMBA_CACHE_DIR when the user set one, else the user cache folder.
-"""
+"""Numba's disk cache pointed at this version's folder (``fastdl.backends.numba_cache`` says
+which, and why one per version), and older versions' folders pruned."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 import threading
 import time
@@ -17,22 +11,18 @@ from pathlib import Path
 
 import numba
 
+from .. import numba_cache
+
 
 KEEP_DAYS = 30          # a version's folder unused this long is removed (another install may use it)
 
 
 def folder() -> str:
-    h = hashlib.sha256(numba.__version__.encode())
-    for f in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f.read_bytes())
-    return str(_base() / h.hexdigest()[:16])
+    return numba_cache.folder(USER_CACHE_DIR)
 
 
 def _base() -> Path:
-    if USER_CACHE_DIR:
-        return Path(USER_CACHE_DIR) / "fastdl"
-    from platformdirs import user_cache_dir
-    return Path(user_cache_dir("fastdl")) / "numba"
+    return numba_cache.base(USER_CACHE_DIR)
 
 
 def prune(keep_days: float = KEEP_DAYS, now: float | None = None) -> list[Path]:

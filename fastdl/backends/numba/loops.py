@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import types
 
 import numpy as np
 from numba import njit, prange
 
 from ...errors import LabelError, ShapeError
+from .. import numba_cache
 from . import cache, vmath
 from .blas import gemm
 
 
-CACHE = os.environ.get("FASTDL_NUMBA_CACHE", "1").strip() not in ("0", "false", "no", "off")
+CACHE = numba_cache.cache_on()
 jit = njit(cache=CACHE, nogil=True, error_model="numpy")
 # A row's sum may be reassociated, which lets LLVM vectorise the float64 sum of exp() as NumPy's
 # pairwise sum is vectorised; nothing else about the arithmetic changes.
