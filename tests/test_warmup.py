@@ -283,6 +283,7 @@ def test_a_first_run_is_told_without_loading_numba(tmp_path):
     numpy never, nor with the cache or the JIT off. The folder it looks for is the backend's."""
     import os
     import shutil
+    from pathlib import Path
 
     def probe(**env):
         r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300,
@@ -294,9 +295,11 @@ def test_a_first_run_is_told_without_loading_numba(tmp_path):
     first = probe()
     assert first["likely"] == {"numba": True, "numpy": False, "no-such": False}
     assert not first["loaded"] and first["same"]
+    assert probe()["likely"]["numba"] is True              # importing the backend made its folder, no more
     from fastdl.backends import numba_cache
-    folder = numba_cache.folder(str(tmp_path / "cache"))
-    os.makedirs(folder, exist_ok=True)                     # what numba's first compile makes
+    folder = Path(numba_cache.folder(str(tmp_path / "cache")))
+    (folder / "numba_x").mkdir(parents=True, exist_ok=True)
+    (folder / "numba_x" / "loops.add_bias-62.py311.nbi").write_bytes(b"")   # what a compile leaves
     assert probe()["likely"]["numba"] is False
     shutil.rmtree(folder)
     assert probe(FASTDL_NUMBA_CACHE="0")["likely"]["numba"] is False

@@ -50,11 +50,13 @@ def folder(user_dir: str | None) -> str:
 
 def first_use() -> bool:
     """Whether this version of the backend has not compiled anything yet, so that a run would
-    compile: its folder is missing. Read from the environment as Numba reads it (a cache folder
-    set in Numba's config file instead is not seen); a wrong guess costs only the early start."""
+    compile: no index of compiled code in its folder (Numba makes the folder when the backend is
+    imported, and an index file, ``*.nbi``, for each function it compiles into it). Read from the
+    environment as Numba reads it (a cache folder set in Numba's config file instead is not
+    seen); a wrong guess costs only the early start."""
     if not cache_on() or os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0"):
         return False
     try:
-        return not Path(folder(os.environ.get("NUMBA_CACHE_DIR") or None)).exists()
+        return next(Path(folder(os.environ.get("NUMBA_CACHE_DIR") or None)).rglob("*.nbi"), None) is None
     except (OSError, ImportError):
         return False
