@@ -262,50 +262,6 @@ def test_the_fused_steps_callees_compile_without_pythons_entry_points():
     assert compiled == {k: [0, 1] for k in ("softmax_rows", "colsum", "gather_part", "sgd")}, compiled
 
 
-# -- telling a first run before the backend loads ------------------------------------------------
-
-PROBE = """
-import json, sys
-from fastdl import backends
-from fastdl.backends import numba_cache
-likely = {n: backends.compile_likely(n) for n in ("numba", "numpy", "no-such")}
-loaded = "numba" in sys.modules
-from fastdl.backends.numba import cache
-import numba
-print(json.dumps({"likely": likely, "loaded": loaded, "same": numba_cache.folder(numba.config.CACHE_DIR) == cache.FOLDER}))
-"""
-
-
-@needs_numba
-def test_a_first_run_is_told_without_loading_numba(tmp_path):
-    """backends.compile_likely reads only the environment and the disk: numba's first use with a
-    new cache folder is likely to compile, with one it has used (its version's folder there) not,
-    numpy never, nor with the cache or the JIT off. The folder it looks for is the backend's."""
-    import os
-    import shutil
-    from pathlib import Path
-
-    def probe(**env):
-        r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "FASTDL_NUMBA_CACHE": "1",
-                                "NUMBA_DISABLE_JIT": "0", **env})
-        assert r.returncode == 0, r.stderr[-2000:]
-        return json.loads(r.stdout)
-
-    first = probe()
-    assert first["likely"] == {"numba": True, "numpy": False, "no-such": False}
-    assert not first["loaded"] and first["same"]
-    assert probe()["likely"]["numba"] is True              # importing the backend made its folder, no more
-    from fastdl.backends import numba_cache
-    folder = Path(numba_cache.folder(str(tmp_path / "cache")))
-    (folder / "numba_x").mkdir(parents=True, exist_ok=True)
-    (folder / "numba_x" / "loops.add_bias-62.py311.nbi").write_bytes(b"")   # what a compile leaves
-    assert probe()["likely"]["numba"] is False
-    shutil.rmtree(folder)
-    assert probe(FASTDL_NUMBA_CACHE="0")["likely"]["numba"] is False
-    assert probe(NUMBA_DISABLE_JIT="1")["likely"]["numba"] is False
-
-
 def test_a_helper_started_early_and_not_needed_is_ended(monkeypatch):
     """Where the guess was wrong (nothing to compile), the early helper goes unused and is ended."""
     monkeypatch.setattr(warmup, "compile_likely", lambda name: True)
