@@ -271,3 +271,41 @@ def test_a_helper_started_early_and_not_needed_is_ended(monkeypatch):
         net, opt, data, B = small_run(get_backend("numpy"))
         s.warm_up(net, opt, data, B)
         assert s.jobs == 0 and (s.proc is None or s.proc.poll() is not None)
+
+
+@needs_numba
+@pytest.mark.skipif(helpers.spare_cores() < 1, reason="one core: no helper process is started")
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="finds processes through /proc")
+def test_a_run_that_fails_after_starting_its_helper_leaves_no_process(tmp_path, mnist_root, monkeypatch):
+    """The early helper starts before the run checks its flags against the data: a run refused
+    then (a batch larger than its training set) leaves no helper behind (the run ends it, and
+    the end of its input would too)."""
+    import os
+    import time
+    import uuid
+    mark = uuid.uuid4().hex
+    for k, v in {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "FASTDL_NUMBA_CACHE": "1", "NUMBA_DISABLE_JIT": "0",
+                 "FASTDL_TEST_MARK": mark}.items():
+        monkeypatch.setenv(k, v)
+    from fastdl import backends
+    assert backends.compile_likely("numba")               # so the run starts its helper first
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "fastdl", "train", "--backend", "numba", "--data", str(mnist_root),
+                        "--train-size", "10", "--batch-size", "100", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0 and "--batch-size 100 is larger than the training set" in r.stderr
+
+    def marked():
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if f"FASTDL_TEST_MARK={mark}".encode() in f.read():
+                        found.append(pid)
+            except OSError:
+                pass
+        return found
+    deadline = time.time() + 10
+    while marked() and time.time() < deadline:
+        time.sleep(0.1)
+    assert marked() == []
