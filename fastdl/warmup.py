@@ -6,11 +6,11 @@ kernel at a time: about 4 s on a first run. Where the backend declares ``compile
 ``Sharing`` learns the warm-up's compile jobs from a dry run of it (``bk.compile_jobs``; none
 with a warm cache; ``fastdl train`` announces their count) and, if there are any and a core is
 spare, starts a helper, ``python -m fastdl.warmup BACKEND``, that learns the same list the same
-way (``fastdl train`` starts it sooner, before loading its data, where the backend's
-``compile_likely()`` guesses a first run: its imports then overlap the run's; unused, it is
-ended). The list comes longest job first, and each of the two compiles the next job nobody has taken (list scheduling: the long
-ones start first, the short ones fill in at the end), so neither repeats the other's work and
-they end close together. The helper's code reaches this process through the disk cache,
+way (``fastdl train`` starts it sooner, before loading anything, where
+``backends.compile_likely`` guesses a first run: its imports then overlap the run's; unused, it
+is ended). The list comes longest job first, and each of the two compiles the next job nobody
+has taken (list scheduling: the long ones start first, the short ones fill in at the end), so
+neither repeats the other's work and they end close together. The helper's code reaches this process through the disk cache,
 and the warm-up proper then only loads it.
 
 Between the two, one line each way: the run sends the warm-up's inputs (``spec``) and its list of
