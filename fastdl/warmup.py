@@ -10,8 +10,8 @@ way (``fastdl train`` starts it sooner, before loading anything, where
 ``backends.compile_likely`` guesses a first run: its imports then overlap the run's; unused, it
 is ended). The list comes longest job first, and each of the two compiles the next job nobody
 has taken (list scheduling: the long ones start first, the short ones fill in at the end), so
-neither repeats the other's work and they end close together. The helper's code reaches this process through the disk cache,
-and the warm-up proper then only loads it.
+neither repeats the other's work and they end close together. The helper's code reaches this
+process through the disk cache, and the warm-up proper then only loads it.
 
 Between the two, one line each way: the run sends the warm-up's inputs (``spec``) and its list of
 jobs, as JSON; the helper, having learned every job of that warm-up (cached or not: the run may
