@@ -40,13 +40,19 @@ def run_suite(out: Path, quick: bool, select: str | None) -> Path:
             if "::" in line and ("PASSED" in line or "SKIPPED" in line or "FAILED" in line):
                 print(line.rstrip(), flush=True)
             elif line.startswith("SKIPPED ["):            # -rs summary: what did not run, and why
-                skipped.append(re.sub(r"^SKIPPED \[(\d+)\] [^:]+:\d+: ", r"\1x ", line.strip()))
+                skipped.append(skip_entry(line))
         rc = proc.wait()
     (out / "skipped.json").write_text(json.dumps(skipped, indent=1))
     if rc not in (0, 5) or not json_path.is_file():
         raise FastDLError(f"the benchmark run failed (pytest exit {rc}); rerun the command above to see why")
     strip_raw_timings(json_path)
     return json_path
+
+
+def skip_entry(line: str) -> str:
+    """pytest's ``-rs`` line ``SKIPPED [3] bench/x.py:40: reason`` (the line number absent for a
+    whole module's skip) as ``3x reason``, what ``markdown`` counts."""
+    return re.sub(r"^SKIPPED \[(\d+)\] [^:]+(?::\d+)?: ", r"\1x ", line.strip())
 
 
 def strip_raw_timings(path: Path) -> None:
@@ -97,6 +103,24 @@ def _whole_experiment(rows) -> bool:
 FIGURES = ("ratio_", "median_s_", "median_mb_", "peak_rss_mb_", "tree_peak_", "most_processes_")
 
 
+def rounds_table(rounds: dict) -> list[str]:
+    """Interleaved rounds, one row each, a column per contender: the machine's noise moves whole
+    rounds, so a reader can compare contenders within the calm ones. A cell is the round's
+    seconds, or for a whole process its wall time with the loop's and the compile's."""
+    def cell(v):
+        if isinstance(v, dict):
+            parts = [f"loop {v['loop_s']:.2f}"] if "loop_s" in v else []
+            parts += [f"compile {v['compile_s']:.2f}"] if v.get("compile_s") else []
+            return f"{v['wall_s']:.2f}" + (f" ({', '.join(parts)})" if parts else "")
+        return f"{v:.3f}"
+    names = list(rounds)
+    lines = ["seconds per interleaved round:", "", "| round | " + " | ".join(names) + " |",
+             "| ---: |" + " ---: |" * len(names)]
+    for i in range(max(len(v) for v in rounds.values())):
+        lines.append(f"| {i + 1} | " + " | ".join(cell(rounds[n][i]) if i < len(rounds[n]) else "-" for n in names) + " |")
+    return lines
+
+
 def is_quick(data) -> bool:
     return any(b.get("extra_info", {}).get("quick") in (True, "True") for b in data["benchmarks"])
 
@@ -128,6 +152,9 @@ def markdown(data, title: str, skipped=None) -> str:
             ratios = {k: v for k, v in r.get("extra_info", {}).items() if k.startswith(FIGURES)}
             if ratios and not quick:
                 lines.append("\n" + ", ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in ratios.items()))
+            rounds = r.get("extra_info", {}).get("rounds_s")
+            if isinstance(rounds, dict) and rounds and not quick:
+                lines += [""] + rounds_table(rounds)
         peaks = [r["extra_info"] for r in rows if r.get("extra_info", {}).get("peak_rss_mb")]
         if peaks:
             lines.append("\npeak RSS: " + ", ".join(f"{e.get('backend')} {e['peak_rss_mb']:.0f} MB" for e in peaks))
@@ -137,9 +164,9 @@ def markdown(data, title: str, skipped=None) -> str:
         lines += ["BLAS: " + "; ".join(sorted(blas)), ""]
     if skipped:
         counts = defaultdict(int)
-        for s in skipped:
-            n, _, reason = s.partition("x ")
-            counts[reason] += int(n) if n.isdigit() else 1
+        for s in skipped:                 # "3x reason" (run_suite's), or a reason alone
+            m = re.match(r"(\d+)x (.*)", s)
+            counts[m.group(2) if m else s] += int(m.group(1)) if m else 1
         lines += ["## Not run here", ""] + [f"- {n} benchmarks: {reason}" for reason, n in counts.items()] + [""]
     return "\n".join(lines)
 

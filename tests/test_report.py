@@ -50,3 +50,49 @@ def test_not_a_benchmark_file(tmp_path):
     p.write_text("{}")
     with pytest.raises(FastDLError, match="not a pytest-benchmark"):
         load(p)
+
+
+def whole_process_run(quick=False):
+    """A run like the startup benchmark's: one interleaved row holding every contender's rounds."""
+    rounds = {"numpy": [{"wall_s": 4.6, "loop_s": 3.1, "compile_s": 0.0}, {"wall_s": 8.0, "loop_s": 5.6, "compile_s": 0.0}],
+              "numba": [{"wall_s": 5.2, "loop_s": 1.6, "compile_s": 2.0}, {"wall_s": 5.9, "loop_s": 2.1, "compile_s": 2.0}]}
+    run = fake_run()
+    run["benchmarks"] = [{"name": "test_fastdl_train_process", "fullname": "bench/x.py::t", "group": "whole process",
+                          "stats": {"median": 111.0, "rounds": 1},
+                          "extra_info": {"backend": "interleaved", "quick": quick, "rounds_s": rounds,
+                                         "median_s_wall_numpy": 6.3, "ratio_wall_numba_over_numpy": 0.88}}]
+    return run
+
+
+def test_whole_experiment_rows_get_no_speedup_but_their_rounds():
+    md = markdown(whole_process_run(), "t")
+    assert "| interleaved | 111 s | - | - | 1 |" in md              # the whole experiment's time: no ratio
+    assert "ratio wall numba over numpy: 0.880" in md
+    assert "| round | numpy | numba |" in md
+    assert "| 1 | 4.60 (loop 3.10) | 5.20 (loop 1.60, compile 2.00) |" in md
+    assert "| 2 | 8.00 (loop 5.60) | 5.90 (loop 2.10, compile 2.00) |" in md
+
+
+def test_a_quick_run_says_so_and_gives_no_ratios():
+    run = fake_run()
+    for b in run["benchmarks"]:
+        b["extra_info"]["quick"] = True
+    md = markdown(run, "t")
+    assert "A quick smoke run" in md
+    assert "| numba | 1.25 s | - | - | 3 |" in md                  # neither speed-up nor floor fraction
+    quick_whole = markdown(whole_process_run(quick=True), "t")
+    assert "ratio wall" not in quick_whole and "| round |" not in quick_whole
+
+
+def test_skipped_contenders_are_listed_with_their_reasons():
+    md = markdown(fake_run(), "t", skipped=["2x cupy unavailable: no GPU", "torch not installed"])
+    assert "## Not run here" in md
+    assert "- 2 benchmarks: cupy unavailable: no GPU" in md and "- 1 benchmarks: torch not installed" in md
+
+
+def test_pytests_skip_lines_become_counted_reasons():
+    from fastdl.report import skip_entry
+    assert skip_entry("SKIPPED [2] bench/test_bench_gpu.py:40: cupy unavailable: no GPU\n") == "2x cupy unavailable: no GPU"
+    assert skip_entry("SKIPPED [1] bench/test_bench_torch.py: torch is not installed") == "1x torch is not installed"
+    md = markdown(fake_run(), "t", skipped=[skip_entry("SKIPPED [3] bench/b.py:9: max 2 threads here")])
+    assert "- 3 benchmarks: max 2 threads here" in md
