@@ -151,7 +151,8 @@ def markdown(data, title: str, skipped=None) -> str:
         for r in rows:
             ratios = {k: v for k, v in r.get("extra_info", {}).items() if k.startswith(FIGURES)}
             if ratios and not quick:
-                lines.append("\n" + ", ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in ratios.items()))
+                lines += ["", "| figure | value |", "| --- | ---: |"]
+                lines += [f"| {k.replace('_', ' ')} | {v:.3f} |" for k, v in ratios.items()]
             rounds = r.get("extra_info", {}).get("rounds_s")
             if isinstance(rounds, dict) and rounds and not quick:
                 lines += [""] + rounds_table(rounds)

@@ -67,7 +67,7 @@ def whole_process_run(quick=False):
 def test_whole_experiment_rows_get_no_speedup_but_their_rounds():
     md = markdown(whole_process_run(), "t")
     assert "| interleaved | 111 s | - | - | 1 |" in md              # the whole experiment's time: no ratio
-    assert "ratio wall numba over numpy: 0.880" in md
+    assert "| ratio wall numba over numpy | 0.880 |" in md
     assert "| round | numpy | numba |" in md
     assert "| 1 | 4.60 (loop 3.10) | 5.20 (loop 1.60, compile 2.00) |" in md
     assert "| 2 | 8.00 (loop 5.60) | 5.90 (loop 2.10, compile 2.00) |" in md
