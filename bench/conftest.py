@@ -2,7 +2,8 @@
 
 * ``FASTDL_BENCH_QUICK=1`` shrinks every suite to a smoke run (CI runs that, so nothing rots).
 * Every result carries, in ``extra_info``: backend, device, dtype, threads, library versions and
-  the BLAS kernel in use (threadpoolctl), so runs are compared like with like.
+  the BLAS kernel in use (threadpoolctl), so runs are compared like with like (a result without
+  its backend or dtype fails the run).
 * Warm-up is explicit (Numba compiles on the first call; pytest-benchmark warms up only under PyPy
   by default) and GPU timings synchronise inside the timed function.
 * Correctness is asserted once, before timing, against the NumPy backend.
@@ -80,6 +81,19 @@ def settle(seconds: float = 0.3) -> None:
 def _settled():
     """Every benchmark starts with the previous one's thread pools asleep."""
     settle()
+
+
+@pytest.fixture(autouse=True)
+def _records_backend_and_dtype(request):
+    """Every result says which backend and dtype it measured (the report and comparisons read
+    them): a benchmark that ran without saying so fails here."""
+    yield
+    bm = request.node.funcargs.get("benchmark")
+    if bm is None or getattr(bm, "stats", None) is None:           # no benchmark ran
+        return
+    missing = [k for k in ("backend", "dtype") if k not in bm.extra_info]
+    if missing:
+        pytest.fail(f"{request.node.nodeid} does not record its {' and '.join(missing)} in benchmark.extra_info")
 
 
 def warm(fn, times: int = 3):
