@@ -180,12 +180,13 @@ LARGE = dict(sizes=[784, 1000, 1000, 10], batch=256, iterations=20 if QUICK else
 
 def make_trainer(bk, data, spec, steps, **kw):
     """A Trainer of ``spec``'s network on MNIST ``data`` for ``steps`` SGD steps (seeded: every
-    contender sees the same batches), without per-epoch training-set evaluation."""
+    contender sees the same batches), without per-epoch training-set evaluation, and without
+    fit()'s warm-up on a copy (each benchmark compiles in a run of its own before it times)."""
     (x, t), _ = data
     net = fastdl.MultiLayerNet(spec["sizes"][0], spec["sizes"][1:-1], spec["sizes"][-1], backend=bk,
                                seed=0, weight_init_std=0.01 if len(spec["sizes"]) == 3 else "he")
     return fastdl.Trainer(net, SGD(lr=0.1), x, t, iterations=steps, batch_size=spec["batch"], seed=0,
-                          progress=False, evaluate_train=False, **kw)
+                          progress=False, evaluate_train=False, warm_up=False, **kw)
 
 
 def fit_synced(bk, tr):

@@ -43,7 +43,7 @@ def _train(bk_name, data, sizes, batch, steps):
     net = fastdl.MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], backend=bk_name, seed=0,
                                weight_init_std=0.01 if len(sizes) == 3 else "he")
     return fastdl.Trainer(net, SGD(lr=0.1), x, t, iterations=steps, batch_size=batch, seed=0, progress=False,
-                          evaluate_train=False)
+                          evaluate_train=False, warm_up=False)      # compiled by an untimed run before
 
 
 def _fit(tr):

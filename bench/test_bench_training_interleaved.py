@@ -116,7 +116,7 @@ def test_chapter6_interleaved(benchmark, mnist):
     def trainer(bk, steps):
         net = fastdl.MultiLayerNet(784, [100] * 5, 10, batch_norm=True, dropout=0.2, backend=bk, seed=0)
         return fastdl.Trainer(net, SGD(lr=0.01), x, t, iterations=steps, batch_size=CH6["batch"], seed=0,
-                              progress=False, evaluate_train=False)
+                              progress=False, evaluate_train=False, warm_up=False)    # compiled below
     for name in names:
         _fit(get_backend(name), trainer(name, 20))            # compile + warm up
     times = {n: [] for n in names}

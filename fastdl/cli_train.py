@@ -84,20 +84,18 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
         else:
             print(line, flush=True)
 
-    compile_seconds = 0.0
-    if backend.COMPILES:
-        # a first run says it compiles; later runs, which load from the disk cache, do not
-        print(f"{backend.name} kernels:", end=" ", flush=True)
-        announce = lambda n: n and print(f"compiling {n} (once; cached on disk)...", end=" ", flush=True)
-        compile_seconds = sharing.warm_up(net, opt, warmup.sample(x, t, xt, tt, args.batch_size), args.batch_size,
-                                          announce)
-        print(f"ready in {compile_seconds:.2f} s" + (f" ({sharing.helper_jobs} of {sharing.jobs} compiled in a helper "
-                                                     f"process)" if sharing.helper_jobs else ""), flush=True)
     ckpt = out / "checkpoint.npz"
     tr = trainer.Trainer(net, opt, x, t, xt, tt, batch_size=args.batch_size, sampling=args.sampling,
                          seed=args.seed, progress=not args.no_progress, callbacks=[report],
                          checkpoint=ckpt, checkpoint_every=args.checkpoint_every, **length)
     del x, xt  # the trainer holds what it needs; keep peak memory down
+    if backend.COMPILES:
+        # a first run says it compiles; later runs, which load from the disk cache, do not
+        print(f"{backend.name} kernels:", end=" ", flush=True)
+        announce = lambda n: n and print(f"compiling {n} (once; cached on disk)...", end=" ", flush=True)
+        seconds = tr.warm_up(sharing, announce)
+        print(f"ready in {seconds:.2f} s" + (f" ({sharing.helper_jobs} of {sharing.jobs} compiled in a helper "
+                                             f"process)" if sharing.helper_jobs else ""), flush=True)
     print(f"training {net} with {opt}: batch {tr.batch_size}, {tr.total_steps} steps "
           f"({epochs_text(tr.total_steps / tr.steps_per_epoch)} epochs of {tr.steps_per_epoch} steps), "
           f"{args.sampling} sampling, seed {args.seed}", flush=True)
@@ -122,13 +120,13 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
         return status
     io.save(net, out / "params.npz")
     record = h.to_dict()
-    record.update({"seconds": h.seconds, "compile_seconds": compile_seconds, "fast_path": tr.fast_path,
+    record.update({"seconds": h.seconds, "fast_path": tr.fast_path,
                    "network": net.config(), "optimizer": opt.config(), "fastdl": __version__, "numpy": np.__version__})
     io.atomic_write_bytes(out / "history.json", json.dumps(record, indent=1).encode())
     del tr
     png, why_not = plot.finish(record)
     print(f"done in {h.seconds:.2f} s ({h.train_seconds:.2f} s in training steps"
-          + (f", after {compile_seconds:.2f} s compiling" if compile_seconds else "") + "): "
+          + (f", after {h.compile_seconds:.2f} s compiling" if h.compile_seconds else "") + "): "
           f"train_acc {h.train_acc[-1]:.4f}, test_acc {h.test_acc[-1]:.4f}")
     print(f"wrote {out / 'params.npz'}, {out / 'history.json'}, {ckpt}" + (f", {png}" if png else f" ({why_not})"))
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -26,33 +25,10 @@ from . import divergence
 from .backends.contract import FUSED_STEP
 from .errors import DivergenceError
 from .fused import compile_train_step
+from .history import History
 from .images import backend_input
 from .replay import for_run
 from .validate import check_labels, check_parts, check_run_options, host_view
-
-
-@dataclass
-class History:
-    backend: str
-    dtype: str
-    device: str
-    batch_size: int
-    sampling: str
-    seed: int | None
-    steps: int = 0
-    loss: list = field(default_factory=list)          # one float per step
-    epoch: list = field(default_factory=list)         # epochs completed at each evaluation (may be fractional at the end)
-    epoch_step: list = field(default_factory=list)    # step count at each evaluation
-    train_acc: list = field(default_factory=list)
-    test_acc: list = field(default_factory=list)
-    seconds: float = 0.0                               # wall time of fit(), evaluation included
-    train_seconds: float = 0.0                         # wall time of the steps alone
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["final_train_acc"] = self.train_acc[-1] if self.train_acc else None
-        d["final_test_acc"] = self.test_acc[-1] if self.test_acc else None
-        return d
 
 
 class Trainer:
@@ -75,13 +51,19 @@ class Trainer:
     Where the backend can replay captured work (cupy: CUDA graphs) each block of full steps
     between two sync points runs as one replay (``fastdl.replay``), with the same numbers;
     ``capture_note`` says why a run does not.
+    Where kernels compile on first use (numba, cupy), ``fit()`` first calls ``warm_up()``: every
+    kernel the run will call is compiled, or loaded from numba's disk cache, on a copy of the
+    network before any step is timed, a first numba compile shared with a helper process where a
+    core is spare (``fastdl.warmup``); ``History.compile_seconds`` is its time. ``warm_up=False``
+    leaves each kernel to compile at its first call, inside the steps' time.
     """
 
     def __init__(self, network, optimizer, x_train, t_train, x_test=None, t_test=None, *,
                  epochs: float | None = None, iterations: int | None = None, batch_size: int | None = None,
                  sampling: str = "shuffle", seed: int | None = None, progress: bool = True,
                  evaluate_train: bool = True, sync_every: int = 100, callbacks=(), fast_path: bool = True,
-                 checkpoint=None, checkpoint_every: int | None = None, explosion: float | None = 1e4):
+                 checkpoint=None, checkpoint_every: int | None = None, explosion: float | None = 1e4,
+                 warm_up: bool = True):
         check_parts(network, optimizer)
         self.network = network
         self.optimizer = optimizer
@@ -136,6 +118,21 @@ class Trainer:
         self.fast_path = self._fused is not None
         self.history = History(backend=bk.name, dtype=network.dtype.name, device=bk.device,
                                batch_size=self.batch_size, sampling=sampling, seed=seed)
+        self._warm = not (warm_up and bk.COMPILES)      # whether fit() may start without warm_up()
+
+    def warm_up(self, sharing=None, announce=None) -> float:
+        """Compile (or load) every kernel this run calls, before anything is timed; its seconds
+        are added to ``History.compile_seconds`` and returned. ``sharing``: a
+        ``fastdl.warmup.Sharing`` already started (``fastdl train`` starts its helper before it
+        loads anything); ``announce``: as ``Sharing.warm_up`` takes it."""
+        from . import warmup
+        data = warmup.sample(self.x_train, self.t_train, self.x_test, self.t_test, self.batch_size)
+        with (sharing if sharing is not None else warmup.Sharing()) as s:
+            s.start(self.backend.name)      # at once where a first compile is likely (as fastdl train)
+            seconds = s.warm_up(self.network, self.optimizer, data, self.batch_size, announce, self.fast_path)
+        self.history.compile_seconds += seconds
+        self._warm = True
+        return seconds
 
     # -- batches ---------------------------------------------------------------------------------
 
@@ -194,6 +191,8 @@ class Trainer:
 
     def fit(self) -> History:
         """Train until ``total_steps`` (continuing from a resumed checkpoint, if any)."""
+        if not self._warm:
+            self.warm_up()
         bk, net, h = self.backend, self.network, self.history
         xp = bk.xp
         spe = self.steps_per_epoch

@@ -1,7 +1,9 @@
-"""The one-off compile before ``fastdl train`` times its run, shared with a helper process.
+"""The one-off compile before a trainer times its run, shared with a helper process.
 
 ``warm_up`` runs two steps and an evaluation on a copy of the network, so every kernel the run
-needs is compiled (or loaded from the disk cache) before training is timed. Numba compiles one
+needs is compiled (or loaded from the disk cache) before training is timed; ``Trainer.warm_up``
+(which ``fit()`` calls first, and ``fastdl train`` with its announcements) runs it through
+``Sharing``. Numba compiles one
 kernel at a time: about 4 s on a first run. Where the backend declares ``compile_ahead``,
 ``Sharing`` learns the warm-up's compile jobs from a dry run of it (``bk.compile_jobs``; none
 with a warm cache; ``fastdl train`` announces their count) and, if there are any and a core is
@@ -21,6 +23,7 @@ then for each ``take I`` it compiles job I and answers ``done I``; the end of it
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -31,7 +34,7 @@ import time
 import numpy as np
 
 from . import helpers
-from .backends import compile_likely, current_backend_name
+from .backends import composed, compile_likely, current_backend_name
 from .backends.contract import COMPILE_AHEAD
 from .errors import DivergenceError
 from .images import ByteImages
@@ -41,20 +44,32 @@ WAIT = 120              # seconds to wait for the helper's last job before compi
 
 
 def sample(x, t, xt, tt, batch_size: int):
-    """The slices of the run's data the warm-up trains and evaluates on."""
+    """The slices of the run's data the warm-up trains and evaluates on (without test data, the
+    training set's first rows stand in: evaluation compiles the same kernels for either)."""
+    if xt is None:
+        xt, tt = x, t
     n = min(len(x), 2 * batch_size)
     cut = lambda a, k: a.subset(slice(k)) if isinstance(a, ByteImages) else a[:k]
     return cut(x, n), t[:n], cut(xt, TEST_ROWS), tt[:TEST_ROWS]
 
 
-def warm_up(net, opt, data, batch_size: int) -> None:
-    """Two steps and an evaluation of a copy of ``net`` (``data``: ``sample(...)``)."""
-    from . import networks, optimizers
+def twin(opt):
+    """A fresh optimizer like ``opt`` (its class and hyperparameters, none of its state)."""
+    out = copy.copy(opt)
+    out.state = {name: {} for name in opt.state_names}
+    out.step, out.scalar_source = 0, None
+    return out
+
+
+def warm_up(net, opt, data, batch_size: int, fast_path: bool = True) -> None:
+    """Two steps and an evaluation of a copy of ``net`` (``data``: ``sample(...)``), on the fused
+    step or, ``fast_path=False``, the layer path."""
+    from . import networks
     from .trainer import Trainer
     clone = networks.network_from_config(net.config(), dtype=net.dtype, backend=net.backend, seed=0)
-    twin = optimizers.get_optimizer(type(opt).__name__, **opt.hyperparameters())
     x, t, xt, tt = data
-    tr = Trainer(clone, twin, x, t, xt, tt, iterations=2, batch_size=min(batch_size, len(x)), progress=False)
+    tr = Trainer(clone, twin(opt), x, t, xt, tt, iterations=2, batch_size=min(batch_size, len(x)), progress=False,
+                 fast_path=fast_path, warm_up=False)
     try:
         tr.fit()
     except DivergenceError:     # the user's learning rate, or a dry run's meaningless numbers
@@ -62,15 +77,17 @@ def warm_up(net, opt, data, batch_size: int) -> None:
             tr._evaluate()      # what evaluation compiles still compiles here
 
 
-def spec(net, opt, data, batch_size: int) -> dict:
-    """What the helper needs to run the same warm-up: the network, the optimizer, and the data's
-    types and shapes (its values do not change what compiles)."""
+def spec(net, opt, data, batch_size: int, fast_path: bool = True) -> dict:
+    """What the helper needs to run the same warm-up: the network, the optimizer, the path, and
+    the data's types and shapes (its values do not change what compiles)."""
     def like(a):                       # read-only arrays compile apart from writable ones
         if isinstance(a, ByteImages):
             return {"bytes": list(a.shape), "scale": a.scale, "writeable": a.codes.flags.writeable}
-        return {"shape": list(a.shape), "dtype": a.dtype.str, "writeable": a.flags.writeable}
+        # floats that are k/255 train through the byte-coded gather (composed.byte_codes): say which
+        codes = a.dtype.kind == "f" and composed.byte_codes(a, np) is not None
+        return {"shape": list(a.shape), "dtype": a.dtype.str, "writeable": a.flags.writeable, "codes": codes}
     return {"network": net.config(), "dtype": net.dtype.name, "optimizer": opt.config(),
-            "batch_size": batch_size, "data": [like(a) for a in data]}
+            "batch_size": batch_size, "fast_path": bool(fast_path), "data": [like(a) for a in data]}
 
 
 def from_spec(s: dict, backend):
@@ -82,6 +99,8 @@ def from_spec(s: dict, backend):
     data = []
     for d in s["data"]:
         a = np.zeros(d["bytes"] if "bytes" in d else d["shape"], np.uint8 if "bytes" in d else np.dtype(d["dtype"]))
+        if not d.get("codes", True):
+            a[...] = 0.5                 # no k/255 (nor integer) value: the plain gather, as the run's
         a.flags.writeable = d["writeable"]
         data.append(ByteImages(a, d["scale"], dtype=s["dtype"]) if "bytes" in d else a)
     return net, opt, data, s["batch_size"]
@@ -111,7 +130,7 @@ class Sharing(helpers.Owner):
     def _spawn(name: str):
         return helpers.spawn("fastdl.warmup", name, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
-    def warm_up(self, net, opt, data, batch_size: int, announce=None) -> float:
+    def warm_up(self, net, opt, data, batch_size: int, announce=None, fast_path: bool = True) -> float:
         """``warm_up`` with the compile shared; returns its seconds. ``announce(n)``, if given,
         is called before any compiling with the number of kernels the backend says are left
         to compile (0 with a warm cache; also 0 where it cannot tell, as with its cache off)."""
@@ -119,7 +138,7 @@ class Sharing(helpers.Owner):
         bk = net.backend
         jobs = []
         if COMPILE_AHEAD in bk.CAPABILITIES:
-            jobs = bk.compile_jobs(lambda: warm_up(net, opt, data, batch_size))
+            jobs = bk.compile_jobs(lambda: warm_up(net, opt, data, batch_size, fast_path))
         if announce is not None:
             announce(len(jobs))
         if jobs and helpers.spare_cores() >= 1:     # a warm cache has none: no helper then
@@ -127,9 +146,9 @@ class Sharing(helpers.Owner):
                 self.proc = self._spawn(bk.name)
             if self.proc is not None:
                 self.jobs = len(jobs)
-                self._share(jobs, spec(net, opt, data, batch_size))
+                self._share(jobs, spec(net, opt, data, batch_size, fast_path))
         self.close()
-        warm_up(net, opt, data, batch_size)     # what no job compiled, and the loading of the rest
+        warm_up(net, opt, data, batch_size, fast_path)     # what no job compiled, and the loading of the rest
         return time.perf_counter() - t0
 
     def _share(self, jobs, s: dict) -> None:
@@ -192,7 +211,7 @@ def _helper(backend_name: str) -> int:
         return 0
     s = json.loads(line)
     net, opt, data, batch_size = from_spec(s, bk)
-    mine = dict(bk.compile_jobs(lambda: warm_up(net, opt, data, batch_size), cached=True))
+    mine = dict(bk.compile_jobs(lambda: warm_up(net, opt, data, batch_size, s["fast_path"]), cached=True))
     if not all(name in mine for name in s["jobs"]):
         print("jobs other", flush=True)     # the run then compiles them all itself
         return 0

@@ -24,8 +24,9 @@ from numba.extending import intrinsic
 
 
 class Body:
-    """``f`` compiled for one tuple of arguments like ``examples``. Asks Numba for it at once, so
-    that ``ahead.compile_jobs`` counts it among a run's jobs. Its address is found by its
+    """``f`` compiled for one tuple of arguments like ``examples``, when ``target`` is first asked
+    for (a layer built before a run's shared compile leaves the body to it; under
+    ``ahead.compile_jobs``' recorder that first call counts it among the jobs). Its address is found by its
     symbol's name, which Numba makes from the function's qualified name, its argument types and a
     counter of the process that compiled it: two functions of one name loaded from the disk cache
     can share a symbol, so each body needs a name of its own, and an address already given to
@@ -38,8 +39,6 @@ class Body:
         self.compiled = isinstance(f, Dispatcher)        # not under NUMBA_DISABLE_JIT
         self.args = (numba.typeof(examples),) if self.compiled else ()
         self._target = 0 if self.compiled else f
-        if self.compiled:
-            f.compile(self.args)
 
     @property
     def target(self):

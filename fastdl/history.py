@@ -1,0 +1,31 @@
+"""What a training run records: its settings, every step's loss, each evaluation's accuracies
+and its timings (``Trainer.fit`` fills it; ``fastdl train`` writes it as history.json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class History:
+    backend: str
+    dtype: str
+    device: str
+    batch_size: int
+    sampling: str
+    seed: int | None
+    steps: int = 0
+    loss: list = field(default_factory=list)          # one float per step
+    epoch: list = field(default_factory=list)         # epochs completed at each evaluation (may be fractional at the end)
+    epoch_step: list = field(default_factory=list)    # step count at each evaluation
+    train_acc: list = field(default_factory=list)
+    test_acc: list = field(default_factory=list)
+    seconds: float = 0.0                               # wall time of fit(), evaluation included, compile not
+    train_seconds: float = 0.0                         # wall time of the steps alone
+    compile_seconds: float = 0.0                       # this process's compile before the first step (warm_up)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["final_train_acc"] = self.train_acc[-1] if self.train_acc else None
+        d["final_test_acc"] = self.test_acc[-1] if self.test_acc else None
+        return d
