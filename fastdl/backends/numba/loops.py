@@ -37,6 +37,9 @@ jit_parallel = njit(cache=CACHE, nogil=True, error_model="numpy", parallel=True)
 
 
 
+CALLEE = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}     # see inner()
+
+
 @functools.cache
 def inner(f):
     """``f``'s twin for calls from compiled code only: the same Python function and options,
@@ -54,7 +57,7 @@ def inner(f):
     twin.__qualname__, twin.__module__, twin.__doc__ = py.__qualname__ + "_inner", py.__module__, py.__doc__
     options = {k: v for k, v in f.targetoptions.items() if k != "nopython"}      # njit's already
     with cache.ours():
-        return njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **options)(twin)
+        return njit(**CALLEE, **options)(twin)
 
 
 # -- elementwise, in place ---------------------------------------------------------------------

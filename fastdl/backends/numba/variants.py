@@ -12,7 +12,10 @@ compiled apart, and without that level the run's compile jobs took 3.6 s of CPU 
 3.9-4.1 (one process, empty cache, timed ad hoc). The same for the updates, the softmax, the
 column sum and the gather made no difference (the step compiles ``loops.add_bias`` anyway, for
 evaluation) and was not kept. The entries are plain functions: a closure over one is cached
-under a stable key, one over a Numba dispatcher would not be.
+under a stable key, one over a Numba dispatcher would not be. Like the twins (``loops.inner``)
+they compile without the entry points a Python or C caller needs (``loops.CALLEE``): a run's
+compile jobs took 3.24-3.69 s of CPU against 3.35-3.76 (five interleaved pairs, one process,
+empty cache; timed ad hoc), the code inlined into the step the same.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from . import loops, updates
 def code(f):
     """The loop ``f``'s own Python function as an entry, with ``loops``' error model. Once per
     loop: registering a function twice would overload it twice."""
-    return register_jitable(error_model="numpy")(getattr(f, "py_func", f))
+    return register_jitable(error_model="numpy", **loops.CALLEE)(getattr(f, "py_func", f))
 
 
 # -- optimizer updates: (p, g, state slot 0, state slot 1, scalars h in the kernel's order) ---------
@@ -37,32 +40,32 @@ _sgd, _momentum, _nesterov, _adagrad, _rmsprop, _adam = (        # twins without
     loops.inner(getattr(updates, name)) for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"))
 
 
-@register_jitable
+@register_jitable(**loops.CALLEE)
 def sgd(p, g, s0, s1, h):
     _sgd(p, g, h[0])
 
 
-@register_jitable
+@register_jitable(**loops.CALLEE)
 def momentum(p, g, s0, s1, h):
     _momentum(p, g, s0, h[0], h[1])
 
 
-@register_jitable
+@register_jitable(**loops.CALLEE)
 def nesterov(p, g, s0, s1, h):
     _nesterov(p, g, s0, h[0], h[1], h[2], h[3])
 
 
-@register_jitable
+@register_jitable(**loops.CALLEE)
 def adagrad(p, g, s0, s1, h):
     _adagrad(p, g, s0, h[0], h[1])
 
 
-@register_jitable
+@register_jitable(**loops.CALLEE)
 def rmsprop(p, g, s0, s1, h):
     _rmsprop(p, g, s0, h[0], h[1], h[2], h[3])
 
 
-@register_jitable
+@register_jitable(**loops.CALLEE)
 def adam(p, g, s0, s1, h):
     _adam(p, g, s0, s1, h[0], h[1], h[2], h[3])
 
@@ -84,7 +87,7 @@ sigmoid_grad_colsum = code(loops.sigmoid_grad_colsum)
 _colsum = loops.inner(loops.colsum)
 
 
-@register_jitable
+@register_jitable(**loops.CALLEE)
 def identity_grad_colsum(dh, db, h):
     _colsum(db, dh)                      # dh is the gradient of h itself
 
