@@ -124,8 +124,13 @@ class Trainer:
         """Compile (or load) every kernel this run calls, before anything is timed; its seconds
         are added to ``History.compile_seconds`` and returned. ``sharing``: a
         ``fastdl.warmup.Sharing`` already started (``fastdl train`` starts its helper before it
-        loads anything); ``announce``: as ``Sharing.warm_up`` takes it."""
+        loads anything); ``announce(n)``: told how many kernels compile (``Sharing.warm_up``);
+        by default, with ``progress`` on, a first compile says so on stderr, as the bar would."""
         from . import warmup
+        if announce is None and self.progress:
+            name = self.backend.name
+            announce = lambda n: n and print(f"fastdl: compiling {n} {name} kernels (once; cached on disk)...",
+                                             file=sys.stderr, flush=True)
         data = warmup.sample(self.x_train, self.t_train, self.x_test, self.t_test, self.batch_size)
         with (sharing if sharing is not None else warmup.Sharing()) as s:
             s.start(self.backend.name)      # at once where a first compile is likely (as fastdl train)

@@ -103,3 +103,26 @@ def test_the_warm_up_changes_nothing_the_run_computes(backend):
         np.testing.assert_array_equal(backend.to_numpy(net_w.params[k]), backend.to_numpy(net_c.params[k]))
     assert cold.compile_seconds == 0
     assert (warmed.compile_seconds > 0) == get_backend(backend.name).COMPILES
+
+
+_SAY = """
+import numpy as np, fastdl
+from fastdl.optimizers import SGD
+rng = np.random.default_rng(0)
+x, t = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)
+net = fastdl.TwoLayerNet(784, 12, 10, backend="numba", seed=0)
+fastdl.Trainer(net, SGD(lr=0.1), x, t, iterations=2, batch_size=50, progress=True).fit()
+"""
+
+
+@needs_numba
+def test_a_first_compile_says_so_with_progress_on_and_a_warm_one_says_nothing(tmp_path):
+    import numba
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT: nothing compiles")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), FASTDL_NUMBA_CACHE="1")
+    said = [subprocess.run([sys.executable, "-c", _SAY], capture_output=True, text=True, env=env, timeout=600)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in said), said[0].stderr[-2000:]
+    assert "compiling" in said[0].stderr and "numba kernels (once; cached on disk)" in said[0].stderr
+    assert "compiling" not in said[1].stderr              # loaded from the disk cache: nothing to say
