@@ -127,7 +127,7 @@ def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     base = lambda n: n.split("(")[0].split(".")[-1].split("_relu")[0]       # split_body_relu: split_body's job
     cost = [COMPILE_SECONDS.get(base(n), 0.0) for n in first["names"]]
     assert cost == sorted(cost, reverse=True)                                            # longest first
-    assert max(COMPILE_SECONDS, key=COMPILE_SECONDS.get) in first["names"][0]
+    assert sum(c > 0 for c in cost) >= 4                  # the table knows the run's long jobs by name
     assert 1 <= first["helper_jobs"] < first["jobs"]       # both compiled some
     assert first["left"] == 0 and first["helper_started"] and first["helper_ended"]   # all cached; helper gone
     again = run_fresh(tmp_path)                            # a warm cache: nothing to share
@@ -141,6 +141,19 @@ def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     sigmoid = run_fresh(tmp_path, "adam", "sigmoid")
     assert sorted(n.split("(")[0].split(".")[-1] for n in sigmoid["names"]) == ["output_layer", "split_body_sigmoid"]
     assert sigmoid["left"] == 0
+
+
+@needs_numba
+def test_every_compile_time_is_known_by_the_name_of_a_function_the_backend_compiles():
+    """A renamed kernel would leave its figure unused and the list in no useful order."""
+    import numba
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT: plain functions, nothing compiles")
+    from fastdl.backends.numba import ahead, first_layer, loops, step
+    first_layer.split_body(0), first_layer.split_layer(), step.output_layer(0), step.update_parts("sgd_update")
+    built = step.MADE + [v for v in vars(loops).values() if hasattr(v, "py_func")]
+    names = {f.py_func.__name__ for f in built}
+    assert set(ahead.COMPILE_SECONDS) <= names, set(ahead.COMPILE_SECONDS) - names
 
 
 @needs_numba
