@@ -76,7 +76,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("xp", "attribute", "module", "the array module (numpy or cupy)"),
     Entry("device", "attribute", "str", "where arrays live, for messages and reports"),
     Entry("CAPABILITIES", "attribute", "frozenset[str]", "what beyond core this backend provides"),
-    Entry("COMPILES", "attribute", "bool", "kernels compile on first use (the CLI announces and times it)"),
+    Entry("COMPILES", "attribute", "bool", "kernels compile on first use (a trainer compiles them before its first step and times that apart: Trainer.warm_up)"),
     Entry("check_usable", "function", "check_usable()", "raises, with the reason, when it cannot run here"),
     Entry("asarray", "function", "asarray(a, dtype=None) -> array", "C-contiguous, on the device"),
     Entry("to_numpy", "function", "to_numpy(a) -> numpy.ndarray", "a host copy or view"),
