@@ -16,12 +16,19 @@ from pathlib import Path
 
 
 def spare_cores() -> int:
-    """Cores this process may run on, less the one it runs on."""
+    """Cores this process may run on, less the one it runs on. ``FASTDL_NUM_THREADS`` caps them:
+    a process told to use n threads (a ``fastdl sweep --jobs`` worker, a user's own share of the
+    machine) starts no helper that would take an n+1-th core. A value that is not a positive
+    integer counts as unset here (the backend that reads it says what is wrong with it)."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:          # not on Linux
         n = os.cpu_count() or 1
-    return n - 1
+    try:
+        cap = int(os.environ.get("FASTDL_NUM_THREADS", "").strip())
+    except ValueError:
+        cap = 0
+    return (min(n, cap) if cap >= 1 else n) - 1
 
 
 def spawn(module: str, *args: str, **popen) -> subprocess.Popen | None:

@@ -126,3 +126,16 @@ def test_a_first_compile_says_so_with_progress_on_and_a_warm_one_says_nothing(tm
     assert all(r.returncode == 0 for r in said), said[0].stderr[-2000:]
     assert "compiling" in said[0].stderr and "numba kernels (once; cached on disk)" in said[0].stderr
     assert "compiling" not in said[1].stderr              # loaded from the disk cache: nothing to say
+
+
+def test_fastdl_num_threads_caps_the_cores_a_run_may_spare_for_helpers(monkeypatch):
+    import os
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    monkeypatch.delenv("FASTDL_NUM_THREADS", raising=False)
+    assert helpers.spare_cores() == cores - 1
+    monkeypatch.setenv("FASTDL_NUM_THREADS", "1")         # a sweep worker's share, or a user's
+    assert helpers.spare_cores() == 0
+    monkeypatch.setenv("FASTDL_NUM_THREADS", str(cores + 7))
+    assert helpers.spare_cores() == cores - 1             # never more than the process may run on
+    monkeypatch.setenv("FASTDL_NUM_THREADS", "two")       # the backend refuses it, with the reason
+    assert helpers.spare_cores() == cores - 1
