@@ -102,13 +102,14 @@ def test_first_fit(benchmark, tmp_path):
     contenders = _contenders()
     benchmark.group = f"first fit() of 784-50-10, {STEPS} steps, fresh process"
     compile_s = {k: [] for k in contenders}
+    name_of = {c: k for k, c in contenders.items()}
 
     def run(backend, state, round_no):
         r = subprocess.run([sys.executable, "-c", _FIRST_FIT, backend, str(STEPS)], capture_output=True,
                            text=True, env=_env(state, _folder(tmp_path, state, round_no)))
         assert r.returncode == 0, r.stderr[-2000:]
         out = json.loads(r.stdout.strip().splitlines()[-1])
-        compile_s[next(k for k, c in contenders.items() if c == (backend, state))].append(out["compile_s"])
+        compile_s[name_of[backend, state]].append(out["compile_s"])
         return out["first_fit_s"]
 
     times = _interleaved(benchmark, contenders, run)

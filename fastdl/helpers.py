@@ -15,20 +15,35 @@ import threading
 from pathlib import Path
 
 
+def requested_threads() -> int | None:
+    """``FASTDL_NUM_THREADS``: None when unset (or empty); ValueError, saying why, when it is not
+    a positive integer."""
+    value = os.environ.get("FASTDL_NUM_THREADS", "").strip()
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"FASTDL_NUM_THREADS={value!r} must be a positive integer (or unset: all cores)")
+    return n
+
+
 def spare_cores() -> int:
     """Cores this process may run on, less the one it runs on. ``FASTDL_NUM_THREADS`` caps them:
     a process told to use n threads (a ``fastdl sweep --jobs`` worker, a user's own share of the
-    machine) starts no helper that would take an n+1-th core. A value that is not a positive
-    integer counts as unset here (the backend that reads it says what is wrong with it)."""
+    machine) starts no helper that would take an n+1-th core. An invalid value counts as unset
+    here (the backend that reads it refuses it, saying why)."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:          # not on Linux
         n = os.cpu_count() or 1
     try:
-        cap = int(os.environ.get("FASTDL_NUM_THREADS", "").strip())
+        cap = requested_threads()
     except ValueError:
-        cap = 0
-    return (min(n, cap) if cap >= 1 else n) - 1
+        cap = None
+    return (n if cap is None else min(n, cap)) - 1
 
 
 def spawn(module: str, *args: str, **popen) -> subprocess.Popen | None:

@@ -83,9 +83,10 @@ def spec(net, opt, data, batch_size: int, fast_path: bool = True) -> dict:
     def like(a):                       # read-only arrays compile apart from writable ones
         if isinstance(a, ByteImages):
             return {"bytes": list(a.shape), "scale": a.scale, "writeable": a.codes.flags.writeable}
-        # floats that are k/255 train through the byte-coded gather (composed.byte_codes): say which
-        codes = a.dtype.kind == "f" and composed.byte_codes(a, np) is not None
-        return {"shape": list(a.shape), "dtype": a.dtype.str, "writeable": a.flags.writeable, "codes": codes}
+        d = {"shape": list(a.shape), "dtype": a.dtype.str, "writeable": a.flags.writeable}
+        if a.dtype.kind == "f":        # k/255 floats train through the byte-coded gather: say which
+            d["codes"] = composed.byte_codes(a, np) is not None
+        return d
     return {"network": net.config(), "dtype": net.dtype.name, "optimizer": opt.config(),
             "batch_size": batch_size, "fast_path": bool(fast_path), "data": [like(a) for a in data]}
 
@@ -99,7 +100,7 @@ def from_spec(s: dict, backend):
     data = []
     for d in s["data"]:
         a = np.zeros(d["bytes"] if "bytes" in d else d["shape"], np.uint8 if "bytes" in d else np.dtype(d["dtype"]))
-        if not d.get("codes", True):
+        if d.get("codes") is False:
             a[...] = 0.5                 # no k/255 (nor integer) value: the plain gather, as the run's
         a.flags.writeable = d["writeable"]
         data.append(ByteImages(a, d["scale"], dtype=s["dtype"]) if "bytes" in d else a)

@@ -22,6 +22,8 @@ import threading
 import numba
 import numpy as np
 
+from ...helpers import requested_threads
+
 # How many parts a split uses (None: one per Numba thread). Tests set it to check uneven splits.
 SPLIT_PARTS = None
 
@@ -40,16 +42,8 @@ REGION = threading.Lock()
 
 def configured_threads() -> int:
     """``FASTDL_NUM_THREADS``, else all of Numba's threads."""
-    value = os.environ.get("FASTDL_NUM_THREADS", "").strip()
-    if not value:
-        return numba.config.NUMBA_NUM_THREADS
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"FASTDL_NUM_THREADS={value!r} must be a positive integer (or unset: all cores)")
-    return min(n, numba.config.NUMBA_NUM_THREADS)
+    n = requested_threads()
+    return numba.config.NUMBA_NUM_THREADS if n is None else min(n, numba.config.NUMBA_NUM_THREADS)
 
 
 def scipy_blas() -> list:
