@@ -145,27 +145,33 @@ def case_softmax_xent_(bk, ref, dtype):
 
 
 def case_InputLayer(bk, ref, dtype):
+    """forward and backward, then predict (evaluation) of other rows; rows of 23 and of 24 bytes
+    (numba's predict reads whole words of 8 where it can)."""
     rng = np.random.default_rng(3)
-    W, b = rand((23, 7), dtype, 1), rand(7, dtype, 2)
-    as_bytes = ByteImages(codes(300, 23), 255, dtype)
-    for data in (rand((300, 23), dtype, 0), pixels((300, 23), dtype), as_bytes):
-        for act in ("identity", "relu", "sigmoid"):
-            made = []
-            for B in (bk, ref):
-                dW = B.asarray(np.zeros_like(W))
-                x = data.on(B, dtype) if data is as_bytes else B.asarray(data)
-                made.append((B.InputLayer(B, B.asarray(W), B.asarray(b), dW, x, 40, act), dW))
-            for n in (40, 13, 40):                             # full, partial, full again
-                idx, dz = rng.integers(0, 300, n), rand((n, 7), dtype, n)
-                out = []
-                for B, (layer, dW) in zip((bk, ref), made):
-                    y = B.asarray(nan((n, 7), dtype))
-                    with B.train_scope():
-                        layer.forward(B.asarray(idx), y)
-                        layer.backward(B.asarray(dz))
-                    out.append((B.to_numpy(y), B.to_numpy(dW).copy()))
-                same(out[0][0], out[1][0], dtype, 23)
-                same(out[0][1], out[1][1], dtype, n)
+    for K in (23, 24):
+        W, b = rand((K, 7), dtype, 1), rand(7, dtype, 2)
+        as_bytes = ByteImages(codes(300, K), 255, dtype)
+        for data in (rand((300, K), dtype, 0), pixels((300, K), dtype), as_bytes):
+            for act in ("identity", "relu", "sigmoid"):
+                made = []
+                for B in (bk, ref):
+                    dW = B.asarray(np.zeros_like(W))
+                    x = data.on(B, dtype) if data is as_bytes else B.asarray(data)
+                    made.append((B.InputLayer(B, B.asarray(W), B.asarray(b), dW, x, 40, act), dW))
+                for n in (40, 13, 40, 1):                       # full, partial, full again, one row
+                    idx, dz = rng.integers(0, 300, n), rand((n, 7), dtype, n)
+                    other = rng.integers(0, 300, max(1, n - 3))
+                    out = []
+                    for B, (layer, dW) in zip((bk, ref), made):
+                        y, p = B.asarray(nan((n, 7), dtype)), B.asarray(nan((len(other), 7), dtype))
+                        with B.train_scope():
+                            layer.forward(B.asarray(idx), y)
+                            layer.backward(B.asarray(dz))
+                            layer.predict(B.asarray(other), p)
+                        out.append((B.to_numpy(y), B.to_numpy(p), B.to_numpy(dW).copy()))
+                    same(out[0][0], out[1][0], dtype, K)
+                    same(out[0][1], out[1][1], dtype, K)
+                    same(out[0][2], out[1][2], dtype, n)
 
 
 def case_OutputLayer(bk, ref, dtype):

@@ -139,7 +139,8 @@ def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     # another activation: its first layer's body and its last layer; the first layer's parallel
     # function is cached and runs in the dry run, given no body (address 0), and computes nothing
     sigmoid = run_fresh(tmp_path, "adam", "sigmoid")
-    assert sorted(n.split("(")[0].split(".")[-1] for n in sigmoid["names"]) == ["output_layer", "split_body_sigmoid"]
+    assert sorted(n.split("(")[0].split(".")[-1] for n in sigmoid["names"]) == [
+        "output_layer", "rows_body_sigmoid_20", "split_body_sigmoid"]
     assert sigmoid["left"] == 0
 
 
@@ -149,8 +150,9 @@ def test_every_compile_time_is_known_by_the_name_of_a_function_the_backend_compi
     import numba
     if numba.config.DISABLE_JIT:
         pytest.skip("NUMBA_DISABLE_JIT: plain functions, nothing compiles")
-    from fastdl.backends.numba import ahead, first_layer, loops, step
+    from fastdl.backends.numba import ahead, byte_rows, first_layer, loops, step
     first_layer.split_body(0), first_layer.split_layer(), step.output_layer(0), step.update_parts("sgd_update")
+    byte_rows.rows_body(0, 50)
     built = step.MADE + [v for v in vars(loops).values() if hasattr(v, "py_func")]
     names = {f.py_func.__name__ for f in built}
     assert set(ahead.COMPILE_SECONDS) <= names, set(ahead.COMPILE_SECONDS) - names

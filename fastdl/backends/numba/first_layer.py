@@ -26,7 +26,7 @@ from ...errors import DTypeError, ShapeError
 from ...images import ByteImages
 from .. import composed
 from ..contract import ACT_CODES
-from . import by_address, gather, loops, threads, variants
+from . import by_address, byte_rows, gather, loops, threads, variants
 from .blas import gemm
 from .by_address import call
 from .loops import jit, jit_parallel
@@ -120,7 +120,7 @@ class InputLayer:
 
     def __init__(self, bk, W, b, dW, x_train, batch_size: int, activation: str, byte_coded: bool = True):
         K, N = W.shape
-        self.W, self.b, self.dW = W, b, dW
+        self.W, self.b, self.dW, self.batch_size = W, b, dW, batch_size
         parallel = threads.splits(batch_size * K * N, "gemm")
         self._run = split_layer(parallel)
         self.cut = cuts(K, threads.split_parts(K) if parallel else 1)
@@ -140,20 +140,42 @@ class InputLayer:
         self._idx = np.zeros(0, dtype=np.int64)      # the last forward's rows (backward passes them on)
         self._status = np.zeros(len(self.cut) - 1, dtype=np.int64)    # each part's outcome
         z = np.empty((0, N), dtype=W.dtype)           # what y and dz must be like (by_address.fits)
-        self._body = by_address.Body(split_body(ACT_CODES[activation]), (
-            np.int64(0), False, z, self.X, self.Z, self.src, self._idx, self.scale, gather.PREFETCH_AHEAD,
-            self.cut, W, b, dW, z))
+        example = (np.int64(0), False, z, self.X, self.Z, self.src, self._idx, self.scale, gather.PREFETCH_AHEAD,
+                   self.cut, W, b, dW, z)
+        self._body = by_address.Body(split_body(ACT_CODES[activation]), example)
+        # predict(): over the non-zero codes, rows split across the threads (byte_rows)
+        self._rows = None
+        if self.byte_coded and 1 <= N <= byte_rows.MAX_WIDTH:
+            self._rows = by_address.Body(byte_rows.rows_body(ACT_CODES[activation], N), example)
+            parts = min(threads.configured_threads() if parallel else 1, K)   # split_layer: n * parts <= len(X)
+            self._row_cut = np.arange(parts + 1, dtype=np.int64)
+            self._row_status = np.zeros(parts, dtype=np.int64)
 
     def forward(self, idx, y):
         if not by_address.fits(idx, np.int64, 1):
             idx = _as_rows(idx)
         if not by_address.fits(y, self.W.dtype, 2):
-            return self._through_copy(idx, y)
+            return self._through_copy(self.forward, idx, y)
         self._cut = self.cut if threads.active() else self.one_cut
         self._idx = idx                 # backward passes it again
         with threads.REGION:
             self._run(self._body.target, False, y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD,
                       self._cut, self.W, self.b, self.dW, y, self._status)
+
+    def predict(self, idx, y):
+        """forward()'s y, for evaluation: from byte codes a row at a time over its non-zero codes
+        (``byte_rows``), else forward() itself."""
+        if self._rows is None:
+            return self.forward(idx, y)
+        if not by_address.fits(idx, np.int64, 1):
+            idx = _as_rows(idx)
+        if not by_address.fits(y, self.W.dtype, 2):
+            return self._through_copy(self.predict, idx, y)
+        if idx.shape[0] > self.batch_size:      # as forward(): what the layer was made for
+            raise ShapeError(f"InputLayer.predict: {idx.shape[0]} rows; the layer was made for at most {self.batch_size}")
+        with threads.REGION:
+            self._run(self._rows.target, False, y, self.X, self.Z, self.src, idx, self.scale, 0, self._row_cut,
+                      self.W, self.b, self.dW, y, self._row_status)
 
     def backward(self, dz):
         if not by_address.fits(dz, self.W.dtype, 2):
@@ -162,11 +184,12 @@ class InputLayer:
             self._run(self._body.target, True, dz, self.X, self.Z, self.src, self._idx, self.scale, 0, self._cut,
                       self.W, self.b, self.dW, dz, self._status)      # the rows of the last forward
 
-    def _through_copy(self, idx, y):
-        """forward() for a y the compiled body does not take as it is (a strided or read-only
-        view): computed into a fresh array, then copied in (which raises where y is read-only)."""
+    def _through_copy(self, run, idx, y):
+        """forward() or predict() (``run``) for a y the compiled body does not take as it is (a
+        strided or read-only view): computed into a fresh array, then copied in (which raises
+        where y is read-only)."""
         out = np.empty(_layer_array(y, self.W.dtype, "y").shape, dtype=self.W.dtype)
-        self.forward(idx, out)
+        run(idx, out)
         y[...] = out
 
 
