@@ -118,10 +118,18 @@ def test_what_does_not_fit_raises_before_anything_runs():
         made[0].predict(np.arange(4), np.zeros((5, 50), np.float32))
 
 
+def _call(address, args):
+    from fastdl.backends.numba import by_address
+    import numba
+    global _call
+    _call = by_address.call if numba.config.DISABLE_JIT else numba.njit(lambda a, args: by_address.call(a, args))
+    return _call(address, args)
+
+
 def test_the_body_refuses_arguments_that_do_not_fit():
     """Called directly, the body checks what split_layer does not: W, b and y's widths against
     the width it was generated for, W's rows against the codes' length, whole words."""
-    from fastdl.backends.numba import byte_rows
+    from fastdl.backends.numba import by_address, byte_rows
     codes = mnist_like(10, 24)
     z = np.zeros((4, 5), np.float32)
     W, b, idx, cut = np.ones((24, 5), np.float32), np.zeros(5, np.float32), np.arange(4), np.arange(3)
@@ -133,7 +141,7 @@ def test_the_body_refuses_arguments_that_do_not_fit():
         a.update(over)
         args = (np.int64(0), False, a["z"], buf, buf, a["src"], a["idx"], np.float32(255), 0, a["cut"], a["W"],
                 a["b"], a["W"], a["z"])
-        return body(args)
+        return _call(by_address.Body(body, args).target, args)       # as split_layer calls it
     assert run() == 0
     assert run(W=np.ones((23, 5), np.float32)) == 1
     assert run(W=np.ones((24, 6), np.float32)) == 1

@@ -34,7 +34,7 @@ from numba.extending import intrinsic
 
 from ..contract import ACT_CODES
 from . import variants
-from .loops import jit
+from .loops import jit_body
 from .step import made
 from .vmath import clamp
 
@@ -181,4 +181,4 @@ def rows_body(act: int, width: int):
     # a name of its own per activation and width (by_address finds a body by its symbol's name);
     # its __name__ stays, ahead.COMPILE_SECONDS knows the job by it
     rows_body.__qualname__ = f"rows_body_{next(k for k, v in ACT_CODES.items() if v == act)}_{width}"
-    return made(rows_body, jit)
+    return made(rows_body, jit_body)

@@ -74,7 +74,7 @@ def split_body(act: int):
     # cache into a third, had the very same symbol: the layer ran the other activation's body.
     # (its __name__ stays: ahead.COMPILE_SECONDS knows the job by it)
     split_body.__qualname__ = "split_body_" + next(k for k, v in ACT_CODES.items() if v == act)
-    return made(split_body, jit)
+    return made(split_body, loops.jit_body)
 
 
 def split_layer(parallel: bool = True):
