@@ -111,7 +111,7 @@ def sparse_backward(dW, col, val, split, idx, scale, dz, cut):
 def test_first_layer_forward_backward(benchmark, kind, mnist):
     """One step's first layer of 784-50-10 (forward with bias and ReLU, then dW), batch 100 of
     random MNIST rows, a new batch each call, split across the threads as in training."""
-    from fastdl.backends.composed import byte_codes
+    from fastdl.images import byte_codes
     from fastdl.backends.numba import step, threads
     bk = fastdl.get_backend("numba")
     benchmark.group = "numba first layer, forward + backward: dense (BLAS) vs non-zero pixels only"

@@ -152,7 +152,7 @@ def test_numba_cold_compile(benchmark):
 @pytest.mark.parametrize("kind", ["float32 rows", "byte codes", "byte codes, no prefetch"])
 def test_input_layer_forward(benchmark, kind, mnist, monkeypatch):
     """The numba step's first layer, forward: 100 random MNIST rows gathered (from the float32
-    training set or from its byte codes, fastdl.backends.composed.byte_codes; with or without
+    training set or from its byte codes, fastdl.images.byte_codes; with or without
     software prefetch), multiplied by W1, b1 added, split across the threads by input feature;
     a new batch each call, as in training."""
     try:

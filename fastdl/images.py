@@ -79,6 +79,16 @@ class ByteImages:
         return np.dtype(dtype).type(self.scale)
 
 
+def held_as_bytes(x, backend):
+    """Data on ``backend`` (what ``backend_input`` gives) as ByteImages where the backend reads
+    them faster (``READS_BYTES_FASTER``) and the floats are k/255 (or whole numbers 0..255): the
+    very same numbers, a quarter of the memory. Anything else as it is."""
+    if not backend.READS_BYTES_FASTER or isinstance(x, ByteImages):
+        return x
+    coded = byte_codes(x, backend.xp)
+    return x if coded is None else ByteImages(coded[0], coded[1], x.dtype)
+
+
 def backend_input(x, backend, n_features: int, dtype, what: str = "x"):
     """Training or evaluation data checked once and moved to ``backend`` once: a float array in
     ``dtype``, or ByteImages with their codes there (decoded where read)."""
@@ -95,3 +105,30 @@ def backend_input(x, backend, n_features: int, dtype, what: str = "x"):
     host = host_view(x, backend, what)
     check_features(host, n_features, what, dtype)
     return backend.asarray(x if backend.is_backend_array(x) else host, dtype=dtype)
+
+
+def byte_codes(x, xp, chunk: int = 512):
+    """``(codes, scale)`` with ``codes`` uint8 and ``codes / scale == x`` exactly, or None.
+
+    MNIST pixels scaled to [0, 1] are ``k / 255``: kept as one byte per value instead of four, the
+    random rows a step gathers come from a 47 MB table instead of a 188 MB one (fewer cache misses,
+    a quarter of the memory traffic), and dividing by the scale while gathering gives back the very
+    same floats. Checked value by value, a block of rows at a time (no full-size temporary);
+    anything else (other data, NaN, negatives) gets None and the plain gather."""
+    if x.ndim != 2 or x.dtype.kind != "f" or x.size == 0:
+        return None
+    codes = xp.empty(x.shape, dtype=xp.uint8)
+    for scale in (255, 1):
+        s = x.dtype.type(scale)
+        for lo in range(0, x.shape[0], chunk):
+            block = x[lo:lo + chunk]
+            c = xp.rint(block * s)
+            if not (float(c.min()) >= 0 and float(c.max()) <= 255):
+                break
+            c = c.astype(xp.uint8)
+            if not bool(xp.array_equal(c.astype(x.dtype) / s, block)):
+                break
+            codes[lo:lo + chunk] = c
+        else:
+            return codes, s
+    return None

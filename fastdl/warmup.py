@@ -34,10 +34,10 @@ import time
 import numpy as np
 
 from . import helpers
-from .backends import composed, compile_likely, current_backend_name
+from .backends import compile_likely, current_backend_name
 from .backends.contract import COMPILE_AHEAD
 from .errors import DivergenceError
-from .images import ByteImages
+from .images import ByteImages, byte_codes
 
 TEST_ROWS = 1100        # more than one of evaluation's blocks, so whatever it compiles compiles here
 WAIT = 120              # seconds to wait for the helper's last job before compiling it here
@@ -85,7 +85,7 @@ def spec(net, opt, data, batch_size: int, fast_path: bool = True) -> dict:
             return {"bytes": list(a.shape), "scale": a.scale, "writeable": a.codes.flags.writeable}
         d = {"shape": list(a.shape), "dtype": a.dtype.str, "writeable": a.flags.writeable}
         if a.dtype.kind == "f":        # k/255 floats train through the byte-coded gather: say which
-            d["codes"] = composed.byte_codes(a, np) is not None
+            d["codes"] = byte_codes(a, np) is not None
         return d
     return {"network": net.config(), "dtype": net.dtype.name, "optimizer": opt.config(),
             "batch_size": batch_size, "fast_path": bool(fast_path), "data": [like(a) for a in data]}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastdl
-from fastdl.backends.composed import byte_codes
+from fastdl.images import byte_codes
 from test_hooks import pixels
 
 

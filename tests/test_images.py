@@ -101,6 +101,23 @@ def test_training_on_bytes_is_training_on_the_floats_bit_for_bit(backend, fast_p
     assert from_bytes[2][-1] > 0.8                                  # and it learned (chance: 0.25)
 
 
+def test_a_trainer_holds_k255_floats_as_bytes_where_its_backend_reads_them_faster(backend):
+    """Float sets of k/255 values become ByteImages of the same numbers in a trainer whose backend
+    declares READS_BYTES_FASTER (numba), stay floats elsewhere, and other floats stay as given."""
+    codes, t = pixel_codes()
+    floats = np.divide(codes, np.float32(255), dtype=np.float32)
+    net = fastdl.TwoLayerNet(codes.shape[1], 8, 4, backend=backend, seed=0)
+    tr = fastdl.Trainer(net, get_optimizer("SGD", lr=0.1), floats, t, floats[:120], t[:120], iterations=1,
+                        progress=False, warm_up=False)
+    for held in (tr.x_train, tr.x_test):
+        assert isinstance(held, ByteImages) == backend.READS_BYTES_FASTER
+        np.testing.assert_array_equal(backend.to_numpy(held[:]), floats[:len(held)])
+    noisy = floats + np.float32(1e-3)
+    tr = fastdl.Trainer(net, get_optimizer("SGD", lr=0.1), noisy, t, iterations=1, progress=False, warm_up=False)
+    assert backend.is_backend_array(tr.x_train)
+    np.testing.assert_array_equal(backend.to_numpy(tr.x_train), noisy)
+
+
 def test_evaluation_reads_blocks_of_rows_through_the_input_layer(backend, monkeypatch):
     """More rows than one block, a partial last one: the accuracy equals the float array's."""
     monkeypatch.setattr(fastdl.scoring, "BYTE_ROWS", 100)

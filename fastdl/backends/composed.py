@@ -85,30 +85,3 @@ def make_update(bk, optimizer, params, grads):
     """One update of every parameter: the optimizer's per-parameter kernels, the arrays checked
     once (they are the step's own) instead of at every step."""
     return optimizer.bind(params, grads, bk)
-
-
-def byte_codes(x, xp, chunk: int = 512):
-    """``(codes, scale)`` with ``codes`` uint8 and ``codes / scale == x`` exactly, or None.
-
-    MNIST pixels scaled to [0, 1] are ``k / 255``: kept as one byte per value instead of four, the
-    random rows a step gathers come from a 47 MB table instead of a 188 MB one (fewer cache misses,
-    a quarter of the memory traffic), and dividing by the scale while gathering gives back the very
-    same floats. Checked value by value, a block of rows at a time (no full-size temporary);
-    anything else (other data, NaN, negatives) gets None and the plain gather."""
-    if x.ndim != 2 or x.dtype.kind != "f" or x.size == 0:
-        return None
-    codes = xp.empty(x.shape, dtype=xp.uint8)
-    for scale in (255, 1):
-        s = x.dtype.type(scale)
-        for lo in range(0, x.shape[0], chunk):
-            block = x[lo:lo + chunk]
-            c = xp.rint(block * s)
-            if not (float(c.min()) >= 0 and float(c.max()) <= 255):
-                break
-            c = c.astype(xp.uint8)
-            if not bool(xp.array_equal(c.astype(x.dtype) / s, block)):
-                break
-            codes[lo:lo + chunk] = c
-        else:
-            return codes, s
-    return None

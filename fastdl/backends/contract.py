@@ -78,6 +78,9 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("CAPABILITIES", "attribute", "frozenset[str]", "what beyond core this backend provides"),
     Entry("COMPILES", "attribute", "bool",
           "kernels compile on first use (a trainer compiles them before its first step, timed apart: Trainer.warm_up)"),
+    Entry("READS_BYTES_FASTER", "attribute", "bool",
+          "ByteImages evaluate faster here than their floats: a trainer holds float training and test sets "
+          "of k/255 values as ByteImages (fastdl.images.held_as_bytes; the same numbers)"),
     Entry("check_usable", "function", "check_usable()", "raises, with the reason, when it cannot run here"),
     Entry("asarray", "function", "asarray(a, dtype=None) -> array", "C-contiguous, on the device"),
     Entry("to_numpy", "function", "to_numpy(a) -> numpy.ndarray", "a host copy or view"),

@@ -36,6 +36,7 @@ xp = cp
 device = "cuda"          # refined by check_usable() to the device's name
 CAPABILITIES = frozenset({FUSED_STEP, GRAPH_REPLAY})
 COMPILES = True           # NVRTC, and fastdl's cuBLAS handle, at selection
+READS_BYTES_FASTER = False  # not measured on a GPU: floats as given
 
 THREADS = cuda_launch.THREADS
 

@@ -11,7 +11,7 @@ the two apart took 0.4 s more of a first run's compile (timed ad hoc). Its threa
 work of their part (``split_body``, per activation) by address (``by_address``), so that work
 compiles once, not in both of the parallel function's libraries. BLAS runs single-threaded
 inside (``threads.train_scope``). When the training set is k/255 pixels
-(``composed.byte_codes``) its rows are kept and gathered as uint8 codes, divided back while
+(``images.byte_codes``) its rows are kept and gathered as uint8 codes, divided back while
 gathering: the same floats, a quarter of the memory traffic.
 """
 
@@ -23,8 +23,7 @@ import numpy as np
 from numba import prange
 
 from ...errors import DTypeError, ShapeError
-from ...images import ByteImages
-from .. import composed
+from ...images import ByteImages, byte_codes
 from ..contract import ACT_CODES
 from . import by_address, byte_rows, gather, loops, threads, variants
 from .blas import gemm
@@ -131,7 +130,7 @@ class InputLayer:
         if isinstance(x_train, ByteImages):
             coded = x_train.codes, x_train.scale
         else:
-            coded = composed.byte_codes(x_train, np) if byte_coded else None
+            coded = byte_codes(x_train, np) if byte_coded else None
         self.byte_coded = coded is not None
         self.src, scale = coded if coded is not None else (x_train, 1)
         self.scale = W.dtype.type(scale)
