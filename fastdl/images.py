@@ -86,7 +86,7 @@ def held_as_bytes(x, backend):
     if not backend.READS_BYTES_FASTER or isinstance(x, ByteImages):
         return x
     coded = byte_codes(x, backend.xp)
-    return x if coded is None else ByteImages(coded[0], coded[1], x.dtype)
+    return x if coded is None else ByteImages(coded[0], float(coded[1]), x.dtype)
 
 
 def backend_input(x, backend, n_features: int, dtype, what: str = "x"):

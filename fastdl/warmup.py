@@ -82,7 +82,7 @@ def spec(net, opt, data, batch_size: int, fast_path: bool = True) -> dict:
     the data's types and shapes (its values do not change what compiles)."""
     def like(a):                       # read-only arrays compile apart from writable ones
         if isinstance(a, ByteImages):
-            return {"bytes": list(a.shape), "scale": a.scale, "writeable": a.codes.flags.writeable}
+            return {"bytes": list(a.shape), "scale": float(a.scale), "writeable": a.codes.flags.writeable}
         d = {"shape": list(a.shape), "dtype": a.dtype.str, "writeable": a.flags.writeable}
         if a.dtype.kind == "f":        # k/255 floats train through the byte-coded gather: say which
             d["codes"] = byte_codes(a, np) is not None

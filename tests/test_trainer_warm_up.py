@@ -35,6 +35,8 @@ real = Dispatcher.compile
 Dispatcher.compile = lambda self, sig: log.append(phase[0]) or real(self, sig)
 rng = np.random.default_rng(0)
 x = rng.random((400, 784), dtype=np.float32)
+if sys.argv[4:] == ["pixels"]:         # k/255 values: held as bytes on numba (images.held_as_bytes)
+    x = np.divide(rng.integers(0, 256, x.shape), np.float32(255), dtype=np.float32)
 t = rng.integers(0, 10, 400)
 net = fastdl.TwoLayerNet(784, 30, 10, backend="numba", seed=0)
 opt = {"adam": lambda: Adam(lr=0.001), "halving": lambda: Halving(lr=0.1)}[optimizer]()
@@ -83,6 +85,9 @@ def test_a_trainers_first_compile_is_shared_with_a_helper_even_for_a_users_own_o
     # a helper cannot rebuild an optimizer class it does not know: the run compiles it all itself
     own = _fresh(tmp_path / "own", "fused", "halving", "share")
     assert own["jobs"] >= 4 and own["helper_jobs"] == 0 and "fit" not in own["log"]
+    # float pixels the trainer holds as bytes: the helper is told so (its spec is JSON) and shares
+    pixels = _fresh(tmp_path / "pixels", "fused", "adam", "share", "pixels")
+    assert pixels["jobs"] >= 4 and 1 <= pixels["helper_jobs"] < pixels["jobs"] and "fit" not in pixels["log"]
 
 
 def test_the_warm_up_changes_nothing_the_run_computes(backend):
