@@ -12,7 +12,9 @@ work of their part (``split_body``, per activation) by address (``by_address``),
 compiles once, not in both of the parallel function's libraries. BLAS runs single-threaded
 inside (``threads.train_scope``). When the training set is k/255 pixels
 (``images.byte_codes``) its rows are kept and gathered as uint8 codes, divided back while
-gathering: the same floats, a quarter of the memory traffic.
+gathering: the same floats, a quarter of the memory traffic. ``predict`` (evaluation) reads byte
+codes over their non-zero codes only, rows cut across the threads: ``byte_rows``' body, run by
+the same parallel function.
 """
 
 from __future__ import annotations
