@@ -56,7 +56,9 @@ def test_training_repeats_bit_for_bit_at_a_given_number_of_parts(nb, threads, mo
     """A run is deterministic: the parts' partial sums are added in a fixed order after the join
     and BLAS is single-threaded inside them, so the same number of parts (FASTDL_NUM_THREADS)
     gives the same numbers every time. Another number of parts adds in another order: the same
-    numbers within float32 rounding (not bit for bit, as README says)."""
+    numbers within float32 rounding (not bit for bit, as README says), but for a ReLU unit that a
+    rounding difference puts on the other side of 0 for one sample: its weights then move apart by
+    about that sample's step (here unit 32 at step ~45 over the non-zero codes: 3e-5)."""
     import fastdl
     x, t = pixels((1000, 784), np.float32), np.random.default_rng(0).integers(0, 10, 1000)
 
@@ -70,7 +72,7 @@ def test_training_repeats_bit_for_bit_at_a_given_number_of_parts(nb, threads, mo
     assert np.array_equal(loss2, again) and all(np.array_equal(p2[k], q2[k]) for k in p2)
     np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
     for k in p1:
-        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-4, atol=1e-4)
 
 
 def test_outside_training_nothing_splits(nb, threads):

@@ -122,7 +122,9 @@ def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     first = run_fresh(tmp_path)
     assert first["early"]                                  # a new cache: the helper starts before numba loads
     assert first["jobs"] == len(first["names"]) >= 4 and first["announced"] == [first["jobs"]]
-    assert all(any(k in n for n in first["names"]) for k in ("split_body", "split_layer", "update_parts"))
+    # byte codes of a layer of 20: the first layer over the non-zero codes, not the gather and GEMM
+    assert all(any(k in n for n in first["names"]) for k in ("nonzero_body", "split_layer", "update_parts"))
+    assert not any("split_body" in n for n in first["names"])
     from fastdl.backends.numba.ahead import COMPILE_SECONDS
     base = lambda n: n.split("(")[0].split(".")[-1].split("_relu")[0]       # split_body_relu: split_body's job
     cost = [COMPILE_SECONDS.get(base(n), 0.0) for n in first["names"]]
@@ -140,7 +142,7 @@ def test_a_first_run_shares_its_compile_and_a_second_compiles_nothing(tmp_path):
     # function is cached and runs in the dry run, given no body (address 0), and computes nothing
     sigmoid = run_fresh(tmp_path, "adam", "sigmoid")
     assert sorted(n.split("(")[0].split(".")[-1] for n in sigmoid["names"]) == [
-        "output_layer", "rows_body_sigmoid_20", "split_body_sigmoid"]
+        "nonzero_body_sigmoid_20", "output_layer"]
     assert sigmoid["left"] == 0
 
 
@@ -150,9 +152,9 @@ def test_every_compile_time_is_known_by_the_name_of_a_function_the_backend_compi
     import numba
     if numba.config.DISABLE_JIT:
         pytest.skip("NUMBA_DISABLE_JIT: plain functions, nothing compiles")
-    from fastdl.backends.numba import ahead, byte_rows, first_layer, loops, step
+    from fastdl.backends.numba import ahead, first_layer, loops, nonzero_layer, step
     first_layer.split_body(0), first_layer.split_layer(), step.output_layer(0), step.update_parts("sgd_update")
-    byte_rows.rows_body(0, 50)
+    nonzero_layer.body(0, 50)
     built = step.MADE + [v for v in vars(loops).values() if hasattr(v, "py_func")]
     names = {f.py_func.__name__ for f in built}
     assert set(ahead.COMPILE_SECONDS) <= names, set(ahead.COMPILE_SECONDS) - names
@@ -274,7 +276,8 @@ def test_the_fused_steps_callees_compile_without_pythons_entry_points():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     compiled = json.loads(r.stdout.splitlines()[-1])
-    assert compiled == {k: [0, 1] for k in ("softmax_rows", "colsum", "gather_part", "sgd")}, compiled
+    # (byte codes: the first layer reads the non-zero codes in place and gathers no rows)
+    assert compiled == {"softmax_rows": [0, 1], "colsum": [0, 1], "gather_part": [0, 0], "sgd": [0, 1]}, compiled
 
 
 def test_a_helper_started_early_and_not_needed_is_ended(monkeypatch):

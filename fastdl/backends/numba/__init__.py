@@ -43,7 +43,7 @@ xp = np
 device = "cpu"
 CAPABILITIES = frozenset({FUSED_STEP, COMPILE_AHEAD})
 COMPILES = True
-READS_BYTES_FASTER = True   # evaluation over the non-zero codes only (byte_rows)
+READS_BYTES_FASTER = True   # the first layer over the non-zero codes only (nonzero_layer)
 
 asarray = _ref.asarray
 to_numpy = _ref.to_numpy

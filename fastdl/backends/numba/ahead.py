@@ -36,7 +36,7 @@ from . import loops
 # `split_dot`, a parallel function: ~1.0 s, which, unlisted, came last and ran alone at the end
 # (2026-12-05, the same machine and way).
 COMPILE_SECONDS = {"split_dot": 1.0, "split_body": 0.9, "output_layer": 0.88, "update_parts": 0.8,
-                   "split_layer": 0.5, "rows_body": 0.4, "relu_forward": 0.13, "dot": 0.09}
+                   "nonzero_body": 0.7, "split_layer": 0.5, "relu_forward": 0.13, "dot": 0.09}
 
 
 def _skipped(*args):

@@ -12,9 +12,9 @@ work of their part (``split_body``, per activation) by address (``by_address``),
 compiles once, not in both of the parallel function's libraries. BLAS runs single-threaded
 inside (``threads.train_scope``). When the training set is k/255 pixels
 (``images.byte_codes``) its rows are kept and gathered as uint8 codes, divided back while
-gathering: the same floats, a quarter of the memory traffic. ``predict`` (evaluation) reads byte
-codes over their non-zero codes only, rows cut across the threads: ``byte_rows``' body, run by
-the same parallel function.
+gathering: the same floats, a quarter of the memory traffic. Byte-coded layers of at most
+``nonzero_layer.MAX_WIDTH`` columns read only the non-zero codes instead of gathering rows for a
+GEMM: the parallel function then calls ``nonzero_layer``'s body, parts cut at whole words.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from numba import prange
 from ...errors import DTypeError, ShapeError
 from ...images import ByteImages, byte_codes
 from ..contract import ACT_CODES
-from . import by_address, byte_rows, gather, loops, threads, variants
+from . import by_address, gather, loops, nonzero_layer, threads, variants
 from .blas import gemm
 from .by_address import call
 from .loops import jit, jit_parallel
@@ -124,9 +124,6 @@ class InputLayer:
         self.W, self.b, self.dW, self.batch_size = W, b, dW, batch_size
         parallel = threads.splits(batch_size * K * N, "gemm")
         self._run = split_layer(parallel)
-        self.cut = cuts(K, threads.split_parts(K) if parallel else 1)
-        self.one_cut = cuts(K, 1)
-        self._cut = self.one_cut
         if x_train.shape[1] != K:          # the gather reads K bytes or floats per row, unchecked
             raise ShapeError(f"x_train has {x_train.shape[1]} features per row; W has {K} rows")
         if isinstance(x_train, ByteImages):
@@ -134,6 +131,13 @@ class InputLayer:
         else:
             coded = byte_codes(x_train, np) if byte_coded else None
         self.byte_coded = coded is not None
+        # byte codes and at most MAX_WIDTH columns: over the non-zero codes (nonzero_layer), its
+        # parts cut at whole words of 8 codes; else the gather and GEMM (split_body)
+        self.nonzero = self.byte_coded and 1 <= N <= nonzero_layer.MAX_WIDTH
+        cut = nonzero_layer.word_cuts if self.nonzero else cuts
+        self.cut = cut(K, threads.split_parts(K) if parallel else 1)
+        self.one_cut = cut(K, 1)
+        self._cut = self.one_cut
         self.src, scale = coded if coded is not None else (x_train, 1)
         self.scale = W.dtype.type(scale)
         self.X = np.empty(batch_size * K, dtype=W.dtype)                         # part p: its features
@@ -143,14 +147,8 @@ class InputLayer:
         z = np.empty((0, N), dtype=W.dtype)           # what y and dz must be like (by_address.fits)
         example = (np.int64(0), False, z, self.X, self.Z, self.src, self._idx, self.scale, gather.PREFETCH_AHEAD,
                    self.cut, W, b, dW, z)
-        self._body = by_address.Body(split_body(ACT_CODES[activation]), example)
-        # predict(): over the non-zero codes, rows split across the threads (byte_rows)
-        self._rows = None
-        if self.byte_coded and 1 <= N <= byte_rows.MAX_WIDTH:
-            self._rows = by_address.Body(byte_rows.rows_body(ACT_CODES[activation], N), example)
-            parts = min(threads.configured_threads() if parallel else 1, K)   # split_layer: n * parts <= len(X)
-            self._row_cut = np.arange(parts + 1, dtype=np.int64)
-            self._row_status = np.zeros(parts, dtype=np.int64)
+        make = nonzero_layer.body if self.nonzero else lambda act, width: split_body(act)
+        self._body = by_address.Body(make(ACT_CODES[activation], N), example)
 
     def forward(self, idx, y):
         if not by_address.fits(idx, np.int64, 1):
@@ -164,19 +162,8 @@ class InputLayer:
                       self._cut, self.W, self.b, self.dW, y, self._status)
 
     def predict(self, idx, y):
-        """forward()'s y, for evaluation: from byte codes a row at a time over its non-zero codes
-        (``byte_rows``), else forward() itself."""
-        if self._rows is None:
-            return self.forward(idx, y)
-        if not by_address.fits(idx, np.int64, 1):
-            idx = _as_rows(idx)
-        if not by_address.fits(y, self.W.dtype, 2):
-            return self._through_copy(self.predict, idx, y)
-        if idx.shape[0] > self.batch_size:      # as forward(): what the layer was made for
-            raise ShapeError(f"InputLayer.predict: {idx.shape[0]} rows; the layer was made for at most {self.batch_size}")
-        with threads.REGION:
-            self._run(self._rows.target, False, y, self.X, self.Z, self.src, idx, self.scale, 0, self._row_cut,
-                      self.W, self.b, self.dW, y, self._row_status)
+        """forward()'s y, for evaluation (the very same call)."""
+        self.forward(idx, y)
 
     def backward(self, dz):
         if not by_address.fits(dz, self.W.dtype, 2):
