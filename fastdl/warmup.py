@@ -177,6 +177,9 @@ class Sharing(helpers.Owner):
                         self.helper_jobs += 1
             except OSError:             # it ended early: the warm-up proper compiles what is left
                 return
+            except Exception as exc:  # noqa: BLE001 - a fault of ours (a spec JSON cannot hold, say): one line, not a trace
+                print(f"fastdl: the compile helper was not used ({type(exc).__name__}: {exc}); this process "
+                      f"compiles everything", file=sys.stderr)
 
         server = threading.Thread(target=serve, name="fastdl-compile-helper", daemon=True)
         server.start()

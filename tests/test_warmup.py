@@ -84,6 +84,17 @@ def test_a_helper_that_dies_mid_job_does_not_hang_the_run():
     assert s.helper_jobs == 0 and len(set(ran)) == len(ran) == 5   # what it took is left to the warm-up proper
 
 
+def test_a_spec_the_helper_cannot_be_sent_leaves_the_jobs_here_saying_so_in_one_line(capsys):
+    """A fault of ours in the spec (a value JSON cannot hold, as a NumPy float32 scale once was):
+    every job still runs here, and stderr says why in one line instead of a thread's traceback."""
+    jobs, ran = jobs_and_log(4)
+    with sharing_with(fake_helper("import sys; sys.stdin.read()")) as s:
+        s._share(jobs, {"scale": np.float32(255)})
+    assert ran == list(range(4)) and s.helper_jobs == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compile helper was not used (TypeError" in err and "Traceback" not in err
+
+
 # -- compile_jobs and the helper on numba, each in a process with its own empty cache -------------------
 
 FIRST_RUN = """
