@@ -151,10 +151,11 @@ def test_numba_cold_compile(benchmark):
 
 @pytest.mark.parametrize("kind", ["float32 rows", "byte codes", "byte codes, no prefetch"])
 def test_input_layer_forward(benchmark, kind, mnist, monkeypatch):
-    """The numba step's first layer, forward: 100 random MNIST rows gathered (from the float32
-    training set or from its byte codes, fastdl.images.byte_codes; with or without
-    software prefetch), multiplied by W1, b1 added, split across the threads by input feature;
-    a new batch each call, as in training."""
+    """The numba step's first layer, forward, split across the threads by input feature: 100
+    random MNIST rows gathered from the float32 training set and multiplied by W1, or read in
+    place from its byte codes (fastdl.images.byte_codes) over their non-zero codes only
+    (numba/nonzero_layer.py), with or without software prefetch of the rows ahead; b1 added; a
+    new batch each call, as in training."""
     try:
         bk = get_backend("numba")
     except fastdl.FastDLError as exc:
@@ -162,7 +163,7 @@ def test_input_layer_forward(benchmark, kind, mnist, monkeypatch):
     from fastdl.backends.numba import gather
     if kind.endswith("no prefetch"):
         monkeypatch.setattr(gather, "PREFETCH_AHEAD", 0)
-    benchmark.group = "numba input layer forward: gather 100 MNIST rows, x @ W1 (784x50)"
+    benchmark.group = "numba input layer forward: 100 random MNIST rows, x @ W1 (784x50)"
     (x, _), _ = mnist
     batches = np.random.default_rng(0).integers(0, x.shape[0], (1000, 100))
     W = np.random.default_rng(1).standard_normal((x.shape[1], 50)).astype(x.dtype)
