@@ -44,7 +44,7 @@ def score_blocks(net, x):
     for start in range(0, x.shape[0], rows):
         n = min(rows, x.shape[0] - start)
         y = z if n == rows else z[:n]
-        first.predict(order[start:start + n], y)                            # act(x[rows] @ W1 + b1)
+        first.forward(order[start:start + n], y)                            # act(x[rows] @ W1 + b1)
         for layer in rest:
             y = layer._forward(y, False)
         yield start, y

@@ -46,10 +46,6 @@ class InputLayer:
         self.bk.matmul_(y, self.x, self.W)
         self.act(y, self.b)
 
-    def predict(self, idx, y):
-        """forward()'s y, for evaluation (here the very same call)."""
-        self.forward(idx, y)
-
     def backward(self, dz):
         """dW = x.T @ dz for the rows of the last forward (dz: the gradient before the activation)."""
         self.bk.matmul_(self.dW, self.x.T, dz)

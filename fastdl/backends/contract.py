@@ -152,8 +152,7 @@ ENTRIES: tuple[Entry, ...] = (
           "dz", FUSED_STEP),
     # -- builders of the fused step ------------------------------------------------------------
     Entry("InputLayer", "builder", "InputLayer(bk, W, b, dW, x_train, batch_size, activation)",
-          ".forward(idx, y): y = act(x_train[idx] @ W + b); .backward(dz): dW = x_train[idx].T @ dz; "
-          ".predict(idx, y): forward's y, for evaluation (a backward() must follow a forward())",
+          ".forward(idx, y): y = act(x_train[idx] @ W + b); .backward(dz): dW = x_train[idx].T @ dz",
           "y; dW", FUSED_STEP),
     Entry("OutputLayer", "builder", "OutputLayer(bk, W, b, dW, db, batch_size, activation)",
           ".forward_backward(dh, db_h, h, t) -> loss: z = h @ W + b, the loss, dz, dW, db, and "

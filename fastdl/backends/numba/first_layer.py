@@ -140,30 +140,30 @@ class InputLayer:
         self._cut = self.one_cut
         self.src, scale = coded if coded is not None else (x_train, 1)
         self.scale = W.dtype.type(scale)
-        self.X = np.empty(batch_size * K, dtype=W.dtype)                         # part p: its features
+        self.X = np.empty(max(batch_size * K, 256), dtype=W.dtype)               # part p: its features
+        if self.nonzero:                # no features gathered: the codes' values instead
+            self.X[:256] = nonzero_layer.table(self.scale, W.dtype)
         self.Z = np.empty((len(self.cut) - 1) * batch_size * N, dtype=W.dtype)   # partial z's
         self._idx = np.zeros(0, dtype=np.int64)      # the last forward's rows (backward passes them on)
         self._status = np.zeros(len(self.cut) - 1, dtype=np.int64)    # each part's outcome
         z = np.empty((0, N), dtype=W.dtype)           # what y and dz must be like (by_address.fits)
         example = (np.int64(0), False, z, self.X, self.Z, self.src, self._idx, self.scale, gather.PREFETCH_AHEAD,
                    self.cut, W, b, dW, z)
-        make = nonzero_layer.body if self.nonzero else lambda act, width: split_body(act)
-        self._body = by_address.Body(make(ACT_CODES[activation], N), example)
+        code = ACT_CODES[activation]
+        self._body = by_address.Body(nonzero_layer.body(code, N) if self.nonzero else split_body(code), example)
 
     def forward(self, idx, y):
         if not by_address.fits(idx, np.int64, 1):
             idx = _as_rows(idx)
         if not by_address.fits(y, self.W.dtype, 2):
-            return self._through_copy(self.forward, idx, y)
+            return self._through_copy(idx, y)
+        if idx.shape[0] > self.batch_size:     # X may be longer than batch x K (nonzero_layer's table)
+            raise ShapeError(f"InputLayer: {idx.shape[0]} rows; the layer was made for at most {self.batch_size}")
         self._cut = self.cut if threads.active() else self.one_cut
         self._idx = idx                 # backward passes it again
         with threads.REGION:
             self._run(self._body.target, False, y, self.X, self.Z, self.src, idx, self.scale, gather.PREFETCH_AHEAD,
                       self._cut, self.W, self.b, self.dW, y, self._status)
-
-    def predict(self, idx, y):
-        """forward()'s y, for evaluation (the very same call)."""
-        self.forward(idx, y)
 
     def backward(self, dz):
         if not by_address.fits(dz, self.W.dtype, 2):
@@ -172,12 +172,11 @@ class InputLayer:
             self._run(self._body.target, True, dz, self.X, self.Z, self.src, self._idx, self.scale, 0, self._cut,
                       self.W, self.b, self.dW, dz, self._status)      # the rows of the last forward
 
-    def _through_copy(self, run, idx, y):
-        """forward() or predict() (``run``) for a y the compiled body does not take as it is (a
-        strided or read-only view): computed into a fresh array, then copied in (which raises
-        where y is read-only)."""
+    def _through_copy(self, idx, y):
+        """forward() for a y the compiled body does not take as it is (a strided or read-only
+        view): computed into a fresh array, then copied in (which raises where y is read-only)."""
         out = np.empty(_layer_array(y, self.W.dtype, "y").shape, dtype=self.W.dtype)
-        run(idx, out)
+        self.forward(idx, out)
         y[...] = out
 
 

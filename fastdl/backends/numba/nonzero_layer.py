@@ -3,8 +3,9 @@
 81% of MNIST's pixels are 0. A row's product with W needs only its non-zero pixels, a fifth of
 the GEMM's work: for each non-zero code c at pixel k, ``z[r] += (c / scale) * W[k]``, and in the
 backward pass ``dW[k] += (c / scale) * dz[r]``. Three things make that faster than the GEMM on
-the gathered rows (the step's first layer about half its time, evaluation 1.9x the speed of its
-GEMMs alone; ``bench/``, docs/performance.md):
+the gathered rows (the step's first layer forward 42.5 us against 59.9, the loop 0.75x the GEMM +
+gather floor, evaluation 1.45x the speed of its GEMMs alone in a noisy run: bench/results/,
+docs/performance.md):
 
 * The non-zero codes are found a word of eight at a time in the rows themselves (no list to make
   or keep): a word's non-zero bytes become one bit each (``NONZERO``), and the loop visits exactly
@@ -21,7 +22,8 @@ GEMMs alone; ``bench/``, docs/performance.md):
   added after the join, as the dense layer's are.
 
 ``body`` is ``first_layer.split_layer``'s body (called by address) for byte-coded layers of at
-most ``MAX_WIDTH`` columns, in place of the dense ``split_body``. Sums run in another order than
+most ``MAX_WIDTH`` columns, in place of the dense ``split_body``; it gathers no rows, so the
+buffer that would hold them holds the table of ``code / scale`` (``table``), made once. Sums run in another order than
 the GEMM's, so results agree with NumPy's to rounding, as the GEMM's do. Where W or dz hold inf or
 NaN, a zero code contributes nothing here where the GEMM's 0 * inf is NaN.
 """
@@ -126,6 +128,15 @@ def _typed(arrays, ints, width, uint8_at: int) -> bool:
             and all(isinstance(i, types.Integer) for i in ints))
 
 
+def _unpacked(context, builder, sig, args, arrays, ints):
+    """The intrinsic's arrays (at positions ``arrays``, the first a float one), its integers as
+    int64, the float's LLVM type and alignment."""
+    made = [context.make_array(sig.args[k])(context, builder, args[k]) for k in arrays]
+    cast = [context.cast(builder, args[k], sig.args[k], types.int64) for k in ints]
+    elt = context.get_data_type(sig.args[arrays[0]].dtype)
+    return made, cast, elt, context.get_abi_sizeof(elt)
+
+
 @intrinsic
 def _forward(typingctx, z, r, src, i, table, W, k0, k1, width):
     """z[r] = the sum over the non-zero codes c = src[i, k], k0 <= k < k1, of table[c] * W[k].
@@ -135,10 +146,8 @@ def _forward(typingctx, z, r, src, i, table, W, k0, k1, width):
     n = width.literal_value
 
     def codegen(context, builder, sig, args):
-        za, sa, ta, wa = (context.make_array(sig.args[k])(context, builder, args[k]) for k in (0, 2, 4, 5))
-        r_, i_, k0_, k1_ = (context.cast(builder, args[k], sig.args[k], types.int64) for k in (1, 3, 6, 7))
-        elt = context.get_data_type(sig.args[0].dtype)
-        align = context.get_abi_sizeof(elt)
+        (za, sa, ta, wa), (r_, i_, k0_, k1_), elt, align = _unpacked(context, builder, sig, args, (0, 2, 4, 5),
+                                                                     (1, 3, 6, 7))
         accs = []
         for start, count in chunks(n):
             acc = cgutils.alloca_once(builder, llvm_ir.VectorType(elt, count))
@@ -168,10 +177,8 @@ def _backward(typingctx, dW, src, i, table, dz, r, k0, k1, width):
     n = width.literal_value
 
     def codegen(context, builder, sig, args):
-        wa, sa, ta, da = (context.make_array(sig.args[k])(context, builder, args[k]) for k in (0, 1, 3, 4))
-        i_, r_, k0_, k1_ = (context.cast(builder, args[k], sig.args[k], types.int64) for k in (2, 5, 6, 7))
-        elt = context.get_data_type(sig.args[0].dtype)
-        align = context.get_abi_sizeof(elt)
+        (wa, sa, ta, da), (i_, r_, k0_, k1_), elt, align = _unpacked(context, builder, sig, args, (0, 1, 3, 4),
+                                                                     (2, 5, 6, 7))
         dz_row = [(start, builder.load(_vector_at(builder, da.data, r_, start, n, llvm_ir.VectorType(elt, count)),
                                        align=align)) for start, count in chunks(n)]
 
@@ -199,6 +206,11 @@ def _backward_python(dW, src, i, table, dz, r, k0, k1, width):
 
 forward_row, backward_row = ((_forward_python, _backward_python) if numba.config.DISABLE_JIT
                              else (_forward, _backward))
+
+
+def table(scale, dtype) -> np.ndarray:
+    """``code / scale`` for the 256 codes, divided as ``decode_bytes_`` divides."""
+    return np.divide(np.arange(256, dtype=np.uint8), scale, dtype=dtype)
 
 
 def word_cuts(K: int, parts: int) -> np.ndarray:
@@ -236,11 +248,9 @@ def body(act: int, width: int):
         if p >= parts:
             return 1
         k0, k1 = cut[p], cut[p + 1]
-        if not (0 <= k0 <= k1 <= K and k0 % 8 == 0):
+        if not (0 <= k0 <= k1 <= K and k0 % 8 == 0 and Xbuf.shape[0] >= 256):
             return 1
-        table = np.empty(256, dtype=W.dtype)        # code -> code / scale, as decode_bytes_ divides
-        for c in range(256):
-            table[c] = W.dtype.type(c) / scale
+        table = Xbuf[:256]             # code -> code / scale: this layer gathers no rows into Xbuf
         last = np.int64(src.shape[0] - 1)
         if backward:
             dW[k0:k1] = 0

@@ -47,30 +47,27 @@ OPT_LEVEL = 1
 
 
 @contextlib.contextmanager
-def llvm_options(level: int | None, slp: bool = False):
-    """Numba's optimisation level set to ``level`` (None: left as it is) inside the block, and with
-    ``slp`` LLVM's SLP vectoriser on (Numba turns it off by default). Numba reads both each time
-    it optimises; its compiler lock keeps any other thread's compile from running meanwhile."""
+def llvm_level(level: int):
+    """Numba's optimisation level set to ``level`` inside the block. Numba reads it each time it
+    optimises; its compiler lock keeps any other thread's compile from running meanwhile."""
     with global_compiler_lock:
-        before = numba.config.OPT, numba.config.SLP_VECTORIZE
-        if level is not None:
-            numba.config.OPT = type(before[0])(level)
-        if slp:
-            numba.config.SLP_VECTORIZE = 1
+        before = numba.config.OPT
+        numba.config.OPT = type(before)(level)
         try:
             yield
         finally:
-            numba.config.OPT, numba.config.SLP_VECTORIZE = before
+            numba.config.OPT = before
 
 
-def made(pyfunc, decorator, slp: bool = False):
-    """Compile-on-call ``pyfunc``, cached in the backend's folder, compiled at ``OPT_LEVEL`` (with
-    the SLP vectoriser where ``slp``)."""
+def made(pyfunc, decorator):
+    """Compile-on-call ``pyfunc``, cached in the backend's folder, compiled at ``OPT_LEVEL``."""
     with cache.ours():
         f = decorator(pyfunc)
     if isinstance(f, Dispatcher):           # not under NUMBA_DISABLE_JIT
         def compile(sig):                    # the class's, looked up at each call (ahead.py swaps it)
-            with llvm_options(None if "NUMBA_OPT" in os.environ else OPT_LEVEL, slp):
+            if "NUMBA_OPT" in os.environ:
+                return type(f).compile(f, sig)
+            with llvm_level(OPT_LEVEL):
                 return type(f).compile(f, sig)
         f.compile = compile
     MADE.append(f)
