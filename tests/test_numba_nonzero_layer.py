@@ -1,7 +1,8 @@
 """numba's first layer over the non-zero byte codes (``nonzero_layer``, the body of the split
-layer for byte-coded layers of at most MAX_WIDTH columns): forward and backward against
-NumPy's InputLayer at the widths, row lengths and cuts its code specialises on, and its checks:
-what does not fit raises before anything is read."""
+layer for byte-coded layers; rows of at most MAX_WIDTH columns summed in registers, wider ones
+from a list of their codes, ``nonzero_wide``): forward and backward against NumPy's InputLayer at
+the widths, tiles, row lengths and cuts its code specialises on, and its checks: what does not
+fit raises before anything is read."""
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def compare(made, idx, N, dtype, K, dz_seed=None):
 
 
 def test_a_rows_sums_are_held_in_whole_vectors():
-    from fastdl.backends.numba.nonzero_layer import chunks
+    from fastdl.backends.numba.nonzero_ir import chunks
     assert chunks(50) == [(0, 32), (32, 16), (48, 2)]
     assert chunks(64) == [(0, 64)] and chunks(1) == [(0, 1)]
     for width in range(1, 65):
@@ -111,13 +112,46 @@ def test_rows_in_any_order_repeated_and_clipped():
     np.testing.assert_array_equal(y[3], y[4])
 
 
-def test_wider_layers_keep_the_gemm():
+@pytest.mark.parametrize("K", [1, 7, 23, 784])
+@pytest.mark.parametrize("N", [65, 100, 127, 128, 129, 1000])
+def test_wider_layers_from_a_list_of_codes_equal_numpys(K, N):
+    """Past MAX_WIDTH columns: tiles of 64 float32 columns, full ones (128), a part one after
+    them (65: 64 + 1, 127: 64 + 32 + 16 + 8 + 4 + 2 + 1, 129), many (1000: 15 + 40)."""
+    made = layers(K, N, "relu", mnist_like(120, K, K + N))
+    assert made[0].nonzero
+    compare(made, np.random.default_rng(N).integers(0, 120, 48), N, np.float32, K, dz_seed=N)
+
+
+@pytest.mark.parametrize("N", [33, 65, 100])
+@pytest.mark.parametrize("act", ["identity", "sigmoid"])
+def test_wider_layers_in_float64(N, act):
+    """float64 tiles are 32 columns (256 bytes): 33 is a full one and a part one (narrow rows
+    hold up to 64 in registers, so 33 takes them; 65 and 100 the list)."""
+    made = layers(784, N, act, mnist_like(100, 784, N), np.float64)
+    compare(made, np.arange(100)[::3], N, np.float64, 784, dz_seed=N)
+
+
+def test_wider_layers_over_dense_and_zero_rows_in_uneven_parts(monkeypatch):
+    """A row with every code non-zero fills its part's whole list; zero rows list nothing."""
+    from fastdl.backends.numba import threads
+    codes = np.vstack([np.full((2, 40), 255, np.uint8), np.zeros((2, 40), np.uint8), mnist_like(6, 40, density=0.5)])
+    for parts in (1, 3):
+        monkeypatch.setattr(threads, "SPLIT_PARTS", parts)
+        made = layers(40, 70, "identity", codes, scale=7.5)
+        y = compare(made, np.arange(10), 70, np.float32, 40, dz_seed=parts)
+        np.testing.assert_array_equal(y[2:4], np.broadcast_to(made[1].b, (2, 70)))
+
+
+def test_float_rows_not_byte_coded_keep_the_gemm():
     from fastdl.backends.numba import nonzero_layer
-    idx = np.arange(10)
     N = nonzero_layer.MAX_WIDTH + 1
-    made = layers(784, N, "relu", mnist_like(100, 784))
-    assert not made[0].nonzero
-    compare(made, idx, N, np.float32, 784, dz_seed=5)
+    x = np.random.default_rng(0).random((100, 784)).astype(np.float32)      # not k / 255
+    W = np.random.default_rng(1).standard_normal((784, N)).astype(np.float32) * 0.1
+    layer = numba_bk.InputLayer(numba_bk, W, np.zeros(N, np.float32), np.empty_like(W), x, 16, "relu")
+    assert not layer.nonzero and not layer.byte_coded
+    y = np.empty((16, N), np.float32)
+    layer.forward(np.arange(16), y)
+    np.testing.assert_allclose(y, np.maximum(x[:16] @ W, 0), **tol(np.float32, 784))
 
 
 def test_what_does_not_fit_raises_before_anything_runs():
@@ -171,6 +205,12 @@ def test_the_body_refuses_arguments_that_do_not_fit():
     assert run(2) == 1                                                                 # no such part
     assert run(-1, Z=np.zeros(3, np.float32)) == 1                                     # partials do not fit
     assert run(X=np.zeros(255, np.float32)) == 1                                       # no room for the table
+    wide = nonzero_layer.body(0, 70)            # a wide body's lists need 256 + 2 K slots
+    zw, Ww = np.zeros((4, 70), np.float32), np.ones((24, 70), np.float32)
+    for X, expect in ((np.zeros(256 + 48, np.float32), 0), (np.zeros(256 + 47, np.float32), 1)):
+        args = (np.int64(1), False, zw, X, np.zeros(280, np.float32), codes, idx, np.float32(255), 0, cut, Ww,
+                np.zeros(70, np.float32), np.zeros_like(Ww), zw)
+        assert _call(by_address.Body(wide, args).target, args) == expect
 
 
 def test_accuracy_from_bytes_is_numpys():

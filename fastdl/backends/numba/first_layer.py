@@ -131,16 +131,17 @@ class InputLayer:
         else:
             coded = byte_codes(x_train, np) if byte_coded else None
         self.byte_coded = coded is not None
-        # byte codes and at most MAX_WIDTH columns: over the non-zero codes (nonzero_layer), its
-        # parts cut at whole words of 8 codes; else the gather and GEMM (split_body)
-        self.nonzero = self.byte_coded and 1 <= N <= nonzero_layer.MAX_WIDTH
+        # byte codes: over the non-zero codes (nonzero_layer), its parts cut at whole words of 8
+        # codes; else the gather and GEMM (split_body)
+        self.nonzero = self.byte_coded and N >= 1 and K < 2**31
         cut = nonzero_layer.word_cuts if self.nonzero else cuts
         self.cut = cut(K, threads.split_parts(K) if parallel else 1)
         self.one_cut = cut(K, 1)
         self._cut = self.one_cut
         self.src, scale = coded if coded is not None else (x_train, 1)
         self.scale = W.dtype.type(scale)
-        self.X = np.empty(max(batch_size * K, 256), dtype=W.dtype)               # part p: its features
+        # part p: its features; on the non-zero path the codes' table and a wide layer's lists
+        self.X = np.empty(max(batch_size * K, 256 + 2 * K), dtype=W.dtype)
         if self.nonzero:                # no features gathered: the codes' values instead
             self.X[:256] = nonzero_layer.table(self.scale, W.dtype)
         self.Z = np.empty((len(self.cut) - 1) * batch_size * N, dtype=W.dtype)   # partial z's

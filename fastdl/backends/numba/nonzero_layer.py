@@ -15,15 +15,17 @@ docs/performance.md):
   50 columns; LLVM splits a vector of 50 into single lanes past 32). Numba has no fixed-size local
   arrays: a sum kept in an array went to memory and back at every pixel (no faster than the GEMM),
   and one scalar per column, generated Python, took Numba 1.0 s to compile. So the inner loops
-  are LLVM IR written here (``_forward``, ``_backward``), up to ``MAX_WIDTH`` columns (a wider
-  layer keeps the GEMM).
+  are LLVM IR written here (``_forward``, ``_backward``; the word scan in ``nonzero_ir``), up to
+  ``MAX_WIDTH`` columns. A wider layer's row (784-1000, say) lists its non-zero codes once and
+  makes its sums a tile of columns at a time from the list (``nonzero_wide``, through the same
+  two intrinsics).
 * The parts split the features by whole words, as ``first_layer`` splits the dense layer: thread
   p reads its words of each row and owns those rows of W and dW; the forward's partial sums are
   added after the join, as the dense layer's are.
 
-``body`` is ``first_layer.split_layer``'s body (called by address) for byte-coded layers of at
-most ``MAX_WIDTH`` columns, in place of the dense ``split_body``; it gathers no rows, so the
-buffer that would hold them holds the table of ``code / scale`` (``table``), made once. Sums run in another order than
+``body`` is ``first_layer.split_layer``'s body (called by address) for byte-coded layers, in
+place of the dense ``split_body``; it gathers no rows, so the buffer that would hold them holds
+the table of ``code / scale`` (``table``), made once, and a wide layer's lists. Sums run in another order than
 the GEMM's, so results agree with NumPy's to rounding, as the GEMM's do. Where W or dz hold inf or
 NaN, a zero code contributes nothing here where the GEMM's 0 * inf is NaN.
 """
@@ -31,7 +33,6 @@ NaN, a zero code contributes nothing here where the GEMM's 0 * inf is NaN.
 from __future__ import annotations
 
 import functools
-import sys
 
 import llvmlite.ir as llvm_ir
 import numba
@@ -41,82 +42,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..contract import ACT_CODES
-from . import variants
+from . import nonzero_wide, variants
 from .gather import _prefetch_row as prefetch_row
 from .loops import jit_body
+from .nonzero_ir import chunks, scan, splat, unpacked, vector_at
 from .step import made
 from .vmath import clamp
 
 MAX_WIDTH = 64          # columns a row's sums can keep in registers (AVX-512 has 32 of 16 floats)
-
-# (x & LOW7) + LOW7 sets bit 7 of each byte whose low seven bits are not all 0 (no carry leaves a
-# byte); with x's own bit 7, NONZERO's bits mark x's non-zero bytes.
-LOW7 = 0x7F7F7F7F7F7F7F7F
-NONZERO = 0x8080808080808080
-I64 = llvm_ir.IntType(64)
-BIG_ENDIAN = sys.byteorder == "big"     # a loaded word's byte q is then pixel 7 - q
-
-
-def chunks(width: int) -> list[tuple[int, int]]:
-    """(first column, columns) of the vectors a row's sums are held in: powers of two, longest
-    first (50: 32 + 16 + 2)."""
-    out, start = [], 0
-    for bit in reversed(range(width.bit_length())):
-        if width >> bit & 1:
-            out.append((start, 1 << bit))
-            start += 1 << bit
-    return out
-
-
-def _each_nonzero(builder, x, b0, in_memory_order: bool, action):
-    """``action(k, code)`` for each non-zero byte of the word x, pixel k = b0 + its place."""
-    cttz = cgutils.get_or_insert_function(       # (llvmlite's declare_intrinsic drops its flag)
-        builder.module, llvm_ir.FunctionType(I64, [I64, llvm_ir.IntType(1)]), "llvm.cttz.i64")
-    with builder.if_then(builder.icmp_unsigned("!=", x, I64(0))):
-        first = builder.and_(builder.or_(builder.add(builder.and_(x, I64(LOW7)), I64(LOW7)), x), I64(NONZERO))
-        before = builder.block
-        loop = builder.append_basic_block("nonzero_byte")
-        done = builder.append_basic_block("word_done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        m = builder.phi(I64)
-        m.add_incoming(first, before)
-        s = builder.call(cttz, [m, llvm_ir.IntType(1)(1)])        # bit 8q + 7 of byte q
-        q = builder.lshr(s, I64(3))
-        if in_memory_order and BIG_ENDIAN:
-            q = builder.sub(I64(7), q)
-        action(builder.add(b0, q), builder.and_(builder.lshr(x, builder.sub(s, I64(7))), I64(255)))
-        rest = builder.and_(m, builder.sub(m, I64(1)))
-        m.add_incoming(rest, builder.block)
-        builder.cbranch(builder.icmp_unsigned("!=", rest, I64(0)), loop, done)
-        builder.position_at_end(done)
-
-
-def _scan(builder, row, k0, k1, action):
-    """``action(k, code)`` for each non-zero code of row[k0:k1] (k0 a multiple of 8): whole words,
-    then the last k1 % 8 bytes gathered into one (byte q in bits 8q.., on any byte order)."""
-    w0, w1 = builder.udiv(k0, I64(8)), builder.udiv(k1, I64(8))
-    with cgutils.for_range(builder, builder.sub(w1, w0)) as loop:
-        b0 = builder.mul(builder.add(w0, loop.index), I64(8))
-        x = builder.load(builder.bitcast(builder.gep(row, [b0]), I64.as_pointer()), align=1)
-        _each_nonzero(builder, x, b0, True, action)
-    b0 = builder.mul(w1, I64(8))
-    tail = cgutils.alloca_once_value(builder, I64(0))
-    with cgutils.for_range(builder, builder.sub(k1, b0)) as loop:
-        byte = builder.zext(builder.load(builder.gep(row, [builder.add(b0, loop.index)])), I64)
-        builder.store(builder.or_(builder.load(tail), builder.shl(byte, builder.mul(loop.index, I64(8)))), tail)
-    _each_nonzero(builder, builder.load(tail), b0, False, action)
-
-
-def _vector_at(builder, data, row, start, n, vec):
-    """A pointer to ``vec`` at column ``start`` of row ``row`` of a C array of n columns."""
-    return builder.bitcast(builder.gep(data, [builder.add(builder.mul(row, I64(n)), I64(start))]), vec.as_pointer())
-
-
-def _splat(builder, v, vec):
-    lanes = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), vec.count), [0] * vec.count)
-    return builder.shuffle_vector(builder.insert_element(llvm_ir.Constant(vec, None), v, I64(0)),
-                                  llvm_ir.Constant(vec, None), lanes)
 
 
 def _typed(arrays, ints, width, uint8_at: int) -> bool:
@@ -128,25 +61,18 @@ def _typed(arrays, ints, width, uint8_at: int) -> bool:
             and all(isinstance(i, types.Integer) for i in ints))
 
 
-def _unpacked(context, builder, sig, args, arrays, ints):
-    """The intrinsic's arrays (at positions ``arrays``, the first a float one), its integers as
-    int64, the float's LLVM type and alignment."""
-    made = [context.make_array(sig.args[k])(context, builder, args[k]) for k in arrays]
-    cast = [context.cast(builder, args[k], sig.args[k], types.int64) for k in ints]
-    elt = context.get_data_type(sig.args[arrays[0]].dtype)
-    return made, cast, elt, context.get_abi_sizeof(elt)
-
-
 @intrinsic
 def _forward(typingctx, z, r, src, i, table, W, k0, k1, width):
-    """z[r] = the sum over the non-zero codes c = src[i, k], k0 <= k < k1, of table[c] * W[k].
-    Trusted (the body checks): W (K, width), z's rows width long, k0 a multiple of 8, k1 <= K."""
+    """z[r] = the sum over the non-zero codes c = src[i, k], k0 <= k < k1, of table[c] * W[k]
+    (table: the layer's buffer, code -> value in its first 256 slots). Trusted (the body checks): W (K, width), z's rows width long, k0 a multiple of 8, k1 <= K."""
+    if isinstance(width, types.IntegerLiteral) and width.literal_value > MAX_WIDTH:
+        return nonzero_wide.forward(typingctx, z, r, src, i, table, W, k0, k1, width)
     if not _typed((z, src, table, W), (r, i, k0, k1), width, 1):
         return None
     n = width.literal_value
 
     def codegen(context, builder, sig, args):
-        (za, sa, ta, wa), (r_, i_, k0_, k1_), elt, align = _unpacked(context, builder, sig, args, (0, 2, 4, 5),
+        (za, sa, ta, wa), (r_, i_, k0_, k1_), elt, align = unpacked(context, builder, sig, args, (0, 2, 4, 5),
                                                                      (1, 3, 6, 7))
         accs = []
         for start, count in chunks(n):
@@ -158,12 +84,12 @@ def _forward(typingctx, z, r, src, i, table, W, k0, k1, width):
             v = builder.load(builder.gep(ta.data, [code]))
             for start, acc in accs:
                 vec = acc.type.pointee
-                w = builder.load(_vector_at(builder, wa.data, k, start, n, vec), align=align)
-                builder.store(builder.fadd(builder.load(acc), builder.fmul(_splat(builder, v, vec), w)), acc)
+                w = builder.load(vector_at(builder, wa.data, k, start, n, vec), align=align)
+                builder.store(builder.fadd(builder.load(acc), builder.fmul(splat(builder, v, vec), w)), acc)
         row = builder.gep(sa.data, [builder.mul(i_, builder.extract_value(sa.shape, 1))])
-        _scan(builder, row, k0_, k1_, add_row)
+        scan(builder, row, k0_, k1_, add_row)
         for start, acc in accs:
-            builder.store(builder.load(acc), _vector_at(builder, za.data, r_, start, n, acc.type.pointee), align=align)
+            builder.store(builder.load(acc), vector_at(builder, za.data, r_, start, n, acc.type.pointee), align=align)
         return context.get_dummy_value()
     return types.none(z, r, src, i, table, W, k0, k1, width), codegen
 
@@ -172,34 +98,40 @@ def _forward(typingctx, z, r, src, i, table, W, k0, k1, width):
 def _backward(typingctx, dW, src, i, table, dz, r, k0, k1, width):
     """dW[k] += table[c] * dz[r] for the non-zero codes c = src[i, k], k0 <= k < k1. Trusted (the
     body checks): dW (K, width), dz's rows width long, k0 a multiple of 8, k1 <= K."""
+    if isinstance(width, types.IntegerLiteral) and width.literal_value > MAX_WIDTH:
+        return nonzero_wide.backward(typingctx, dW, src, i, table, dz, r, k0, k1, width)
     if not _typed((dW, src, table, dz), (i, r, k0, k1), width, 1):
         return None
     n = width.literal_value
 
     def codegen(context, builder, sig, args):
-        (wa, sa, ta, da), (i_, r_, k0_, k1_), elt, align = _unpacked(context, builder, sig, args, (0, 1, 3, 4),
+        (wa, sa, ta, da), (i_, r_, k0_, k1_), elt, align = unpacked(context, builder, sig, args, (0, 1, 3, 4),
                                                                      (2, 5, 6, 7))
-        dz_row = [(start, builder.load(_vector_at(builder, da.data, r_, start, n, llvm_ir.VectorType(elt, count)),
+        dz_row = [(start, builder.load(vector_at(builder, da.data, r_, start, n, llvm_ir.VectorType(elt, count)),
                                        align=align)) for start, count in chunks(n)]
 
         def add_to_row(k, code):
             v = builder.load(builder.gep(ta.data, [code]))
             for start, d in dz_row:
-                at = _vector_at(builder, wa.data, k, start, n, d.type)
-                builder.store(builder.fadd(builder.load(at, align=align), builder.fmul(_splat(builder, v, d.type), d)),
+                at = vector_at(builder, wa.data, k, start, n, d.type)
+                builder.store(builder.fadd(builder.load(at, align=align), builder.fmul(splat(builder, v, d.type), d)),
                               at, align=align)
         row = builder.gep(sa.data, [builder.mul(i_, builder.extract_value(sa.shape, 1))])
-        _scan(builder, row, k0_, k1_, add_to_row)
+        scan(builder, row, k0_, k1_, add_to_row)
         return context.get_dummy_value()
     return types.none(dW, src, i, table, dz, r, k0, k1, width), codegen
 
 
 def _forward_python(z, r, src, i, table, W, k0, k1, width):
+    if width > MAX_WIDTH:
+        return nonzero_wide.forward_python(z, r, src, i, table, W, k0, k1, width)
     k = k0 + np.flatnonzero(src[i, k0:k1])
     z[r] = (table[src[i, k]][:, None] * W[k]).sum(axis=0) if k.size else 0
 
 
 def _backward_python(dW, src, i, table, dz, r, k0, k1, width):
+    if width > MAX_WIDTH:
+        return nonzero_wide.backward_python(dW, src, i, table, dz, r, k0, k1, width)
     k = k0 + np.flatnonzero(src[i, k0:k1])
     dW[k] += table[src[i, k]][:, None] * dz[r]
 
@@ -221,10 +153,13 @@ def word_cuts(K: int, parts: int) -> np.ndarray:
 
 @functools.cache
 def body(act: int, width: int):
-    """``split_layer``'s body for activation code ``act`` and layer width ``width``."""
-    if not 1 <= width <= MAX_WIDTH:
-        raise ValueError(f"nonzero_layer.body: width {width} outside 1 .. {MAX_WIDTH}")
+    """``split_layer``'s body for activation code ``act`` and layer width ``width``: its rows'
+    sums in registers up to ``MAX_WIDTH`` columns, from a list of their codes past it
+    (``nonzero_wide``)."""
+    if width < 1:
+        raise ValueError(f"nonzero_layer.body: width {width}; a layer has at least one column")
     bias_act = variants.BIAS_ACTS[act]
+    listed = 2 if width > MAX_WIDTH else 0    # Xbuf's slots per feature past the table (a wide row's list)
 
     def nonzero_body(args):
         """Forward: features [cut[p], cut[p+1]) of the batch's rows into z (part 0) or Zbuf (the
@@ -248,14 +183,15 @@ def body(act: int, width: int):
         if p >= parts:
             return 1
         k0, k1 = cut[p], cut[p + 1]
-        if not (0 <= k0 <= k1 <= K and k0 % 8 == 0 and Xbuf.shape[0] >= 256):
+        # Xbuf[:256]: code -> code / scale (this layer gathers no rows into Xbuf); a wide part's
+        # list past it (its k's held in integers as wide as the floats: K < 2**31 for float32)
+        if not (0 <= k0 <= k1 <= K < 2**31 and k0 % 8 == 0 and Xbuf.shape[0] >= 256 + listed * K):
             return 1
-        table = Xbuf[:256]             # code -> code / scale: this layer gathers no rows into Xbuf
         last = np.int64(src.shape[0] - 1)
         if backward:
             dW[k0:k1] = 0
             for r in range(n):
-                backward_row(dW, src, clamp(np.int64(idx[r]), np.int64(0), last), table, dz, r, k0, k1, width)
+                backward_row(dW, src, clamp(np.int64(idx[r]), np.int64(0), last), Xbuf, dz, r, k0, k1, width)
             return 0
         out = z if p == 0 else Zbuf[(p - 1) * n * N:p * n * N].reshape((n, N))
         mine = src[:, k0:k1]            # the part's columns of each row: what it asks the caches for
@@ -265,7 +201,7 @@ def body(act: int, width: int):
         for r in range(n):
             if ahead > 0 and r + ahead < n:     # the rows a few ahead: random rows are cache misses
                 prefetch_row(mine, clamp(np.int64(idx[r + ahead]), np.int64(0), last))
-            forward_row(out, r, src, clamp(np.int64(idx[r]), np.int64(0), last), table, W, k0, k1, width)
+            forward_row(out, r, src, clamp(np.int64(idx[r]), np.int64(0), last), Xbuf, W, k0, k1, width)
         return 0
     # a name of its own per activation and width (by_address finds a body by its symbol's name);
     # its __name__ stays, ahead.COMPILE_SECONDS knows the job by it

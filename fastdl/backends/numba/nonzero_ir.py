@@ -1,0 +1,94 @@
+"""LLVM IR for reading byte codes over their non-zero codes, shared by the first layer's narrow
+rows (``nonzero_layer``: a row's sums in registers) and its wide rows (``nonzero_wide``: a list
+of the row's non-zero codes, then tiles of columns).
+
+``scan`` visits the non-zero codes of a row's words (eight codes a load, their non-zero bytes one
+bit each, visited with LLVM's ``cttz``); ``chunks`` cuts a row of columns into vectors of powers of
+two lanes; the rest builds vector loads and stores.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import llvmlite.ir as llvm_ir
+from numba import types
+from numba.core import cgutils
+
+# (x & LOW7) + LOW7 sets bit 7 of each byte whose low seven bits are not all 0 (no carry leaves a
+# byte); with x's own bit 7, NONZERO's bits mark x's non-zero bytes.
+LOW7 = 0x7F7F7F7F7F7F7F7F
+NONZERO = 0x8080808080808080
+I64 = llvm_ir.IntType(64)
+BIG_ENDIAN = sys.byteorder == "big"     # a loaded word's byte q is then pixel 7 - q
+
+
+def chunks(width: int) -> list[tuple[int, int]]:
+    """(first column, columns) of the vectors a row's sums are held in: powers of two, longest
+    first (50: 32 + 16 + 2)."""
+    out, start = [], 0
+    for bit in reversed(range(width.bit_length())):
+        if width >> bit & 1:
+            out.append((start, 1 << bit))
+            start += 1 << bit
+    return out
+
+
+def each_nonzero(builder, x, b0, in_memory_order: bool, action):
+    """``action(k, code)`` for each non-zero byte of the word x, pixel k = b0 + its place."""
+    cttz = cgutils.get_or_insert_function(       # (llvmlite's declare_intrinsic drops its flag)
+        builder.module, llvm_ir.FunctionType(I64, [I64, llvm_ir.IntType(1)]), "llvm.cttz.i64")
+    with builder.if_then(builder.icmp_unsigned("!=", x, I64(0))):
+        first = builder.and_(builder.or_(builder.add(builder.and_(x, I64(LOW7)), I64(LOW7)), x), I64(NONZERO))
+        before = builder.block
+        loop = builder.append_basic_block("nonzero_byte")
+        done = builder.append_basic_block("word_done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        m = builder.phi(I64)
+        m.add_incoming(first, before)
+        s = builder.call(cttz, [m, llvm_ir.IntType(1)(1)])        # bit 8q + 7 of byte q
+        q = builder.lshr(s, I64(3))
+        if in_memory_order and BIG_ENDIAN:
+            q = builder.sub(I64(7), q)
+        action(builder.add(b0, q), builder.and_(builder.lshr(x, builder.sub(s, I64(7))), I64(255)))
+        rest = builder.and_(m, builder.sub(m, I64(1)))
+        m.add_incoming(rest, builder.block)
+        builder.cbranch(builder.icmp_unsigned("!=", rest, I64(0)), loop, done)
+        builder.position_at_end(done)
+
+
+def scan(builder, row, k0, k1, action):
+    """``action(k, code)`` for each non-zero code of row[k0:k1] (k0 a multiple of 8): whole words,
+    then the last k1 % 8 bytes gathered into one (byte q in bits 8q.., on any byte order)."""
+    w0, w1 = builder.udiv(k0, I64(8)), builder.udiv(k1, I64(8))
+    with cgutils.for_range(builder, builder.sub(w1, w0)) as loop:
+        b0 = builder.mul(builder.add(w0, loop.index), I64(8))
+        x = builder.load(builder.bitcast(builder.gep(row, [b0]), I64.as_pointer()), align=1)
+        each_nonzero(builder, x, b0, True, action)
+    b0 = builder.mul(w1, I64(8))
+    tail = cgutils.alloca_once_value(builder, I64(0))
+    with cgutils.for_range(builder, builder.sub(k1, b0)) as loop:
+        byte = builder.zext(builder.load(builder.gep(row, [builder.add(b0, loop.index)])), I64)
+        builder.store(builder.or_(builder.load(tail), builder.shl(byte, builder.mul(loop.index, I64(8)))), tail)
+    each_nonzero(builder, builder.load(tail), b0, False, action)
+
+
+def vector_at(builder, data, row, start, n, vec):
+    """A pointer to ``vec`` at column ``start`` of row ``row`` of a C array of n columns."""
+    return builder.bitcast(builder.gep(data, [builder.add(builder.mul(row, I64(n)), I64(start))]), vec.as_pointer())
+
+
+def splat(builder, v, vec):
+    lanes = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), vec.count), [0] * vec.count)
+    return builder.shuffle_vector(builder.insert_element(llvm_ir.Constant(vec, None), v, I64(0)),
+                                  llvm_ir.Constant(vec, None), lanes)
+
+
+def unpacked(context, builder, sig, args, arrays, ints):
+    """The intrinsic's arrays (at positions ``arrays``, the first a float one), its integers as
+    int64, the float's LLVM type and alignment."""
+    made = [context.make_array(sig.args[k])(context, builder, args[k]) for k in arrays]
+    cast = [context.cast(builder, args[k], sig.args[k], types.int64) for k in ints]
+    elt = context.get_data_type(sig.args[arrays[0]].dtype)
+    return made, cast, elt, context.get_abi_sizeof(elt)
