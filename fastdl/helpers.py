@@ -107,3 +107,28 @@ def quick_exit(code: int) -> None:
         except (OSError, ValueError):    # the reader left (a broken pipe) or the stream is closed
             pass
     os._exit(code)
+
+
+class Beside:
+    """``fn()`` run in a daemon thread from now on; ``result()`` waits for it and returns its
+    value or raises its exception. For work that spends its time outside the interpreter
+    (``fastdl train`` reads and checks MNIST, file reads and SHA-256 without the GIL, while its
+    own thread imports the backend). Abandoned (an error before ``result()``), it ends with the
+    process."""
+
+    def __init__(self, fn):
+        self._value, self._error = None, None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="fastdl-beside", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value

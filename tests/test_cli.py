@@ -255,6 +255,34 @@ def test_ending_a_helper_stops_it_and_closes_its_pipes():
     helpers.end(None)
 
 
+def test_work_beside_the_run_returns_its_value_or_raises_its_error():
+    """helpers.Beside: what fastdl train reads MNIST with while it imports the backend."""
+    import threading
+    from fastdl import helpers
+    from fastdl.errors import DatasetError
+    started = threading.Event()
+    work = helpers.Beside(lambda: (started.set(), threading.current_thread().name)[1])
+    assert started.wait(10)
+    assert work.result() == "fastdl-beside" and work.result() == "fastdl-beside"    # its own thread; asked twice
+
+    def fails():
+        raise DatasetError("no MNIST here")
+    with pytest.raises(DatasetError, match="no MNIST here"):
+        helpers.Beside(fails).result()
+
+
+def test_missing_data_is_one_clear_line_and_a_bad_backend_still_comes_first(tmp_path):
+    """MNIST loads beside the backend's import: its error is the same line as before, and a bad
+    backend's error still wins."""
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    r = fastdl_cmd("train", "--backend", "numpy", "--iters", "1", "--data", str(empty), "--out", str(tmp_path / "o"),
+                   env={"FASTDL_MNIST_MIRRORS": "http://127.0.0.1:9/"})   # refused at once
+    assert r.returncode != 0 and "Traceback" not in r.stderr and str(empty) in r.stderr
+    r = fastdl_cmd("train", "--backend", "pytroch", "--iters", "1", "--data", str(empty), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "unknown backend 'pytroch'" in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("command", [["train", "--iters", "1"], ["experiment", "overfit"], ["sweep", "--trials", "1"],
                                      ["bench", "--quick", "-k", "nothing"]])
 def test_an_out_that_is_a_file_is_one_line_for_every_command(tmp_path, capsys, command):
