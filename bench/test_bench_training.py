@@ -180,3 +180,39 @@ def test_input_layer_forward(benchmark, kind, mnist, monkeypatch):
         benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}", dtype="float32", parts=len(layer._cut) - 1,
                                     prefetch_ahead=gather.PREFETCH_AHEAD)
         benchmark(call)
+
+
+@pytest.mark.parametrize("kind", ["float32 rows", "byte codes"])
+def test_input_layer_wide(benchmark, kind, mnist):
+    """The numba step's first layer of the larger network (784x1000, batch 256), forward and
+    backward on a new batch each call: the gather and GEMM from float32 rows, or, from byte
+    codes, each row's list of non-zero codes and a tile of columns at a time
+    (numba/nonzero_wide.py)."""
+    try:
+        bk = get_backend("numba")
+    except fastdl.FastDLError as exc:
+        pytest.skip(str(exc))
+    benchmark.group = "numba input layer forward + backward: 256 random MNIST rows, 784x1000"
+    (x, _), _ = mnist
+    batches = np.random.default_rng(0).integers(0, x.shape[0], (200, 256))
+    rng = np.random.default_rng(1)
+    W = (rng.standard_normal((x.shape[1], 1000)) * 0.05).astype(x.dtype)
+    dz = rng.standard_normal((256, 1000)).astype(x.dtype)
+    layer = bk.InputLayer(bk, W, np.zeros(1000, dtype=x.dtype), np.empty_like(W), x, 256, "identity",
+                          byte_coded=kind == "byte codes")
+    assert layer.nonzero is (kind == "byte codes")
+    z = np.empty((256, 1000), dtype=x.dtype)
+    it = iter(range(10**9))
+
+    def call():
+        layer.forward(batches[next(it) % 200], z)
+        layer.backward(dz)
+    with bk.train_scope():
+        layer.forward(batches[1], z)
+        np.testing.assert_allclose(z, x[batches[1]] @ W, rtol=1e-4, atol=1e-4)
+        layer.backward(dz)
+        np.testing.assert_allclose(layer.dW, x[batches[1]].T @ dz, rtol=1e-3, atol=1e-3)
+        warm(call, 10)
+        benchmark.extra_info.update(backend_info(bk), backend=f"numba, {kind}", dtype="float32",
+                                    parts=len(layer._cut) - 1)
+        benchmark(call)
