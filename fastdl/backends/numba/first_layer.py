@@ -12,9 +12,9 @@ work of their part (``split_body``, per activation) by address (``by_address``),
 compiles once, not in both of the parallel function's libraries. BLAS runs single-threaded
 inside (``threads.train_scope``). When the training set is k/255 pixels
 (``images.byte_codes``) its rows are kept and gathered as uint8 codes, divided back while
-gathering: the same floats, a quarter of the memory traffic. Byte-coded layers of at most
-``nonzero_layer.MAX_WIDTH`` columns read only the non-zero codes instead of gathering rows for a
-GEMM: the parallel function then calls ``nonzero_layer``'s body, parts cut at whole words.
+gathering: the same floats, a quarter of the memory traffic. Byte-coded layers read only the
+non-zero codes instead of gathering rows for a GEMM: the parallel function then calls
+``nonzero_layer``'s body, parts cut at whole words.
 """
 
 from __future__ import annotations

@@ -92,3 +92,15 @@ def unpacked(context, builder, sig, args, arrays, ints):
     cast = [context.cast(builder, args[k], sig.args[k], types.int64) for k in ints]
     elt = context.get_data_type(sig.args[arrays[0]].dtype)
     return made, cast, elt, context.get_abi_sizeof(elt)
+
+
+def typed(arrays, ints, width, widths: range, uint8_at: int) -> bool:
+    """Whether an intrinsic's arguments are what its code assumes: ``width`` a literal in
+    ``widths``; C-contiguous arrays of 2, 2, 1 and 2 dimensions, the one at ``uint8_at`` the codes
+    (uint8), the others of one float type; the integers integers."""
+    return (isinstance(width, types.IntegerLiteral) and width.literal_value in widths
+            and all(isinstance(a, types.Array) and a.layout == "C" for a in arrays)
+            and [a.ndim for a in arrays] == [2, 2, 1, 2] and arrays[uint8_at].dtype == types.uint8
+            and isinstance(arrays[0].dtype, types.Float)
+            and all(a.dtype == arrays[0].dtype for k, a in enumerate(arrays) if k != uint8_at)
+            and all(isinstance(i, types.Integer) for i in ints))

@@ -45,20 +45,11 @@ from ..contract import ACT_CODES
 from . import nonzero_wide, variants
 from .gather import _prefetch_row as prefetch_row
 from .loops import jit_body
-from .nonzero_ir import chunks, scan, splat, unpacked, vector_at
+from .nonzero_ir import chunks, scan, splat, typed, unpacked, vector_at
 from .step import made
 from .vmath import clamp
 
 MAX_WIDTH = 64          # columns a row's sums can keep in registers (AVX-512 has 32 of 16 floats)
-
-
-def _typed(arrays, ints, width, uint8_at: int) -> bool:
-    return (isinstance(width, types.IntegerLiteral) and 1 <= width.literal_value <= MAX_WIDTH
-            and all(isinstance(a, types.Array) and a.layout == "C" for a in arrays)
-            and [a.ndim for a in arrays] == [2, 2, 1, 2] and arrays[uint8_at].dtype == types.uint8
-            and isinstance(arrays[0].dtype, types.Float)
-            and all(a.dtype == arrays[0].dtype for k, a in enumerate(arrays) if k != uint8_at)
-            and all(isinstance(i, types.Integer) for i in ints))
 
 
 @intrinsic
@@ -67,7 +58,7 @@ def _forward(typingctx, z, r, src, i, table, W, k0, k1, width):
     (table: the layer's buffer, code -> value in its first 256 slots). Trusted (the body checks): W (K, width), z's rows width long, k0 a multiple of 8, k1 <= K."""
     if isinstance(width, types.IntegerLiteral) and width.literal_value > MAX_WIDTH:
         return nonzero_wide.forward(typingctx, z, r, src, i, table, W, k0, k1, width)
-    if not _typed((z, src, table, W), (r, i, k0, k1), width, 1):
+    if not typed((z, src, table, W), (r, i, k0, k1), width, range(1, MAX_WIDTH + 1), 1):
         return None
     n = width.literal_value
 
@@ -100,7 +91,7 @@ def _backward(typingctx, dW, src, i, table, dz, r, k0, k1, width):
     body checks): dW (K, width), dz's rows width long, k0 a multiple of 8, k1 <= K."""
     if isinstance(width, types.IntegerLiteral) and width.literal_value > MAX_WIDTH:
         return nonzero_wide.backward(typingctx, dW, src, i, table, dz, r, k0, k1, width)
-    if not _typed((dW, src, table, dz), (i, r, k0, k1), width, 1):
+    if not typed((dW, src, table, dz), (i, r, k0, k1), width, range(1, MAX_WIDTH + 1), 1):
         return None
     n = width.literal_value
 

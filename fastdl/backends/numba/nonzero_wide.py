@@ -29,7 +29,7 @@ import numpy as np
 from numba import types
 from numba.core import cgutils
 
-from .nonzero_ir import I64, chunks, scan, splat, unpacked
+from .nonzero_ir import I64, chunks, scan, splat, typed, unpacked
 
 TILE_BYTES = 256          # a tile of columns: 64 float32 or 32 float64 (8 AVX2 or 4 AVX-512 registers)
 
@@ -38,16 +38,7 @@ def tile_of(itemsize: int) -> int:
     return TILE_BYTES // itemsize
 
 
-def _typed(arrays, ints, width) -> bool:
-    return (isinstance(width, types.IntegerLiteral) and width.literal_value >= 1
-            and all(isinstance(a, types.Array) and a.layout == "C" for a in arrays)
-            and [a.ndim for a in arrays] == [2, 2, 1, 2] and arrays[1].dtype == types.uint8
-            and isinstance(arrays[0].dtype, types.Float)
-            and all(a.dtype == arrays[0].dtype for k, a in enumerate(arrays) if k != 1)
-            and all(isinstance(i, types.Integer) for i in ints))
-
-
-def _listed(builder, sa, ba, i_, k0_, k1_, elt, size):
+def _listed(builder, sa, ba, i_, k0_, k1_, size):
     """List row src[i, k0:k1]'s non-zero codes in buf (see the module's notes): returns the
     k's and values' pointers and the count."""
     int_t = llvm_ir.IntType(8 * size)
@@ -91,14 +82,14 @@ def forward(typingctx, z, r, src, i, buf, W, k0, k1, width):
     """z[r] = the sum over the non-zero codes c = src[i, k], k0 <= k < k1, of buf[c] * W[k].
     Trusted (the body checks): W (K, width), z's rows width long, k0 a multiple of 8, k1 <= K,
     buf at least 256 + 2 k1 long, K < 2**31."""
-    if not _typed((z, src, buf, W), (r, i, k0, k1), width):
+    if not typed((z, src, buf, W), (r, i, k0, k1), width, range(1, 2**31), 1):
         return None
     n = width.literal_value
 
     def codegen(context, builder, sig, args):
         (za, sa, ba, wa), (r_, i_, k0_, k1_), elt, align = unpacked(context, builder, sig, args, (0, 2, 4, 5),
                                                                     (1, 3, 6, 7))
-        ks, vs, count = _listed(builder, sa, ba, i_, k0_, k1_, elt, align)
+        ks, vs, count = _listed(builder, sa, ba, i_, k0_, k1_, align)
         accs = {c: cgutils.alloca_once(builder, llvm_ir.VectorType(elt, c)) for _, c in chunks(n % tile_of(align))}
         accs[tile_of(align)] = cgutils.alloca_once(builder, llvm_ir.VectorType(elt, tile_of(align)))
 
@@ -123,14 +114,14 @@ def backward(typingctx, dW, src, i, buf, dz, r, k0, k1, width):
     """dW[k] += buf[c] * dz[r] for the non-zero codes c = src[i, k], k0 <= k < k1. Trusted (the
     body checks): dW (K, width), dz's rows width long, k0 a multiple of 8, k1 <= K, buf at least
     256 + 2 k1 long, K < 2**31."""
-    if not _typed((dW, src, buf, dz), (i, r, k0, k1), width):
+    if not typed((dW, src, buf, dz), (i, r, k0, k1), width, range(1, 2**31), 1):
         return None
     n = width.literal_value
 
     def codegen(context, builder, sig, args):
         (wa, sa, ba, da), (i_, r_, k0_, k1_), elt, align = unpacked(context, builder, sig, args, (0, 1, 3, 4),
                                                                     (2, 5, 6, 7))
-        ks, vs, count = _listed(builder, sa, ba, i_, k0_, k1_, elt, align)
+        ks, vs, count = _listed(builder, sa, ba, i_, k0_, k1_, align)
         with cgutils.for_range(builder, count) as loop:
             k, v = _entry(builder, ks, vs, loop.index)
 
