@@ -110,11 +110,11 @@ def quick_exit(code: int) -> None:
 
 
 class Beside:
-    """``fn()`` run in a daemon thread from now on; ``result()`` waits for it and returns its
-    value or raises its exception. For work that spends its time outside the interpreter
-    (``fastdl train`` reads and checks MNIST, file reads and SHA-256 without the GIL, while its
-    own thread imports the backend). Abandoned (an error before ``result()``), it ends with the
-    process."""
+    """``fn()`` run in a daemon thread from now on; ``result()`` waits for it and hands its value
+    over (keeping no reference: the caller may free it) or raises its exception. For work that
+    spends its time outside the interpreter (``fastdl train`` reads and checks MNIST, file reads
+    and SHA-256 without the GIL, while its own thread imports the backend). Abandoned (an error
+    before ``result()``), it ends with the process."""
 
     def __init__(self, fn):
         self._value, self._error = None, None
@@ -131,4 +131,5 @@ class Beside:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._value
+        value, self._value = self._value, None
+        return value

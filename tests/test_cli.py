@@ -260,10 +260,20 @@ def test_work_beside_the_run_returns_its_value_or_raises_its_error():
     import threading
     from fastdl import helpers
     from fastdl.errors import DatasetError
+    import gc
+    import weakref
+
+    import numpy as np
     started = threading.Event()
     work = helpers.Beside(lambda: (started.set(), threading.current_thread().name)[1])
     assert started.wait(10)
-    assert work.result() == "fastdl-beside" and work.result() == "fastdl-beside"    # its own thread; asked twice
+    assert work.result() == "fastdl-beside"                                          # its own thread
+    held = helpers.Beside(lambda: np.zeros(3))
+    value = held.result()
+    ref = weakref.ref(value)
+    del value
+    gc.collect()
+    assert ref() is None                     # handed over: the caller's del frees it (fastdl train's data)
 
     def fails():
         raise DatasetError("no MNIST here")
