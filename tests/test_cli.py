@@ -293,6 +293,16 @@ def test_missing_data_is_one_clear_line_and_a_bad_backend_still_comes_first(tmp_
     assert r.returncode == 2 and "unknown backend 'pytroch'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_train_without_a_terminal_prints_epoch_lines_and_never_imports_tqdm(mnist_root, tmp_path):
+    """stderr a pipe (a log file, a job scheduler): no bar, so tqdm is not even imported."""
+    code = ("import sys; from fastdl.cli import main; rc = main(sys.argv[1:]); "
+            "print('tqdm loaded' if 'tqdm' in sys.modules else 'no tqdm'); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, "train", "--backend", "numpy", "--iters", "600", "--hidden", "20",
+                        "--data", str(mnist_root), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "no tqdm" in r.stdout and "epoch 1  step 600" in r.stdout
+
+
 @pytest.mark.parametrize("command", [["train", "--iters", "1"], ["experiment", "overfit"], ["sweep", "--trials", "1"],
                                      ["bench", "--quick", "-k", "nothing"]])
 def test_an_out_that_is_a_file_is_one_line_for_every_command(tmp_path, capsys, command):
