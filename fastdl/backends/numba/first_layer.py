@@ -141,9 +141,9 @@ class InputLayer:
         self.src, scale = coded if coded is not None else (x_train, 1)
         self.scale = W.dtype.type(scale)
         # part p: its features; on the non-zero path the codes' table and a wide layer's lists
-        self.X = np.empty(max(batch_size * K, 256 + 2 * K), dtype=W.dtype)
+        self.X = np.empty(max(batch_size * K, nonzero_layer.room(K, N) if self.nonzero else 0), dtype=W.dtype)
         if self.nonzero:                # no features gathered: the codes' values instead
-            self.X[:256] = nonzero_layer.table(self.scale, W.dtype)
+            self.X[:nonzero_layer.TABLE] = nonzero_layer.table(self.scale, W.dtype)
         self.Z = np.empty((len(self.cut) - 1) * batch_size * N, dtype=W.dtype)   # partial z's
         self._idx = np.zeros(0, dtype=np.int64)      # the last forward's rows (backward passes them on)
         self._status = np.zeros(len(self.cut) - 1, dtype=np.int64)    # each part's outcome

@@ -20,6 +20,10 @@ from numba.core import cgutils
 LOW7 = 0x7F7F7F7F7F7F7F7F
 NONZERO = 0x8080808080808080
 I64 = llvm_ir.IntType(64)
+# The layer's buffer on the non-zero path: code -> code / scale in its first TABLE slots; past
+# them a wide layer's row lists, LIST_SLOTS per feature (its k, its value).
+TABLE = 256
+LIST_SLOTS = 2
 BIG_ENDIAN = sys.byteorder == "big"     # a loaded word's byte q is then pixel 7 - q
 
 

@@ -3,12 +3,12 @@
 81% of MNIST's pixels are 0. A row's product with W needs only its non-zero pixels, a fifth of
 the GEMM's work: for each non-zero code c at pixel k, ``z[r] += (c / scale) * W[k]``, and in the
 backward pass ``dW[k] += (c / scale) * dz[r]``. Three things make that faster than the GEMM on
-the gathered rows (the step's first layer forward 42.5 us against 59.9, the loop 0.75x the GEMM +
-gather floor, evaluation 1.45x the speed of its GEMMs alone in a noisy run: bench/results/,
-docs/performance.md):
+the gathered rows (the step's first layer forward 32.7 us against 98.6 for the gather and GEMM
+from float32 rows, the loop 0.71x the GEMM + gather floor, evaluation 1.84x the speed of its
+GEMMs alone: bench/results/2026-12-06-*, docs/performance.md):
 
-* The non-zero codes are found a word of eight at a time in the rows themselves (no list to make
-  or keep): a word's non-zero bytes become one bit each (``NONZERO``), and the loop visits exactly
+* The non-zero codes are found a word of eight at a time in the rows themselves (a narrow row
+  makes no list of them): a word's non-zero bytes become one bit each (``NONZERO``), and the loop visits exactly
   those bits (LLVM's ``cttz``). Testing the bytes one by one mispredicted a branch at every
   stroke's edge (1.2x the time, timed ad hoc).
 * A row's sums stay in registers, as vectors of powers of two lanes (``chunks``: 32 + 16 + 2 for
@@ -25,8 +25,9 @@ docs/performance.md):
 
 ``body`` is ``first_layer.split_layer``'s body (called by address) for byte-coded layers, in
 place of the dense ``split_body``; it gathers no rows, so the buffer that would hold them holds
-the table of ``code / scale`` (``table``), made once, and a wide layer's lists. Sums run in another order than
-the GEMM's, so results agree with NumPy's to rounding, as the GEMM's do. Where W or dz hold inf or
+the table of ``code / scale`` (``table``), made once, and a wide layer's lists (``room``). Sums
+run in another order than the GEMM's, so results agree with NumPy's to rounding, as the GEMM's
+do. Where W or dz hold inf or
 NaN, a zero code contributes nothing here where the GEMM's 0 * inf is NaN.
 """
 
@@ -45,7 +46,7 @@ from ..contract import ACT_CODES
 from . import nonzero_wide, variants
 from .gather import _prefetch_row as prefetch_row
 from .loops import jit_body
-from .nonzero_ir import chunks, scan, splat, typed, unpacked, vector_at
+from .nonzero_ir import LIST_SLOTS, TABLE, chunks, scan, splat, typed, unpacked, vector_at
 from .step import made
 from .vmath import clamp
 
@@ -55,7 +56,8 @@ MAX_WIDTH = 64          # columns a row's sums can keep in registers (AVX-512 ha
 @intrinsic
 def _forward(typingctx, z, r, src, i, table, W, k0, k1, width):
     """z[r] = the sum over the non-zero codes c = src[i, k], k0 <= k < k1, of table[c] * W[k]
-    (table: the layer's buffer, code -> value in its first 256 slots). Trusted (the body checks): W (K, width), z's rows width long, k0 a multiple of 8, k1 <= K."""
+    (table: the layer's buffer, code -> value in its first TABLE slots). Trusted (the body
+    checks): W (K, width), z's rows width long, k0 a multiple of 8, k1 <= K."""
     if isinstance(width, types.IntegerLiteral) and width.literal_value > MAX_WIDTH:
         return nonzero_wide.forward(typingctx, z, r, src, i, table, W, k0, k1, width)
     if not typed((z, src, table, W), (r, i, k0, k1), width, range(1, MAX_WIDTH + 1), 1):
@@ -133,7 +135,13 @@ forward_row, backward_row = ((_forward_python, _backward_python) if numba.config
 
 def table(scale, dtype) -> np.ndarray:
     """``code / scale`` for the 256 codes, divided as ``decode_bytes_`` divides."""
-    return np.divide(np.arange(256, dtype=np.uint8), scale, dtype=dtype)
+    return np.divide(np.arange(TABLE, dtype=np.uint8), scale, dtype=dtype)
+
+
+def room(K: int, width: int) -> int:
+    """Slots the layer's buffer needs on this path for K features and ``width`` columns: the
+    table, and past ``MAX_WIDTH`` the rows' lists."""
+    return TABLE + (LIST_SLOTS * K if width > MAX_WIDTH else 0)
 
 
 def word_cuts(K: int, parts: int) -> np.ndarray:
@@ -150,7 +158,7 @@ def body(act: int, width: int):
     if width < 1:
         raise ValueError(f"nonzero_layer.body: width {width}; a layer has at least one column")
     bias_act = variants.BIAS_ACTS[act]
-    listed = 2 if width > MAX_WIDTH else 0    # Xbuf's slots per feature past the table (a wide row's list)
+    listed = LIST_SLOTS if width > MAX_WIDTH else 0    # Xbuf's slots per feature past the table
 
     def nonzero_body(args):
         """Forward: features [cut[p], cut[p+1]) of the batch's rows into z (part 0) or Zbuf (the
@@ -174,9 +182,9 @@ def body(act: int, width: int):
         if p >= parts:
             return 1
         k0, k1 = cut[p], cut[p + 1]
-        # Xbuf[:256]: code -> code / scale (this layer gathers no rows into Xbuf); a wide part's
+        # Xbuf[:TABLE]: code -> code / scale (this layer gathers no rows into Xbuf); a wide part's
         # list past it (its k's held in integers as wide as the floats: K < 2**31 for float32)
-        if not (0 <= k0 <= k1 <= K < 2**31 and k0 % 8 == 0 and Xbuf.shape[0] >= 256 + listed * K):
+        if not (0 <= k0 <= k1 <= K < 2**31 and k0 % 8 == 0 and Xbuf.shape[0] >= TABLE + listed * K):
             return 1
         last = np.int64(src.shape[0] - 1)
         if backward:

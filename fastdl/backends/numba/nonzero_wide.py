@@ -29,7 +29,7 @@ import numpy as np
 from numba import types
 from numba.core import cgutils
 
-from .nonzero_ir import I64, chunks, scan, splat, typed, unpacked
+from .nonzero_ir import I64, LIST_SLOTS, TABLE, chunks, scan, splat, typed, unpacked
 
 TILE_BYTES = 256          # a tile of columns: 64 float32 or 32 float64 (8 AVX2 or 4 AVX-512 registers)
 
@@ -42,7 +42,7 @@ def _listed(builder, sa, ba, i_, k0_, k1_, size):
     """List row src[i, k0:k1]'s non-zero codes in buf (see the module's notes): returns the
     k's and values' pointers and the count."""
     int_t = llvm_ir.IntType(8 * size)
-    at = builder.add(I64(256), builder.mul(k0_, I64(2)))
+    at = builder.add(I64(TABLE), builder.mul(k0_, I64(LIST_SLOTS)))
     ks = builder.bitcast(builder.gep(ba.data, [at]), int_t.as_pointer())
     vs = builder.gep(ba.data, [builder.add(at, builder.sub(k1_, k0_))])
     count = cgutils.alloca_once_value(builder, I64(0))
@@ -140,7 +140,7 @@ def backward(typingctx, dW, src, i, buf, dz, r, k0, k1, width):
 def _listed_python(buf, src, i, k0, k1):
     """The Python twin of ``_listed``: the same list in the same slots of buf."""
     k = k0 + np.flatnonzero(src[i, k0:k1])
-    at, c = 256 + 2 * k0, k.size
+    at, c = TABLE + LIST_SLOTS * k0, k.size
     buf[at:at + c].view(np.int32 if buf.itemsize == 4 else np.int64)[:] = k
     buf[at + k1 - k0:at + k1 - k0 + c] = buf[src[i, k]]
     return k, buf[at + k1 - k0:at + k1 - k0 + c]
