@@ -1,6 +1,7 @@
 """The MNIST loader, including its real download code against a server on 127.0.0.1."""
 
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -174,6 +175,46 @@ def test_a_replaced_original_is_not_hidden_by_the_cache(tiny_mnist, tmp_path, mo
         datasets.load_mnist(root=tmp_path, download=False)
     monkeypatch.setenv("FASTDL_MNIST_CACHE", "0")
     assert datasets._cache_entry("train_images") is None
+
+
+def test_a_cache_that_is_off_unwritable_or_unreadable_only_costs_speed(tiny_mnist, tmp_path, monkeypatch):
+    """The verified cache is best effort: turned off it writes nothing; where it cannot be
+    written (its folder's place taken by a file) the load still succeeds; an entry whose stamp
+    is missing or garbled is not trusted, and is made again."""
+    for name, body in tiny_mnist.items():
+        (tmp_path / f"{name}.gz").write_bytes(body)
+    want = datasets.load_mnist(root=tmp_path, download=False, as_bytes=True)
+
+    def same(got):
+        for a, b in zip(want, got):
+            for u, v in zip(a, b):
+                np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    monkeypatch.setenv("FASTDL_MNIST_CACHE", "0")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    same(datasets.load_mnist(root=tmp_path, download=False, as_bytes=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_bytes(b"")
+    monkeypatch.setenv("FASTDL_MNIST_CACHE", str(blocked))
+    same(datasets.load_mnist(root=tmp_path, download=False, as_bytes=True))
+    assert blocked.is_file() and blocked.read_bytes() == b""
+
+    monkeypatch.setenv("FASTDL_MNIST_CACHE", str(tmp_path / "cache"))
+    datasets.load_mnist(root=tmp_path, download=False)
+    entry = datasets._cache_entry("train_images")
+    inflated = []
+    real = datasets._inflate
+    monkeypatch.setattr(datasets, "_inflate", lambda data, what: inflated.append(what) or real(data, what))
+    for stamp in (None, b"{not json"):
+        if stamp is None:
+            entry.with_suffix(".json").unlink()
+        else:
+            entry.with_suffix(".json").write_bytes(stamp)
+        inflated.clear()
+        same(datasets.load_mnist(root=tmp_path, download=False, as_bytes=True))
+        assert len(inflated) == 1                      # that file from its original, the others cached
+        assert json.loads(entry.with_suffix(".json").read_text())["size"] > 0     # and its stamp rewritten
 
 
 def test_oversized_local_files_are_refused_before_reading(tiny_mnist, tmp_path):

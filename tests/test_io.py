@@ -37,6 +37,23 @@ def test_overwrite_is_atomic_and_leaves_no_temp_files(tmp_path):
     np.testing.assert_array_equal(fastdl.load(tmp_path / "p.npz").params_numpy()["W1"], b.params_numpy()["W1"])
 
 
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    """A write that fails half-way (a full disk: fsync raises) raises, leaves the file it would
+    have replaced as it was, and removes its temporary file."""
+    a = fastdl.TwoLayerNet(4, 3, 2, seed=0)
+    path = fastdl.save(a, tmp_path / "p.npz")
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        fastdl.save(fastdl.TwoLayerNet(4, 3, 2, seed=1), path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["p.npz"] and path.read_bytes() == before
+    np.testing.assert_array_equal(fastdl.load(path).params_numpy()["W1"], a.params_numpy()["W1"])
+
+
 class _Boom:
     """Unpickling this would create a marker file: proof that code ran."""
     marker = None

@@ -95,6 +95,12 @@ def test_bad_training_data_is_rejected_up_front():
         fastdl.Trainer(net, SGD(0.1), x, t)
     with pytest.raises(ValueError, match="sampling"):
         fastdl.Trainer(net, SGD(0.1), x, t, iterations=1, sampling="random")
+    with pytest.raises(ValueError, match=f"batch_size={len(x) + 1} is larger than the training set"):
+        fastdl.Trainer(net, SGD(0.1), x, t, iterations=1, batch_size=len(x) + 1)
+    with pytest.raises(ValueError, match="give both x_test and t_test"):
+        fastdl.Trainer(net, SGD(0.1), x, t, x, iterations=1)
+    # the default batch of 100 shrinks to a smaller set instead
+    assert fastdl.Trainer(net, SGD(0.1), x[:30], t[:30], iterations=1).batch_size == 30
 
 
 def test_book_headline_on_real_mnist(mnist):
