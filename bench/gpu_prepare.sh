@@ -6,8 +6,8 @@
 #
 #   bash bench/gpu_prepare.sh            # MNIST from $FASTDL_DATA, else the user cache's copy
 #
-# Checks what it copies: each file's decompressed SHA-256 against fastdl's own table, so a damaged
-# copy fails here, not in the GPU machine's few minutes.
+# Checks what it copies with fastdl's own loader (SHA-256 of the decompressed bytes, IDX headers),
+# so a damaged copy fails here, not in the GPU machine's few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -15,18 +15,17 @@ PY=${PYTHON:-.venv/bin/python}
 
 mkdir -p bench/.mnist .whl
 "$PY" - <<'PY'
-import gzip, hashlib, os, shutil
+import shutil
 from pathlib import Path
 from fastdl import datasets
-src = Path(os.environ.get("FASTDL_DATA") or datasets.default_root())
-for base, sha, _ in datasets.FILES.values():
-    f = next((p for p in (src / f"{base}.gz", src / base) if p.is_file()), None)
-    if f is None:
-        raise SystemExit(f"gpu_prepare: no {base}(.gz) in {src}; set FASTDL_DATA to a folder with MNIST's four "
-                         f"files, or run `fastdl train` once to download them")
-    raw = f.read_bytes()
-    if hashlib.sha256(gzip.decompress(raw) if f.suffix == ".gz" else raw).hexdigest() != sha:
-        raise SystemExit(f"gpu_prepare: {f} does not match MNIST's published SHA-256; download it again")
+from fastdl.errors import FastDLError
+src, _ = datasets.resolve_root()          # where load_mnist looks: FASTDL_DATA, else the user cache
+try:                                      # the loader's own checks: SHA-256 and IDX headers
+    datasets.load_mnist(root=src, download=False)
+except FastDLError as exc:
+    raise SystemExit(f"gpu_prepare: {exc}")
+for base, _, _ in datasets.FILES.values():         # the files it read: .gz first, as it looks
+    f = next(p for p in (src / f"{base}.gz", src / base) if p.is_file())
     shutil.copyfile(f, Path("bench/.mnist") / f.name)
 print(f"gpu_prepare: MNIST from {src} -> bench/.mnist/ (4 files, checked)")
 PY

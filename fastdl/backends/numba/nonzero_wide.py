@@ -11,9 +11,10 @@ per word per tile. So the row's non-zero codes are listed once, then read from t
 * ``_backward``: the same list, then for each entry ``dW[k] += value * dz[r]``, a whole row of dW
   at a time (contiguous: the hardware prefetcher follows it).
 
-The list lives in the layer's buffer past the code table: part p, which owns the features
-[k0, k1), writes its list at ``buf[256 + 2 k0 : 256 + 2 k1]`` (the k's as integers of the
-float's width, then the values), so the parts never share a slot. Each call makes its own list
+The list lives in the layer's buffer past the code table (``nonzero_ir.TABLE``, 256 slots):
+part p, which owns the features [k0, k1), writes its list at ``buf[TABLE + 2 k0 : TABLE + 2 k1]``
+(``LIST_SLOTS``, 2, per feature: the k's as integers of the float's width, then the values), so
+the parts never share a slot. Each call makes its own list
 before reading it: nothing from an earlier call is trusted.
 
 ``forward`` and ``backward`` are the typing functions of ``nonzero_layer``'s two intrinsics for
@@ -81,7 +82,7 @@ def _at(builder, data, row, col, n, start, vec):
 def forward(typingctx, z, r, src, i, buf, W, k0, k1, width):
     """z[r] = the sum over the non-zero codes c = src[i, k], k0 <= k < k1, of buf[c] * W[k].
     Trusted (the body checks): W (K, width), z's rows width long, k0 a multiple of 8, k1 <= K,
-    buf at least 256 + 2 k1 long, K < 2**31."""
+    buf at least TABLE + LIST_SLOTS k1 long, K < 2**31."""
     if not typed((z, src, buf, W), (r, i, k0, k1), width, range(1, 2**31), 1):
         return None
     n = width.literal_value
@@ -113,7 +114,7 @@ def forward(typingctx, z, r, src, i, buf, W, k0, k1, width):
 def backward(typingctx, dW, src, i, buf, dz, r, k0, k1, width):
     """dW[k] += buf[c] * dz[r] for the non-zero codes c = src[i, k], k0 <= k < k1. Trusted (the
     body checks): dW (K, width), dz's rows width long, k0 a multiple of 8, k1 <= K, buf at least
-    256 + 2 k1 long, K < 2**31."""
+    TABLE + LIST_SLOTS k1 long, K < 2**31."""
     if not typed((dW, src, buf, dz), (i, r, k0, k1), width, range(1, 2**31), 1):
         return None
     n = width.literal_value
