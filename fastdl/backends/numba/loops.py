@@ -44,6 +44,7 @@ jit_body = njit(cache=CACHE, nogil=True, error_model="numpy", **CALLEE)
 
 
 @functools.cache
+@functools.cache                    # one twin per function, whichever module asks for it
 def inner(f):
     """``f``'s twin for calls from compiled code only: the same Python function and options,
     compiled without the entry points a Python or C caller needs. Numba makes both for every
