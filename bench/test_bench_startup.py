@@ -119,7 +119,7 @@ def _record(benchmark, info, results):
     print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in info.items()))
 
 
-def test_first_fit(benchmark, tmp_path):
+def test_first_fit(benchmark, tmp_path, mnist):           # mnist: skips where it is missing
     """A Trainer's first fit() (the book's network, STEPS steps): numba with its compile cache
     off, empty and warm, beside NumPy's, interleaved; compile time is what numba adds."""
     if not backend_status("numba")[0]:
@@ -186,7 +186,7 @@ def _compile_helper_peak_mb(folder) -> float:
     return int(r.stdout.split()[-1]) / 1024
 
 
-def test_fastdl_train_process(benchmark, tmp_path):
+def test_fastdl_train_process(benchmark, tmp_path, mnist):   # mnist: skips where it is missing
     """The whole `fastdl train` (the book's run: imports, loading MNIST, compiling, 10,000 steps,
     17 evaluations, writing the results and the plot), numpy and numba (cache off, empty, warm),
     interleaved: wall time, the training loop's share of it and the process's peak RSS, plus
@@ -241,7 +241,7 @@ def test_fastdl_train_process(benchmark, tmp_path):
     _record(benchmark, info, rows)
 
 
-def test_what_a_warm_run_cannot_skip(benchmark, tmp_path):
+def test_what_a_warm_run_cannot_skip(benchmark, tmp_path, mnist):   # mnist: skips where it is missing
     """The warm target (a whole `fastdl train --backend numba` at most 1.6x its own loop) leaves
     0.6x the loop for everything else. Interleaved in fresh interpreters: the warm `fastdl train`
     itself, and a process doing only what that run cannot skip (``_UNAVOIDABLE``: interpreter,
