@@ -14,6 +14,7 @@ hopeless ones. A trial that diverges or fails is recorded with its error and the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -37,8 +38,19 @@ def _optuna():
         import optuna
     except ImportError as exc:
         raise FastDLError('the sweep needs Optuna: pip install "fastdl[sweep]"') from exc
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
+
+
+@contextlib.contextmanager
+def _quiet(optuna):
+    """Optuna's INFO line per trial would drown the sweep's own; the caller's verbosity (Optuna's
+    setting is process-wide) comes back afterwards."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 def split(x, t, train_size, val_fraction, seed):
@@ -139,7 +151,7 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     into ``out`` and return its summary (see ``fastdl.search_report``)."""
     from . import search_report
     from .backends import get_backend
-    _optuna()
+    optuna = _optuna()
     for name, value, ok in (("trials", trials, isinstance(trials, int) and trials >= 1),
                             ("jobs", jobs, isinstance(jobs, int) and jobs >= 1),
                             ("epochs", epochs, isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0),
@@ -162,19 +174,21 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     if overlap:
         raise ValueError(f"{sorted(overlap)} are both searched and fixed; choose one")
     out.mkdir(parents=True, exist_ok=True)     # only now: a refused sweep writes nothing
-    remaining = max(0, trials - finished(_study(cfg, storage_for(storage, out))))
-    stopped = None
-    try:
-        if remaining and jobs == 1:
-            stopped = worker(cfg, remaining, say=True)
-        elif remaining:
-            stopped = _in_processes(cfg, remaining, jobs)
-    finally:                                       # Ctrl-C included: every finished trial is reported
+    with _quiet(optuna):
+        remaining = max(0, trials - finished(_study(cfg, storage_for(storage, out))))
+        stopped = None
         try:
-            summary = search_report.write(_study(cfg, storage_for(storage, out)), cfg, out)
-        except Exception as exc:                   # never hide the interrupt or error behind the report
-            print(f"fastdl sweep: the report could not be written ({type(exc).__name__}: {exc})", file=sys.stderr)
-            summary = None
+            if remaining and jobs == 1:
+                stopped = worker(cfg, remaining, say=True)
+            elif remaining:
+                stopped = _in_processes(cfg, remaining, jobs)
+        finally:                                   # Ctrl-C included: every finished trial is reported
+            try:
+                summary = search_report.write(_study(cfg, storage_for(storage, out)), cfg, out)
+            except Exception as exc:               # never hide the interrupt or error behind the report
+                print(f"fastdl sweep: the report could not be written ({type(exc).__name__}: {exc})",
+                      file=sys.stderr)
+                summary = None
     if stopped is not None:
         raise stopped
     return summary
@@ -183,6 +197,8 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
 def _worker_process(cfg, n_trials: int) -> None:
     """A --jobs worker process: ``worker``, ending quietly (no traceback) with the status a shell
     expects when stopped by Ctrl-C or SIGTERM; the parent says what happened."""
+    optuna = _optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)    # a process of the sweep's own
     try:
         stopped = worker(cfg, n_trials)
     except KeyboardInterrupt as exc:

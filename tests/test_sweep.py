@@ -243,3 +243,15 @@ def test_sweep_arguments_are_checked_before_anything_is_written(tmp_path, kw, wo
     with pytest.raises(ValueError, match=re.escape(words)):
         sweep(out=tmp_path / "s", **{**SMALL, **kw})
     assert not (tmp_path / "s").exists()
+
+
+def test_a_sweep_leaves_optunas_verbosity_as_it_found_it(mnist_root, tmp_path):
+    """Optuna's verbosity is process-wide: the sweep quiets it while it runs, not for its caller."""
+    import optuna
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    try:
+        sweep(trials=1, out=tmp_path, data=mnist_root, **dict(SMALL, epochs=1))
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(before)
