@@ -40,13 +40,21 @@ def draw(record: dict, path) -> Path:
     return path
 
 
-def figure(record: dict):
-    """The figure ``draw`` writes."""
+def agg_figure(**kw):
+    """A matplotlib ``Figure(**kw)`` drawn by Agg, made without pyplot: no process-wide backend
+    switch (``matplotlib.use``) and no figure kept open, so a caller's notebook or window backend
+    is left as it was. Every plot fastdl writes is made this way."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4))
+    fig = Figure(**kw)
     FigureCanvasAgg(fig)
+    return fig
+
+
+def figure(record: dict):
+    """The figure ``draw`` writes."""
+    fig = agg_figure(figsize=(10, 4))
     a, b = fig.subplots(1, 2)
     # margins fixed for this size and font: tight_layout measured every label for 38 ms, a
     # quarter of the drawing (timed ad hoc); these leave room for tick labels of up to six digits,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets, networks, optimizers
+from .curves import agg_figure
 from .errors import DivergenceError
 from .io import atomic_write_bytes
 from .trainer import Trainer
@@ -79,22 +80,20 @@ def batchnorm(backend, root, seed: int = 0, epochs: int = 20, train_size: int = 
 
 
 def _plot(name, results, path: Path):
+    rows = 1 if name == "overfit" else -(-len(results) // 4)
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        fig = agg_figure(figsize=(4.2 * len(results), 3.4) if name == "overfit" else (12, 2.5 * rows))
     except ImportError:
         return None
     if name == "overfit":
-        fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), sharey=True)
+        axes = fig.subplots(1, len(results), sharey=True)
         for ax, (setting, r) in zip(axes, results.items()):
             ax.plot(r["epoch"], r["train_acc"], label="train")
             ax.plot(r["epoch"], r["test_acc"], ls="--", label="test")
             ax.set_title(setting); ax.set_xlabel("epoch"); ax.legend(loc="lower right")
         axes[0].set_ylabel("accuracy")
     else:
-        rows = -(-len(results) // 4)
-        fig, axes = plt.subplots(rows, 4, figsize=(12, 2.5 * rows), sharex=True, sharey=True, squeeze=False)
+        axes = fig.subplots(rows, 4, sharex=True, sharey=True, squeeze=False)
         for ax, (scale, r) in zip(axes.flat, results.items()):
             ax.plot(r["Batch Norm"]["epoch"], r["Batch Norm"]["train_acc"], label="Batch Norm")
             ax.plot(r["plain"]["epoch"], r["plain"]["train_acc"], ls="--", label="plain")
@@ -105,7 +104,6 @@ def _plot(name, results, path: Path):
         fig.supxlabel("epoch"); fig.supylabel("train accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 

@@ -12,6 +12,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from .curves import agg_figure
 from .errors import FastDLError
 
 
@@ -185,9 +186,7 @@ def compare(old, new) -> str:
 
 def charts(data, out: Path) -> list[Path]:
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.colors
         import matplotlib.ticker
     except ImportError:
         return []
@@ -195,10 +194,11 @@ def charts(data, out: Path) -> list[Path]:
     groups = rows_by_group(data)
     kernel_rows = [b for b in data["benchmarks"] if "kernel" in b.get("extra_info", {})]
     if kernel_rows:
-        made.append(_kernel_heatmaps(kernel_rows, out, plt, matplotlib))
+        made.append(_kernel_heatmaps(kernel_rows, out, matplotlib))
     train = {g: r for g, r in groups.items() if g.startswith(("train ", "gpu "))}
     if train:
-        fig, axes = plt.subplots(len(train), 1, figsize=(8, 1.2 + 1.1 * sum(len(r) for r in train.values()) / 2), squeeze=False)
+        fig = agg_figure(figsize=(8, 1.2 + 1.1 * sum(len(r) for r in train.values()) / 2))
+        axes = fig.subplots(len(train), 1, squeeze=False)
         for ax, (g, rows) in zip(axes[:, 0], train.items()):
             rows = sorted(rows, key=lambda r: r["stats"]["median"])
             ax.barh([_label(r) for r in rows], [r["stats"]["median"] for r in rows], color="tab:blue")
@@ -209,12 +209,11 @@ def charts(data, out: Path) -> list[Path]:
         fig.tight_layout()
         path = out / "training_time_by_backend.png"
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         made.append(path)
     return made
 
 
-def _kernel_heatmaps(rows, out: Path, plt, matplotlib) -> Path:
+def _kernel_heatmaps(rows, out: Path, matplotlib) -> Path:
     """Speed-up over NumPy as heatmaps: kernels down, sizes across, one panel per backend and dtype."""
     import numpy as np
     med = {}
@@ -226,8 +225,8 @@ def _kernel_heatmaps(rows, out: Path, plt, matplotlib) -> Path:
     panels = sorted({(k[0], k[4]) for k in med if k[0] != "numpy"})
     if not panels:
         panels = [("numpy", sorted({k[4] for k in med})[0])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 0.75 * len(sizes) * len(panels) + 2, 0.4 * len(kernels) + 2.2),
-                             squeeze=False)
+    fig = agg_figure(figsize=(1.0 + 0.75 * len(sizes) * len(panels) + 2, 0.4 * len(kernels) + 2.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     norm = matplotlib.colors.LogNorm(vmin=0.25, vmax=4)
     for col, (ax, (bk, dt)) in enumerate(zip(axes[0], panels)):
         grid = np.full((len(kernels), len(sizes)), np.nan)
@@ -252,7 +251,6 @@ def _kernel_heatmaps(rows, out: Path, plt, matplotlib) -> Path:
     bar.ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     path = out / "speedup_by_kernel.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 

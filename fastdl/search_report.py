@@ -10,6 +10,7 @@ import json
 import shlex
 from pathlib import Path
 
+from .curves import agg_figure
 from .io import atomic_write_bytes
 from .search_space import TRIAL_DEFAULTS
 
@@ -68,13 +69,11 @@ def write(study, cfg, out: Path) -> dict:
 
 def _plot(table, path: Path):
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        fig = agg_figure(figsize=(11, 4))
     except ImportError:
         return None
     done = [r for r in table if r["state"] in ("COMPLETE", "PRUNED") and r["epochs_run"]]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a, b = fig.subplots(1, 2)
     pts = [r for r in done if "param_lr" in r and "param_weight_decay" in r]
     if pts:
         sc = a.scatter([r["param_lr"] for r in pts], [r["param_weight_decay"] for r in pts],
@@ -90,5 +89,4 @@ def _plot(table, path: Path):
         b.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

@@ -108,3 +108,27 @@ def test_every_label_lies_inside_the_figure(peak):
                 box = text.get_window_extent(renderer)
                 assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0 and box.y1 <= height, \
                     f"{text.get_text()!r} at {box} leaves the {width}x{height} figure"
+
+
+def test_no_plot_of_fastdl_switches_the_callers_matplotlib_backend(tmp_path):
+    """A notebook's or a window's backend is process-wide: the run curves, the chapter-6 plots,
+    the sweep's and the benchmark report's charts draw on figures of their own (curves.agg_figure)
+    and leave it as the caller set it."""
+    matplotlib = pytest.importorskip("matplotlib")
+    import json
+    from fastdl import experiments, report, search_report
+    from test_report import fake_run
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")                        # any backend but Agg, which the plots draw with
+    try:
+        curve = {"epoch": [1.0, 2.0], "train_acc": [0.5, 0.7], "test_acc": [0.4, 0.6]}
+        made = [experiments._plot("overfit", {"a": curve, "b": curve}, tmp_path / "overfit.png"),
+                experiments._plot("batchnorm", {"1": {"Batch Norm": curve, "plain": curve}}, tmp_path / "bn.png"),
+                search_report._plot([{"state": "COMPLETE", "epochs_run": 2, "param_lr": 1e-3, "param_weight_decay": 1e-6,
+                                      "val_acc_curve": [0.3, 0.5], "number": 0}], tmp_path / "sweep.png"),
+                curves.draw({"loss": [2.0, 1.0], "backend": "numpy", "dtype": "float32", **curve}, tmp_path / "c.png"),
+                *report.charts(json.loads(json.dumps(fake_run())), tmp_path)]
+        assert matplotlib.get_backend() == "svg"
+        assert len(made) == 6 and all(p is not None and p.stat().st_size > 1000 for p in made)
+    finally:
+        matplotlib.use(before)
