@@ -130,8 +130,8 @@ class Trainer:
         from . import warmup
         if announce is None and self.progress:
             name = self.backend.name
-            announce = lambda n: n and print(f"fastdl: compiling {n} {name} kernels (once; cached on disk)...",
-                                             file=sys.stderr, flush=True)
+            announce = lambda n: n and print(f"fastdl: compiling {n} {name} kernel{'s' if n > 1 else ''} (once; "
+                                             f"cached on disk)...", file=sys.stderr, flush=True)
         data = warmup.sample(self.x_train, self.t_train, self.x_test, self.t_test, self.batch_size)
         with (sharing if sharing is not None else warmup.Sharing()) as s:
             s.start(self.backend.name)      # at once where a first compile is likely (as fastdl train)
