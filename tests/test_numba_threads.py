@@ -299,3 +299,16 @@ def test_on_the_workqueue_layer_small_layers_run_in_the_calling_thread(nb, threa
     one_part = _policy_run(NUMBA_THREADING_LAYER="default", FASTDL_NUM_THREADS="1")
     assert one_part["layer"] != "workqueue" and one_part["50"]["parallel"] == [True, True]
     assert queue["50"]["loss"] == one_part["50"]["loss"] and queue["50"]["W1"] == one_part["50"]["W1"]
+
+
+def test_loading_the_backend_keeps_a_thread_count_the_caller_chose(nb):
+    """Without FASTDL_NUM_THREADS, loading the backend leaves Numba's count as the caller set it
+    (training still runs on all cores: train_scope sets its own and restores the caller's)."""
+    code = ("import numba; numba.set_num_threads(1); import fastdl; bk = fastdl.get_backend('numba')\n"
+            "before = numba.get_num_threads()\n"
+            "with bk.train_scope(): inside = numba.get_num_threads()\n"
+            "print(before, inside, numba.get_num_threads(), numba.config.NUMBA_NUM_THREADS)")
+    env = {k: v for k, v in os.environ.items() if k != "FASTDL_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    before, inside, after, every = out.stdout.split()
+    assert (before, inside, after) == ("1", every, "1")

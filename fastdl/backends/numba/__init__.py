@@ -27,6 +27,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from ...helpers import requested_threads
 from .. import numpy as _ref
 from .. import guard
 from ..contract import COMPILE_AHEAD, FUSED_STEP
@@ -56,9 +57,12 @@ _integers, _labels = step.integers, step.labels
 
 
 def check_usable() -> None:
-    """Numba imported (this module did); its thread count from FASTDL_NUM_THREADS. Numba's own
-    setting only: no BLAS is touched here."""
-    numba.set_num_threads(threads.configured_threads())
+    """Numba imported (this module did); FASTDL_NUM_THREADS checked and, where it is given,
+    Numba's thread count set from it (unset, a count the caller chose stays: training sets its
+    own in ``train_scope()`` either way). Numba's own setting only: no BLAS is touched here."""
+    n = threads.configured_threads()            # raises, saying why, for a bad FASTDL_NUM_THREADS
+    if requested_threads() is not None:
+        numba.set_num_threads(n)
 
 
 def describe() -> dict:
