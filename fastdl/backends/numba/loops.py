@@ -43,7 +43,6 @@ CALLEE = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}     # see inner(
 jit_body = njit(cache=CACHE, nogil=True, error_model="numpy", **CALLEE)
 
 
-@functools.cache
 @functools.cache                    # one twin per function, whichever module asks for it
 def inner(f):
     """``f``'s twin for calls from compiled code only: the same Python function and options,
