@@ -25,7 +25,7 @@ import numpy as np
 from .errors import FastDLError
 from .images import ByteImages
 from .search_space import BOOK_SPACE, build, check_values, suggest
-from .search_stop import Stop
+from .search_stop import Stop, ignore_ctrl_c
 from .signals import Terminated, how_stopped
 from .validate import check_seed
 
@@ -197,6 +197,7 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
 def _worker_process(cfg, n_trials: int) -> None:
     """A --jobs worker process: ``worker``, ending quietly (no traceback) with the status a shell
     expects when stopped by Ctrl-C or SIGTERM; the parent says what happened."""
+    ignore_ctrl_c()                     # the parent passes it on (search_stop)
     optuna = _optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)    # a process of the sweep's own
     try:

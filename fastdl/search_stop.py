@@ -3,9 +3,14 @@
 * The first Ctrl-C lets the running trial finish and stops there.
 * SIGTERM abandons the running trial at its next epoch end (a scheduler allows little time
   before it kills): the trial is recorded as failed, with the reason, not left "running" in the
-  study for good. A ``--jobs`` parent passes SIGTERM on to its worker processes (Ctrl-C at a
-  terminal reaches them by itself).
+  study for good.
 * A second signal of either kind stops at once.
+
+A ``--jobs`` parent passes each signal on to its worker processes: SIGTERM as SIGTERM, Ctrl-C as
+``RELAY`` (SIGUSR1), since the workers ignore SIGINT itself. So a SIGINT sent to the parent alone
+(``kill -INT``, ``timeout -s INT``) stops them too, and a terminal's Ctrl-C, which reaches every
+process of the group, counts once in each, not twice. (Where there is no SIGUSR1, Windows, the
+workers take Ctrl-C as it comes.)
 
 The handlers only set flags, which the trial's epoch callback and Optuna's trial callback read:
 a signal raised inside one of Optuna's storage writes could leave the journal's lock behind or
@@ -15,6 +20,7 @@ its last record cut.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,11 +28,13 @@ import threading
 from .signals import Terminated
 
 SIGTERM = getattr(signal, "SIGTERM", None)
+RELAY = getattr(signal, "SIGUSR1", None)         # a parent's Ctrl-C, passed on to its workers
 
 
 class Stop:
-    """The flags, installed as the SIGINT and SIGTERM handlers for the ``with`` block (main thread
-    only: signals go there). ``say``: print what happens; ``forward``: processes to pass SIGTERM to."""
+    """The flags, installed as the SIGINT, SIGTERM and ``RELAY`` handlers for the ``with`` block
+    (main thread only: signals go there). ``say``: print what happens; ``forward``: worker
+    processes to pass the signals on to."""
 
     def __init__(self, say: bool, forward=()):
         self.requested = False          # stop after the running trial
@@ -35,8 +43,10 @@ class Stop:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, SIGTERM):
-                if sig is not None:
+            for sig in (signal.SIGINT, SIGTERM, RELAY):
+                # an ignored signal stays ignored, as Python leaves an ignored SIGINT: a --jobs
+                # worker's (ignore_ctrl_c), or a background job's in a script
+                if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
                     self.previous[sig] = signal.signal(sig, self._handle)
             logging.getLogger("optuna.study._optimize").addFilter(_no_traceback_when_abandoned)
         return self
@@ -51,10 +61,12 @@ class Stop:
         if self.requested:
             raise Terminated("SIGTERM") if term else KeyboardInterrupt
         self.requested, self.abandon = True, term
-        if term:
-            for p in self.forward:
-                if p.is_alive():
+        for p in self.forward:
+            if p.is_alive():
+                if term:
                     p.terminate()           # SIGTERM: each worker abandons its trial alike
+                elif RELAY is not None:
+                    os.kill(p.pid, RELAY)   # each worker finishes its trial and stops
         if self.say:
             print("fastdl sweep: " + ("SIGTERM: abandoning the running trial at its next epoch end" if term else
                                       "stopping after the running trial (Ctrl-C again to abandon it)"),
@@ -77,6 +89,12 @@ class Stop:
         if not self.requested:
             return None
         return Terminated("SIGTERM") if self.abandon else KeyboardInterrupt()
+
+
+def ignore_ctrl_c() -> None:
+    """In a --jobs worker: Ctrl-C comes from the parent, as ``RELAY`` (see the module's notes)."""
+    if RELAY is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _no_traceback_when_abandoned(record) -> bool:

@@ -4,6 +4,7 @@ storage, pruning, a failing trial recorded, resuming, and the CLI's words."""
 import importlib.util
 import re
 import json
+import os
 import sys
 
 import pytest
@@ -95,25 +96,38 @@ def test_without_optuna_the_error_names_the_extra(monkeypatch, tmp_path):
         sweep(trials=1, out=tmp_path)
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_every_finished_trial(mnist_root, tmp_path):
+@pytest.mark.parametrize("jobs,group", [(1, False), (2, False), (2, True)])
+def test_ctrl_c_stops_cleanly_and_keeps_every_finished_trial(mnist_root, tmp_path, jobs, group):
+    """SIGINT to the command alone (``kill -INT``, ``timeout -s INT``) or to its whole process
+    group (a terminal's Ctrl-C, which reaches the workers too): the running trials finish, the
+    workers stop too, each counting one Ctrl-C, and nothing is left running."""
     import re
     import signal
     import subprocess
     import time
-    if not hasattr(signal, "SIGINT"):
-        pytest.skip("no SIGINT on this platform")
-    cmd = [sys.executable, "-m", "fastdl", "sweep", "--trials", "200", "--epochs", "3", "--hidden", "20",
-           "--train-size", "200", "--backend", "numpy", "--data", str(mnist_root), "--out", str(tmp_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not hasattr(signal, "SIGINT") or ((jobs > 1 or group) and sys.platform == "win32"):
+        pytest.skip("no SIGINT to send on this platform")
+    cmd = [sys.executable, "-m", "fastdl", "sweep", "--trials", "100000", "--epochs", "3", "--hidden", "20", "--jobs",
+           str(jobs), "--train-size", "200", "--backend", "numpy", "--data", str(mnist_root), "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
     journal = tmp_path / "study.log"
     deadline = time.monotonic() + 120
     done = re.compile(r'"state":\s*1\b')
     while time.monotonic() < deadline and (not journal.is_file() or len(done.findall(journal.read_text())) < 2):
         time.sleep(0.2)                               # until two trials have finished (state 1: COMPLETE)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    if group:
+        os.killpg(proc.pid, signal.SIGINT)            # its own session: the group is the sweep's alone
+    else:
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 130, err[-2000:]
-    assert "every finished trial is kept" in err
+    assert "every finished trial is kept" in err and "Traceback" not in err
+    size = journal.stat().st_size
+    time.sleep(1.5)                                   # no worker goes on writing to the study
+    assert journal.stat().st_size == size and "RUNNING" not in states(tmp_path)
     trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
     done = [t for t in trials if t["state"] == "COMPLETE"]
     assert len(done) >= 2
@@ -132,7 +146,7 @@ def test_sigterm_stops_the_sweep_and_its_workers_leaving_no_trial_running(mnist_
     import time
     if not hasattr(signal, "SIGTERM") or sys.platform == "win32":
         pytest.skip("no SIGTERM to send on this platform")
-    cmd = [sys.executable, "-m", "fastdl", "sweep", "--trials", "200", "--epochs", "3", "--hidden", "20", "--jobs",
+    cmd = [sys.executable, "-m", "fastdl", "sweep", "--trials", "100000", "--epochs", "3", "--hidden", "20", "--jobs",
            str(jobs), "--train-size", "200", "--backend", "numpy", "--data", str(mnist_root), "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "study.log"
