@@ -25,7 +25,7 @@ import numpy as np
 from .errors import FastDLError
 from .images import ByteImages
 from .search_space import BOOK_SPACE, build, check_values, suggest
-from .search_stop import Stop, ignore_ctrl_c
+from .search_stop import Stop, ignore_ctrl_c, stop_at_once
 from .signals import Terminated, how_stopped
 from .validate import check_seed
 
@@ -123,12 +123,13 @@ def finished(study) -> int:
     return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
 
 
-def worker(cfg, n_trials: int, say: bool = False):
-    """One process's share of the study (run in a spawned process for --jobs > 1); returns what a
-    signal that stopped it early calls for raising (``Stop.exception``), else None."""
+def worker(cfg, n_trials: int, say: bool = False, relayed: bool = False):
+    """One process's share of the study (run in a spawned process for --jobs > 1, ``relayed``:
+    its signals come through the parent); returns what a signal that stopped it early calls for
+    raising (``Stop.exception``), else None."""
     from . import datasets
     from .backends import get_backend
-    with Stop(say) as stop:
+    with Stop(say, relayed=relayed) as stop:
         cfg = dict(cfg, backend=get_backend(cfg["backend"]))
         # the test set is never used here; bytes: a quarter of the memory in every worker process
         (x, t), _ = datasets.load_mnist(root=cfg["data"], as_bytes=True)
@@ -201,7 +202,7 @@ def _worker_process(cfg, n_trials: int) -> None:
     optuna = _optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)    # a process of the sweep's own
     try:
-        stopped = worker(cfg, n_trials)
+        stopped = worker(cfg, n_trials, relayed=True)
     except KeyboardInterrupt as exc:
         stopped = exc
     if stopped is not None:
@@ -236,9 +237,10 @@ def _in_processes(cfg, remaining: int, jobs: int):
         try:
             for p in procs:
                 p.join()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:          # the parent's second signal: every worker stops now
             for p in procs:
-                p.terminate()
+                stop_at_once(p)
+            for p in procs:
                 p.join()
             raise
     bad = [p.exitcode for p in procs if p.exitcode != 0]

@@ -10,7 +10,10 @@ A ``--jobs`` parent passes each signal on to its worker processes: SIGTERM as SI
 ``RELAY`` (SIGUSR1), since the workers ignore SIGINT itself. So a SIGINT sent to the parent alone
 (``kill -INT``, ``timeout -s INT``) stops them too, and a terminal's Ctrl-C, which reaches every
 process of the group, counts once in each, not twice. (Where there is no SIGUSR1, Windows, the
-workers take Ctrl-C as it comes.)
+workers take Ctrl-C as it comes.) A worker counts a SIGTERM after a SIGTERM once: a stop sent to
+the whole group (systemd's default, Slurm at its time limit) reaches it directly and from the
+parent, and would otherwise stop it at once instead of at its trial's epoch end; the parent's own
+second signal reaches the workers as ``RELAY`` (``stop_at_once``).
 
 The handlers only set flags, which the trial's epoch callback and Optuna's trial callback read:
 a signal raised inside one of Optuna's storage writes could leave the journal's lock behind or
@@ -34,12 +37,12 @@ RELAY = getattr(signal, "SIGUSR1", None)         # a parent's Ctrl-C, passed on 
 class Stop:
     """The flags, installed as the SIGINT, SIGTERM and ``RELAY`` handlers for the ``with`` block
     (main thread only: signals go there). ``say``: print what happens; ``forward``: worker
-    processes to pass the signals on to."""
+    processes to pass the signals on to; ``relayed``: in such a worker."""
 
-    def __init__(self, say: bool, forward=()):
+    def __init__(self, say: bool, forward=(), relayed: bool = False):
         self.requested = False          # stop after the running trial
         self.abandon = False            # ... and abandon it at its next epoch end (SIGTERM)
-        self.say, self.forward, self.previous = say, list(forward), {}
+        self.say, self.forward, self.relayed, self.previous = say, list(forward), relayed, {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -59,6 +62,8 @@ class Stop:
     def _handle(self, signum, frame):
         term = signum == SIGTERM
         if self.requested:
+            if term and self.abandon and self.relayed:
+                return                      # the group's SIGTERM and the parent's: one request
             raise Terminated("SIGTERM") if term else KeyboardInterrupt
         self.requested, self.abandon = True, term
         for p in self.forward:
@@ -89,6 +94,14 @@ class Stop:
         if not self.requested:
             return None
         return Terminated("SIGTERM") if self.abandon else KeyboardInterrupt()
+
+
+def stop_at_once(p) -> None:
+    """A parent's second signal, passed on to worker process ``p``: it stops now."""
+    if RELAY is not None and p.is_alive():
+        os.kill(p.pid, RELAY)       # the worker's second signal, whatever its first was
+    else:
+        p.terminate()
 
 
 def ignore_ctrl_c() -> None:

@@ -135,24 +135,53 @@ def test_ctrl_c_stops_cleanly_and_keeps_every_finished_trial(mnist_root, tmp_pat
     assert summary["states"]["COMPLETE"] >= len(done) + 1 - summary["states"].get("FAIL", 0)
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_sigterm_stops_the_sweep_and_its_workers_leaving_no_trial_running(mnist_root, tmp_path, jobs):
-    """SIGTERM to the command (a scheduler's stop): it ends with status 143 and its message, its
-    worker processes end too (they went on alone before), and the trials they were running are
-    recorded as failed, not left "running" in the study for good."""
+def _spawned_children(parent: int) -> list:
+    """The pids of ``parent``'s multiprocessing workers (Linux's /proc; not its resource tracker)."""
+    import pathlib
+    if not pathlib.Path("/proc/self/stat").exists():
+        pytest.skip("no /proc to find the worker processes in")
+    out = []
+    for d in pathlib.Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (d / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            out.append(int(d.name))
+    return out
+
+
+@pytest.mark.parametrize("jobs,group", [(1, False), (2, False), (2, True)])
+def test_sigterm_stops_the_sweep_and_its_workers_leaving_no_trial_running(mnist_root, tmp_path, jobs, group):
+    """SIGTERM to the command (a scheduler's stop), or to each of its processes (systemd's default,
+    Slurm at its time limit: then each worker gets it directly and from the parent; sent here a
+    moment apart, so that the two cannot merge into one): it
+    ends with status 143 and its message, its worker processes end too (they went on alone
+    before), and the trials they were running are abandoned at an epoch end, recorded as failed
+    with the reason (not stopped at once by a doubled signal), not left "running" for good.
+    Epochs of about half a second (16,000 images, 200-200 hidden units), so that both signals land
+    inside one."""
     import re
     import signal
     import subprocess
     import time
     if not hasattr(signal, "SIGTERM") or sys.platform == "win32":
         pytest.skip("no SIGTERM to send on this platform")
-    cmd = [sys.executable, "-m", "fastdl", "sweep", "--trials", "100000", "--epochs", "3", "--hidden", "20", "--jobs",
-           str(jobs), "--train-size", "200", "--backend", "numpy", "--data", str(mnist_root), "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "fastdl", "sweep", "--trials", "100000", "--epochs", "5", "--hidden", "200", "200", "--jobs",
+           str(jobs), "--train-size", "20000", "--backend", "numpy", "--data", str(mnist_root), "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "study.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not journal.is_file() or not re.search(r'"state":\s*1\b', journal.read_text())):
         time.sleep(0.1)                               # until a trial has finished (state 1: COMPLETE)
+    time.sleep(0.5)                                   # into the next trials' epochs
+    if group:       # each process gets it: the workers first, the parent (which passes it on) after
+        workers = _spawned_children(proc.pid)
+        assert len(workers) == jobs, workers
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.1)                               # well inside an epoch (~0.5 s each)
     proc.send_signal(signal.SIGTERM)
     try:
         out, err = proc.communicate(timeout=120)
@@ -165,6 +194,8 @@ def test_sigterm_stops_the_sweep_and_its_workers_leaving_no_trial_running(mnist_
     assert journal.stat().st_size == size
     left = states(tmp_path)
     assert "RUNNING" not in left and "COMPLETE" in left, left
+    trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
+    assert all(t["error"] == "abandoned: the sweep received SIGTERM" for t in trials if t["state"] == "FAIL"), trials
 
 
 @pytest.mark.parametrize("seed,words", [(-1, "must be an integer >= 0"), (1.5, "must be an integer >= 0"),
