@@ -37,7 +37,9 @@ RELAY = getattr(signal, "SIGUSR1", None)         # a parent's Ctrl-C, passed on 
 class Stop:
     """The flags, installed as the SIGINT, SIGTERM and ``RELAY`` handlers for the ``with`` block
     (main thread only: signals go there). ``say``: print what happens; ``forward``: worker
-    processes to pass the signals on to; ``relayed``: in such a worker."""
+    processes to pass the signals on to; ``relayed``: in such a worker (SIGINT left ignored,
+    ``ignore_ctrl_c``). Installed whatever the signals' dispositions were: a sweep started in the
+    background of a script, where SIGINT comes ignored, still stops on ``kill -INT``."""
 
     def __init__(self, say: bool, forward=(), relayed: bool = False):
         self.requested = False          # stop after the running trial
@@ -47,10 +49,9 @@ class Stop:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, SIGTERM, RELAY):
-                # an ignored signal stays ignored, as Python leaves an ignored SIGINT: a --jobs
-                # worker's (ignore_ctrl_c), or a background job's in a script
-                if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
-                    self.previous[sig] = signal.signal(sig, self._handle)
+                if sig is None or (sig == signal.SIGINT and self.relayed and RELAY is not None):
+                    continue            # a worker's Ctrl-C comes from its parent, as RELAY
+                self.previous[sig] = signal.signal(sig, self._handle)
             logging.getLogger("optuna.study._optimize").addFilter(_no_traceback_when_abandoned)
         return self
 
