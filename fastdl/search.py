@@ -199,10 +199,9 @@ def _worker_process(cfg, n_trials: int) -> None:
     """A --jobs worker process: ``worker``, ending quietly (no traceback) with the status a shell
     expects when stopped by Ctrl-C or SIGTERM; the parent says what happened."""
     ignore_ctrl_c()                     # the parent passes it on (search_stop)
-    optuna = _optuna()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)    # a process of the sweep's own
     try:
-        stopped = worker(cfg, n_trials, relayed=True)
+        with _quiet(_optuna()):
+            stopped = worker(cfg, n_trials, relayed=True)
     except KeyboardInterrupt as exc:
         stopped = exc
     if stopped is not None:

@@ -60,9 +60,8 @@ def check_usable() -> None:
     """Numba imported (this module did); FASTDL_NUM_THREADS checked and, where it is given,
     Numba's thread count set from it (unset, a count the caller chose stays: training sets its
     own in ``train_scope()`` either way). Numba's own setting only: no BLAS is touched here."""
-    n = threads.configured_threads()            # raises, saying why, for a bad FASTDL_NUM_THREADS
-    if requested_threads() is not None:
-        numba.set_num_threads(n)
+    if requested_threads() is not None:         # raises, saying why, for a bad value
+        numba.set_num_threads(threads.configured_threads())
 
 
 def describe() -> dict:
