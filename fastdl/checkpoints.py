@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -37,6 +38,11 @@ def data_fingerprint(trainer) -> str:
     return fp
 
 
+def _is_own(trainer, path) -> bool:
+    """Whether ``path`` is the trainer's own ``checkpoint=`` file (the one its run keeps)."""
+    return trainer.checkpoint is not None and Path(path).resolve() == Path(trainer.checkpoint).resolve()
+
+
 def save_checkpoint(trainer, path):
     net, opt, h = trainer.network, trainer.optimizer, trainer.history
     to_np = net.backend.to_numpy
@@ -60,6 +66,7 @@ def save_checkpoint(trainer, path):
         "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in arrays.items()},
     }
     write_arrays(path, arrays, manifest)
+    trainer.checkpoint_written |= _is_own(trainer, path)
     return path
 
 
@@ -155,6 +162,7 @@ def load_checkpoint(trainer, path) -> None:
     opt.step = v["optimizer_step"]
     trainer.step, trainer._pos, trainer._epoch_host = v["step"], v["position"], v["epoch_indices"]
     trainer.rng.bit_generator.state = v["rng"]
+    trainer.checkpoint_written |= _is_own(trainer, path)
     h = trainer.history
     h.loss = v["loss"]
     for k, val in v["history"].items():

@@ -39,3 +39,37 @@ def stop_on_sigterm():
 def how_stopped(exc: KeyboardInterrupt) -> tuple[str, int]:
     """(the word for it, the exit status a shell expects: 128 + the signal's number)."""
     return ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+
+
+class Deferred:
+    """Inside the ``with`` block Ctrl-C, and SIGTERM under ``stop_on_sigterm``, only ask to stop:
+    ``pending`` holds what they would have raised, and ``raise_if_asked()`` raises it where the
+    caller's state is whole (the trainer: between two steps, never halfway through an update).
+    A second signal raises at once: the way out of a step that hangs. Only Python's own Ctrl-C
+    handler and ``stop_on_sigterm``'s are replaced, on the main thread only; a caller's own
+    handlers (a sweep's ``Stop``) and ignored signals stay as they are."""
+
+    def __init__(self):
+        self.pending: KeyboardInterrupt | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig, raising in ((signal.SIGINT, signal.default_int_handler),
+                                 (getattr(signal, "SIGTERM", None), _raise)):
+                if sig is not None and signal.getsignal(sig) is raising:
+                    self._previous[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _ask(self, signum, frame):
+        if self.pending is not None:
+            raise self.pending
+        self.pending = Terminated("SIGTERM") if signum == getattr(signal, "SIGTERM", None) else KeyboardInterrupt()
+
+    def raise_if_asked(self) -> None:
+        if self.pending is not None:
+            raise self.pending

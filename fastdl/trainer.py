@@ -28,6 +28,7 @@ from .fused import compile_train_step
 from .history import History
 from .images import backend_input, held_as_bytes
 from .replay import for_run
+from .signals import Deferred
 from .validate import check_labels, check_parts, check_run_options, host_view
 
 
@@ -51,6 +52,10 @@ class Trainer:
     Where the backend can replay captured work (cupy: CUDA graphs) each block of full steps
     between two sync points runs as one replay (``fastdl.replay``), with the same numbers;
     ``capture_note`` says why a run does not.
+    Ctrl-C (and SIGTERM under ``fastdl.signals.stop_on_sigterm``) stops ``fit()`` after the
+    running step with KeyboardInterrupt, every step done counted (``stopped_between_steps``):
+    ``fit()`` again, or a checkpoint saved then, continues as if never stopped. A second Ctrl-C
+    stops at once.
     Where kernels compile on first use (numba, cupy), ``fit()`` first calls ``warm_up()``: every
     kernel the run will call is compiled, or loaded from numba's disk cache, on a copy of the
     network before any step is timed, a first numba compile shared with a helper process where a
@@ -73,9 +78,8 @@ class Trainer:
         check_run_options(epochs, iterations, batch_size, sampling, sync_every, explosion, checkpoint,
                           checkpoint_every, seed, callbacks)
 
-        # Data is checked once and moved to the backend once, in the network's dtype
-        # (ByteImages stay bytes there: fastdl.images).
-        # and k/255 floats as bytes where that is faster (images.held_as_bytes).
+        # Data is checked once and moved to the backend once, in the network's dtype (ByteImages
+        # stay bytes there, and k/255 floats become bytes where that is faster: fastdl.images).
         self.x_train = held_as_bytes(backend_input(x_train, bk, network.input_size, network.dtype, "x_train"), bk)
         self.n_train = self.x_train.shape[0]
         t_idx = check_labels(host_view(t_train, bk, "t_train"), network.output_size, self.n_train, "t_train")
@@ -108,7 +112,7 @@ class Trainer:
         self.checkpoint = checkpoint
         self.explosion = None if explosion is None else float(explosion)
         self.checkpoint_every = checkpoint_every
-        self.checkpoint_written = False        # whether this trainer wrote (or resumed from) a checkpoint
+        self.checkpoint_written = False        # whether it wrote (or resumed from) its own checkpoint
         self._fingerprint = None               # of the training data, once a checkpoint needs it
         # A backend that declares the fused step gets it: the same numbers as the layer-by-layer
         # path (tests hold it to that) with every intermediate preallocated.
@@ -152,16 +156,17 @@ class Trainer:
 
     def _evaluate(self) -> None:
         net, h = self.network, self.history
+        train = net._accuracy(self.x_train, self.t_train) if self.evaluate_train else None
+        test = net._accuracy(self.x_test, self.t_test) if self.x_test is not None else None
+        # appended after both are known: an evaluation cut short leaves the history whole
         h.epoch.append(round(self.step / self.steps_per_epoch, 6))
         h.epoch_step.append(self.step)
-        if self.evaluate_train:
-            h.train_acc.append(net._accuracy(self.x_train, self.t_train))
-        if self.x_test is not None:
-            h.test_acc.append(net._accuracy(self.x_test, self.t_test))
-        record = {"epoch": h.epoch[-1], "step": self.step,
-                  "loss": h.loss[-1] if h.loss else None,
-                  "train_acc": h.train_acc[-1] if self.evaluate_train else None,
-                  "test_acc": h.test_acc[-1] if self.x_test is not None else None}
+        if train is not None:
+            h.train_acc.append(train)
+        if test is not None:
+            h.test_acc.append(test)
+        record = {"epoch": h.epoch[-1], "step": self.step, "loss": h.loss[-1] if h.loss else None,
+                  "train_acc": train, "test_acc": test}
         for cb in self.callbacks:
             cb(self, record)
 
@@ -207,14 +212,16 @@ class Trainer:
         bar = self._progress_bar()
         t_start = time.perf_counter()
         train_time = 0.0
+        self.stopped_between_steps = False
         self._replay, self.capture_note = for_run(bk, self._fused, self.optimizer, self.batch_size,
                                                   self.sync_every, losses)
         # A diverging run overflows on the way to NaN; we detect that ourselves and raise
         # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
         try:
             # train_scope: the process settings the backend's training needs (numba: its BLAS
-            # single-threaded under its own threads), restored when fit() returns
-            with np.errstate(over="ignore", invalid="ignore"), bk.train_scope():
+            # single-threaded under its own threads), restored when fit() returns. Deferred: a
+            # signal stops the run between two steps, every step done counted (class docstring).
+            with np.errstate(over="ignore", invalid="ignore"), bk.train_scope(), Deferred() as stop:
                 while self.step < self.total_steps:
                     if self._epoch_host is None or self._pos >= spe:
                         self._epoch_host = self._epoch_indices()
@@ -222,9 +229,8 @@ class Trainer:
                     epoch_idx = bk.asarray(self._epoch_host)         # one transfer per epoch
                     end = min(spe, self._pos + self.total_steps - self.step)
                     t0 = time.perf_counter()
-                    while self._pos < end:               # blocks of steps between two sync points
-                        done = min(self.sync_every, end - self._pos)
-                        self._run_block(epoch_idx, done, losses)
+                    while self._pos < end and stop.pending is None:    # blocks between two sync points
+                        done = self._run_block(epoch_idx, min(self.sync_every, end - self._pos), losses, stop)
                         self.step += done
                         self._pos += done
                         bk.synchronize()
@@ -242,6 +248,8 @@ class Trainer:
                             self.save_checkpoint(self.checkpoint)
                         if bar is not None and h.test_acc:
                             bar.set_postfix(loss=f"{h.loss[-1]:.4f}", test_acc=f"{h.test_acc[-1]:.4f}")
+                    self.stopped_between_steps = stop.pending is not None
+                    stop.raise_if_asked()
         finally:
             if bar is not None:
                 bar.close()
@@ -250,19 +258,23 @@ class Trainer:
             h.seconds += time.perf_counter() - t_start
         return h
 
-    def _run_block(self, epoch_idx, n: int, losses) -> None:
+    def _run_block(self, epoch_idx, n: int, losses, stop) -> int:
         """Steps _pos .. _pos + n - 1 of this epoch, their losses into losses[:n]: one replay of
-        a captured block where it can (``fastdl.replay``), else step by step."""
+        a captured block where it can (``fastdl.replay``), else step by step, ending early where
+        a signal asks to stop. Returns how many steps ran."""
         B, pos = self.batch_size, self._pos
         full = (pos + n) * B <= epoch_idx.shape[0]           # no partial batch at the epoch's end
         if self._replay is not None and full and self._replay.run(epoch_idx, pos, n):
-            return
+            return n
         for j in range(n):
             idx = epoch_idx[(pos + j) * B:(pos + j + 1) * B]
             if self._fused is not None:
                 losses[j] = self._fused(idx)
             else:
                 losses[j] = self.network.train_step(self.x_train[idx], self.t_train[idx], self.optimizer)
+            if stop.pending is not None:
+                return j + 1
+        return n
 
     # -- checkpoints -----------------------------------------------------------------------------
 
@@ -271,11 +283,6 @@ class Trainer:
         RNG state, this epoch's batch order and position, the step and the history so far."""
         from .checkpoints import save_checkpoint
         save_checkpoint(self, path)
-        self.checkpoint_written |= self._is_own_checkpoint(path)
-
-    def _is_own_checkpoint(self, path) -> bool:
-        from pathlib import Path
-        return self.checkpoint is not None and Path(path).resolve() == Path(self.checkpoint).resolve()
 
     def resume(self, path) -> "Trainer":
         """Load a checkpoint written by a trainer of the same network and optimizer; ``fit()``
@@ -283,7 +290,6 @@ class Trainer:
         uninterrupted run's."""
         from .checkpoints import load_checkpoint
         load_checkpoint(self, path)
-        self.checkpoint_written |= self._is_own_checkpoint(path)
         return self
 
     def _progress_bar(self):
