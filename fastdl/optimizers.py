@@ -66,7 +66,9 @@ class Optimizer:
 
     def __init__(self, lr: float):
         if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"learning rate lr={lr!r} must be a positive finite number (the book uses 0.1 for SGD)")
+            default = inspect.signature(type(self)).parameters["lr"].default
+            hint = "" if default is inspect.Parameter.empty else f" ({type(self).__name__}'s default is {default})"
+            raise ValueError(f"learning rate lr={lr!r} must be a positive finite number{hint}")
         self.lr = float(lr)
         self.state: dict[str, dict[str, object]] = {name: {} for name in self.state_names}
         self.step = 0

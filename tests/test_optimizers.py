@@ -89,6 +89,7 @@ def test_state_of_another_network_is_refused(backend, name):
 @pytest.mark.parametrize("make, words", [
     (lambda: optimizers.SGD(lr=float("inf")), "lr=inf must be a positive finite number"),
     (lambda: optimizers.SGD(lr=-1), "lr=-1"),
+    (lambda: optimizers.Adam(lr=0), r"lr=0 must be a positive finite number \(Adam's default is 0.001\)"),
     (lambda: optimizers.Momentum(momentum=1.0), r"momentum=1.0 must be a finite number in \[0, 1\)"),
     (lambda: optimizers.Adam(beta1=-0.1), r"beta1=-0.1 .* \[0, 1\)"),
     (lambda: optimizers.Adam(beta2=float("nan")), "beta2=nan"),
