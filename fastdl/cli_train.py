@@ -24,8 +24,8 @@ def _default_lr(optimizer: str) -> float:
 
 
 def epochs_text(e: float) -> str:
-    """16.666667 -> '16.67', 1.0 -> '1'."""
-    return f"{e:.2f}".rstrip("0").rstrip(".")
+    """16.666667 -> '16.67', 1.0 -> '1', 0.001667 -> '0.0017' (a short run is not '0' epochs)."""
+    return f"{e:.2f}".rstrip("0").rstrip(".") if e >= 0.01 or e == 0 else f"{e:.2g}"
 
 
 def train(args) -> int:
@@ -101,7 +101,7 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
         seconds = tr.warm_up(sharing, announce)
         print(f"ready in {seconds:.2f} s" + (f" ({sharing.helper_jobs} of {sharing.jobs} compiled in a helper "
                                              f"process)" if sharing.helper_jobs else ""), flush=True)
-    print(f"training {net} with {opt}: batch {tr.batch_size}, {tr.total_steps} steps "
+    print(f"training {net} with {opt}: batch {tr.batch_size}, {tr.total_steps} step{'s' if tr.total_steps > 1 else ''} "
           f"({epochs_text(tr.total_steps / tr.steps_per_epoch)} epochs of {tr.steps_per_epoch} steps), "
           f"{args.sampling} sampling, seed {args.seed}", flush=True)
     if args.resume:

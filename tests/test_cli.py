@@ -212,7 +212,7 @@ def test_small_things_a_user_sees(tmp_path):
     import os
     import fastdl
     from fastdl.cli_train import epochs_text
-    assert [epochs_text(e) for e in (16.666667, 1.0, 0.833333)] == ["16.67", "1", "0.83"]
+    assert [epochs_text(e) for e in (16.666667, 1.0, 0.833333, 1 / 600)] == ["16.67", "1", "0.83", "0.0017"]
     r = subprocess.run(f"{sys.executable} -m fastdl info | head -1", shell=True, capture_output=True, text=True)
     assert r.returncode == 0 and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-W", "error", "-m", "fastdl.perceptron"], capture_output=True, text=True)
