@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -119,6 +120,20 @@ def _study(cfg, storage):
                                sampler=sampler, load_if_exists=True)
 
 
+def _open_study(cfg, out: Path):
+    """The study, opened before anything loads: a storage that cannot be opened (a mistyped URL,
+    its database driver not installed, the server down) is said in one line, password hidden."""
+    try:
+        return _study(cfg, storage_for(cfg["storage"], out))
+    except Exception as exc:
+        where = re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", cfg["storage"] or str(out / "study.log"))
+        why = (str(exc).strip().splitlines() or [""])[0].rstrip(".")
+        raise FastDLError(f"cannot open the study {cfg['study']!r} in {where}: {type(exc).__name__}: {why}. Check the "
+                          f"URL (a path for a journal file, or a database URL such as sqlite:///sweep.db or "
+                          f"postgresql://user:password@host/db), that the database's driver is installed "
+                          f"(psycopg2-binary for PostgreSQL) and that its server answers") from exc
+
+
 def finished(study) -> int:
     return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
 
@@ -174,9 +189,9 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     overlap = set(cfg["space"]) & set(cfg["fixed"])
     if overlap:
         raise ValueError(f"{sorted(overlap)} are both searched and fixed; choose one")
-    out.mkdir(parents=True, exist_ok=True)     # only now: a refused sweep writes nothing
     with _quiet(optuna):
-        remaining = max(0, trials - finished(_study(cfg, storage_for(storage, out))))
+        remaining = max(0, trials - finished(_open_study(cfg, out)))
+        out.mkdir(parents=True, exist_ok=True)     # only now: a refused sweep writes nothing
         stopped = None
         try:
             if remaining and jobs == 1:

@@ -300,3 +300,21 @@ def test_a_sweep_leaves_optunas_verbosity_as_it_found_it(mnist_root, tmp_path):
         assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
     finally:
         optuna.logging.set_verbosity(before)
+
+
+@pytest.mark.parametrize("url, words", [
+    ("bogus://x", "in bogus://x: NoSuchModuleError"),                       # a scheme no driver has
+    ("postgresql://u:secret@127.0.0.1:1/db", "in postgresql://u:***@127.0.0.1:1/db: "),  # no driver, or no server
+    ("sqlite:////nonexistent-folder/x.db", "unable to open database file"),
+])
+def test_a_storage_that_cannot_be_opened_is_said_in_one_line(tmp_path, capsys, url, words):
+    """Before any data loads: what failed, where (the password hidden), and what to check; the
+    Python call writes nothing, the command exits 2 without a traceback."""
+    pytest.importorskip("sqlalchemy")
+    with pytest.raises(FastDLError, match=re.escape(words)) as caught:
+        sweep(storage=url, out=tmp_path / "s", data=tmp_path / "no-mnist-needed", **SMALL)
+    assert "secret" not in str(caught.value) and "Check the URL" in str(caught.value)
+    assert not (tmp_path / "s").exists()
+    assert main(["sweep", "--storage", url, "--out", str(tmp_path / "c"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "fastdl sweep: error: cannot open the study" in err and "Traceback" not in err and "secret" not in err
