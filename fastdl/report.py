@@ -44,7 +44,10 @@ def run_suite(out: Path, quick: bool, select: str | None) -> Path:
                 skipped.append(skip_entry(line))
         rc = proc.wait()
     (out / "skipped.json").write_text(json.dumps(skipped, indent=1))
-    if rc not in (0, 5) or not json_path.is_file():
+    if rc == 5 and select:                # pytest: nothing collected
+        raise FastDLError(f"no benchmark matches --select {select!r}; list their names with "
+                          f"`python -m pytest {suite_dir()} --collect-only -q`")
+    if rc != 0 or not json_path.is_file():
         raise FastDLError(f"the benchmark run failed (pytest exit {rc}); rerun the command above to see why")
     strip_raw_timings(json_path)
     return json_path

@@ -374,3 +374,10 @@ def test_flag_values_are_checked_by_the_parser_with_the_flag_named(capsys, args,
         main(["train", *args])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and words in err and args[0] in err and "Traceback" not in err
+
+
+def test_a_benchmark_selection_that_matches_nothing_says_so(tmp_path, capsys):
+    """It said 'the benchmark run failed (pytest exit 5)'."""
+    assert main(["bench", "--quick", "-k", "no_benchmark_is_called_this", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no benchmark matches --select 'no_benchmark_is_called_this'" in err and "--collect-only" in err
