@@ -207,14 +207,14 @@ class Trainer:
         bk, net, h = self.backend, self.network, self.history
         xp = bk.xp
         spe = self.steps_per_epoch
-        losses = xp.empty(self.sync_every, dtype=net.dtype)
+        block = min(self.sync_every, spe)          # the most steps between two sync points
+        losses = xp.empty(block, dtype=net.dtype)
         snapshot = {k: v.copy() for k, v in net.params.items()}
         bar = self._progress_bar()
         t_start = time.perf_counter()
         train_time = 0.0
         self.stopped_between_steps = False
-        self._replay, self.capture_note = for_run(bk, self._fused, self.optimizer, self.batch_size,
-                                                  self.sync_every, losses)
+        self._replay, self.capture_note = for_run(bk, self._fused, self.optimizer, self.batch_size, block, losses)
         # A diverging run overflows on the way to NaN; we detect that ourselves and raise
         # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
         try:

@@ -52,6 +52,14 @@ def test_seeded_numpy_run_repeats_bit_for_bit(sampling):
     assert tr.fit().loss != runs[0][0]
 
 
+def test_sync_every_past_an_epoch_syncs_at_epoch_ends(backend):
+    """Blocks of steps never cross an epoch's end, so a huge sync_every (sync at epoch ends only)
+    buffers one epoch; it asked for 373 GiB. The same run as syncing often."""
+    _, often = make(backend=backend, iterations=10, sync_every=1)
+    _, rarely = make(backend=backend, iterations=10, sync_every=10**9)
+    assert rarely.fit().loss == often.fit().loss and rarely.history.epoch_step == [3, 6, 9, 10]
+
+
 def test_shuffle_sees_every_sample_once_per_epoch():
     _, tr = make(epochs=1)
     idx = tr._epoch_indices()
