@@ -64,7 +64,7 @@ def check_features(x, n_features: int | None, what: str = "x", dtype=None) -> No
         bad = np.argwhere(~np.isfinite(x))[0]
         raise NonFiniteError(
             f"{what} contains NaN or Inf (first at index {tuple(int(i) for i in bad)}, value {x[tuple(bad)]}); "
-            f"clean or impute the data before training")
+            f"clean or impute the data first")
     if dtype is not None and np.dtype(dtype).itemsize < x.dtype.itemsize:
         limit = np.finfo(dtype).max
         big = np.abs(x) > limit
