@@ -170,6 +170,9 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from . import datasets, io
     net = io.load(args.params, backend=args.backend)
+    if (net.input_size, net.output_size) != (784, 10):     # before MNIST loads
+        raise FastDLError(f"{args.params} holds {net}, for {net.input_size} inputs and {net.output_size} classes; "
+                          f"MNIST has 784 pixels an image and 10 classes: evaluate it in Python on its own data")
     _, (xt, tt) = datasets.load_mnist(dtype=net.dtype.name, root=args.data)
     acc = net.accuracy(xt, tt)
     print(f"{args.params}: {net}: test_acc {acc:.4f} on {len(xt)} MNIST test images")

@@ -381,3 +381,12 @@ def test_a_benchmark_selection_that_matches_nothing_says_so(tmp_path, capsys):
     assert main(["bench", "--quick", "-k", "no_benchmark_is_called_this", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "no benchmark matches --select 'no_benchmark_is_called_this'" in err and "--collect-only" in err
+
+
+def test_evaluate_refuses_a_network_not_made_for_mnist(tmp_path, capsys):
+    """It said 'x has shape (10000, 784); expected (N, 4)', after loading MNIST."""
+    import fastdl
+    fastdl.save(fastdl.TwoLayerNet(4, 5, 3, seed=0), tmp_path / "small.npz")
+    assert main(["evaluate", str(tmp_path / "small.npz"), "--data", str(tmp_path / "no-mnist-needed")]) == 2
+    err = capsys.readouterr().err
+    assert "for 4 inputs and 3 classes; MNIST has 784 pixels an image and 10 classes" in err
