@@ -9,6 +9,7 @@ served with status 200, wrong length, bad checksum) moves on to the next mirror.
 from __future__ import annotations
 
 import http.client
+import math
 import os
 import time
 import urllib.error
@@ -34,12 +35,27 @@ def mirrors() -> list[str]:
     return [u if u.endswith("/") else u + "/" for u in urls]
 
 
-def _read_with_progress(resp, url: str, length) -> bytes:
+def seconds(name: str, default: float) -> float:
+    """The positive number of seconds the environment variable ``name`` gives (``default`` when it
+    is unset or empty); ValueError, saying why, otherwise. Read before any mirror is tried, so a
+    typo is not reported as every mirror failing."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        s = float(value)
+    except ValueError:
+        s = math.nan
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"{name}={value!r} must be a positive number of seconds (or unset: {default:g})")
+    return s
+
+
+def _read_with_progress(resp, url: str, length, limit: float) -> bytes:
     """The body in 64 KiB pieces, with a progress bar on a terminal (tqdm turns itself off
-    elsewhere), capped at MAX_RAW_BYTES + 1."""
+    elsewhere), capped at MAX_RAW_BYTES + 1, within ``limit`` seconds."""
     from tqdm.auto import tqdm
     total = int(length) if length is not None and length.isdigit() else None
-    limit = float(os.environ.get("FASTDL_DOWNLOAD_DEADLINE", "").strip() or DEADLINE)
     deadline = time.monotonic() + limit
     chunks, got = [], 0
     with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=None, leave=False,
@@ -57,13 +73,12 @@ def _read_with_progress(resp, url: str, length) -> bytes:
     return b"".join(chunks)
 
 
-def _fetch(url: str) -> bytes:
+def _fetch(url: str, timeout: float, limit: float) -> bytes:
     req = urllib.request.Request(url, headers={"User-Agent": "fastdl (MNIST loader)"})
-    timeout = float(os.environ.get("FASTDL_DOWNLOAD_TIMEOUT", "").strip() or TIMEOUT)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         ctype = resp.headers.get("Content-Type", "")
         length = resp.headers.get("Content-Length")
-        data = _read_with_progress(resp, url, length)
+        data = _read_with_progress(resp, url, length, limit)
     if len(data) > MAX_RAW_BYTES:
         raise FileFormatError(f"more than {MAX_RAW_BYTES} bytes served; not an MNIST file")
     if length is not None and length.isdigit() and int(length) != len(data):
@@ -76,11 +91,12 @@ def _fetch(url: str) -> bytes:
 def download(key: str, folder: Path, urls: list[str] | None = None) -> bytes:
     """Download one file, trying each mirror in order; return its verified raw IDX bytes."""
     name = FILES[key][0]
+    timeout, limit = seconds("FASTDL_DOWNLOAD_TIMEOUT", TIMEOUT), seconds("FASTDL_DOWNLOAD_DEADLINE", DEADLINE)
     failures = []
     for base in urls if urls is not None else mirrors():
         url = f"{base}{name}.gz"
         try:
-            data = _fetch(url)
+            data = _fetch(url, timeout, limit)
             raw = _verified_raw(data, key, "the download")
         except (urllib.error.URLError, OSError, http.client.HTTPException, FileFormatError, ValueError) as exc:
             reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else None

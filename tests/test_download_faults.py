@@ -137,3 +137,15 @@ def test_a_body_larger_than_any_mnist_file_is_cut_off_and_refused(tiny_mnist, se
         datasets.load_mnist(root=tmp_path / "again")
     assert "more than 20000 bytes served; not an MNIST file" in str(err.value)
     assert leftovers(tmp_path / "again") == []
+
+
+@pytest.mark.parametrize("name", ["FASTDL_DOWNLOAD_TIMEOUT", "FASTDL_DOWNLOAD_DEADLINE"])
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "nan"])
+def test_a_bad_time_limit_is_refused_before_any_mirror(server, monkeypatch, tmp_path, name, value):
+    """It was reported as every mirror failing ('could not convert string to float'), or, for 0
+    and negative values, as socket errors."""
+    monkeypatch.setenv(name, value)
+    mirrors_env(monkeypatch, server, "nowhere")
+    with pytest.raises(ValueError, match=f"{name}='{value}' must be a positive number of seconds"):
+        datasets.load_mnist(root=tmp_path)
+    assert server.hits == []                    # no mirror was asked
