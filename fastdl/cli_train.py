@@ -118,10 +118,8 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
         h = tr.fit()
     except KeyboardInterrupt as exc:          # Ctrl-C, or SIGTERM (fastdl.signals)
         again = shlex.join(["fastdl", *args.argv] + ([] if args.resume else ["--resume"]))
-        if tr.stopped_between_steps:          # every step done is counted: checkpoint them all
-            tr.save_checkpoint(ckpt)
         kept = "no checkpoint was written yet"
-        if tr.checkpoint_written:             # that one, or the last before a second Ctrl-C cut a step
+        if tr.checkpoint_written:      # at the stop (Trainer.fit), or the last before a second Ctrl-C cut a step
             step = io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]["step"]
             kept = (f"the checkpoint {ckpt} (step {step}) is {'written' if tr.stopped_between_steps else 'kept'}; "
                     f"continue with:\n  {again}")

@@ -53,9 +53,9 @@ class Trainer:
     between two sync points runs as one replay (``fastdl.replay``), with the same numbers;
     ``capture_note`` says why a run does not.
     Ctrl-C (and SIGTERM under ``fastdl.signals.stop_on_sigterm``) stops ``fit()`` after the
-    running step with KeyboardInterrupt, every step done counted (``stopped_between_steps``):
-    ``fit()`` again, or a checkpoint saved then, continues as if never stopped. A second Ctrl-C
-    stops at once.
+    running step with KeyboardInterrupt, every step done counted (``stopped_between_steps``) and
+    in the checkpoint, if there is one: ``fit()`` again, or ``resume``, continues as if never
+    stopped. A second Ctrl-C stops at once.
     Where kernels compile on first use (numba, cupy), ``fit()`` first calls ``warm_up()``: every
     kernel the run will call is compiled, or loaded from numba's disk cache, on a copy of the
     network before any step is timed, a first numba compile shared with a helper process where a
@@ -248,8 +248,11 @@ class Trainer:
                             self.save_checkpoint(self.checkpoint)
                         if bar is not None and h.test_acc:
                             bar.set_postfix(loss=f"{h.loss[-1]:.4f}", test_acc=f"{h.test_acc[-1]:.4f}")
-                    self.stopped_between_steps = stop.pending is not None
-                    stop.raise_if_asked()
+                    if stop.pending is not None:        # a signal: stop here, every step done kept
+                        self.stopped_between_steps = True
+                        if self.checkpoint:
+                            self.save_checkpoint(self.checkpoint)
+                        stop.raise_if_asked()
         finally:
             if bar is not None:
                 bar.close()

@@ -76,14 +76,13 @@ def test_ctrl_c_stops_after_the_running_step_and_fit_again_continues_exactly(bac
     assert_same_run(full, tr)
 
 
-def test_a_checkpoint_saved_at_the_stop_resumes_exactly(backend, tmp_path):
+def test_the_trainers_checkpoint_holds_the_stop_and_resumes_exactly(backend, tmp_path):
     full = trainer(backend)
     full.fit()
-    tr = trainer(backend)
-    signal_at_step(tr, 13)                     # not a multiple of sync_every: checked all the same
+    tr = trainer(backend, checkpoint=tmp_path / "c.npz")
+    signal_at_step(tr, 13)                     # mid-epoch, not a multiple of sync_every: checked all the same
     with pytest.raises(KeyboardInterrupt):
         tr.fit()
-    tr.save_checkpoint(tmp_path / "c.npz")
     again = trainer(backend).resume(tmp_path / "c.npz")
     assert again.step == 13
     again.fit()
