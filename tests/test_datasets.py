@@ -24,6 +24,23 @@ def test_good_download_then_cached(tiny_mnist, server, monkeypatch, tmp_path):
     assert len(server.hits) == hits
 
 
+def test_a_verified_download_that_cannot_be_written_says_where_to_point_instead(tiny_mnist, server, monkeypatch,
+                                                                               tmp_path):
+    """A full disk (or a folder that refuses writes) after a good download: one clear error naming
+    the folder and the way out, not an OSError from deep inside; nothing half-written left."""
+    from fastdl import download
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+    server.serve("a", tiny_mnist)
+    mirrors_env(monkeypatch, server, "a")
+    monkeypatch.setattr(download, "atomic_write_bytes", full_disk)
+    with pytest.raises(DatasetError, match=r"downloaded and verified .* but cannot write it to .*No space left.*"
+                                           r"FASTDL_DATA"):
+        datasets.load_mnist(root=tmp_path)
+    assert leftovers(tmp_path) == []
+
+
 def test_bit_flipped_file_falls_back_to_next_mirror(tiny_mnist, server, monkeypatch, tmp_path):
     def flip(name, body):
         raw = bytearray(gzip.decompress(body))

@@ -60,6 +60,23 @@ def test_sync_every_past_an_epoch_syncs_at_epoch_ends(backend):
     assert rarely.fit().loss == often.fit().loss and rarely.history.epoch_step == [3, 6, 9, 10]
 
 
+def test_progress_bar_on_a_terminal(monkeypatch):
+    """progress=True draws tqdm's bar where stderr is a terminal: the steps, the loss and the
+    test accuracy after each epoch (every test elsewhere trains without it)."""
+    pytest.importorskip("tqdm")
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    _, tr = make(iterations=7, progress=True)
+    tr.fit()
+    shown = sys.stderr.getvalue()
+    assert "train [numpy]" in shown and "7/7" in shown and "loss=" in shown and "test_acc=" in shown
+
+
 def test_shuffle_sees_every_sample_once_per_epoch():
     _, tr = make(epochs=1)
     idx = tr._epoch_indices()
@@ -90,6 +107,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_parameters():
     assert err.value.step >= 1
     params = net.params_numpy()
     assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_a_weight_near_the_end_of_the_dtypes_range_stops_the_run(backend):
+    """Equal huge output biases leave the loss finite and flat (softmax shifts them away), so only
+    the weight check can see that one more product would overflow; explosion=None turns it off."""
+    x, t = blobs()
+    for explosion, stops in ((1e4, True), (None, False)):
+        net = fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", seed=0, backend=backend)
+        net.set_params({**net.params_numpy(), "b2": np.full(3, 1e20, np.float32)})
+        tr = fastdl.Trainer(net, SGD(lr=0.01), x, t, iterations=10, sync_every=5, progress=False, seed=0,
+                            explosion=explosion)
+        if stops:
+            with pytest.raises(DivergenceError, match=r"a weight reached 1e\+20, near the end of float32's range"):
+                tr.fit()
+        else:
+            assert np.isfinite(tr.fit().loss).all()
 
 
 def test_bad_training_data_is_rejected_up_front():
