@@ -52,10 +52,10 @@ class Trainer:
     Where the backend can replay captured work (cupy: CUDA graphs) each block of full steps
     between two sync points runs as one replay (``fastdl.replay``), with the same numbers;
     ``capture_note`` says why a run does not.
-    Ctrl-C (and SIGTERM under ``fastdl.signals.stop_on_sigterm``) stops ``fit()`` after the
-    running step with KeyboardInterrupt, every step done counted (``stopped_between_steps``) and
-    in the checkpoint, if there is one: ``fit()`` again, or ``resume``, continues as if never
-    stopped. A second Ctrl-C stops at once.
+    ``stop()`` (from a callback, say) makes ``fit()`` return after the running step; Ctrl-C (and
+    SIGTERM under ``fastdl.signals.stop_on_sigterm``) stops it there with KeyboardInterrupt. Every
+    step done is counted (``stopped_between_steps``) and in the checkpoint, if there is one:
+    ``fit()`` again, or ``resume``, continues as if never stopped. A second Ctrl-C stops at once.
     Where kernels compile on first use (numba, cupy), ``fit()`` first calls ``warm_up()``: every
     kernel the run will call is compiled, or loaded from numba's disk cache, on a copy of the
     network before any step is timed, a first numba compile shared with a helper process where a
@@ -131,15 +131,8 @@ class Trainer:
         ``fastdl.warmup.Sharing`` already started (``fastdl train`` starts its helper before it
         loads anything); ``announce(n)``: told how many kernels compile (``Sharing.warm_up``);
         by default, with ``progress`` on, a first compile says so on stderr, as the bar would."""
-        from . import warmup
-        if announce is None and self.progress:
-            name = self.backend.name
-            announce = lambda n: n and print(f"fastdl: compiling {n} {name} kernel{'s' if n > 1 else ''} (once; "
-                                             f"cached on disk)...", file=sys.stderr, flush=True)
-        data = warmup.sample(self.x_train, self.t_train, self.x_test, self.t_test, self.batch_size)
-        with (sharing if sharing is not None else warmup.Sharing()) as s:
-            s.start(self.backend.name)      # at once where a first compile is likely (as fastdl train)
-            seconds = s.warm_up(self.network, self.optimizer, data, self.batch_size, announce, self.fast_path)
+        from .warmup import for_trainer
+        seconds = for_trainer(self, sharing, announce)
         self.history.compile_seconds += seconds
         self._warm = True
         return seconds
@@ -214,6 +207,7 @@ class Trainer:
         t_start = time.perf_counter()
         train_time = 0.0
         self.stopped_between_steps = False
+        self._stop_asked = False
         self._replay, self.capture_note = for_run(bk, self._fused, self.optimizer, self.batch_size, block, losses)
         # A diverging run overflows on the way to NaN; we detect that ourselves and raise
         # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
@@ -229,7 +223,7 @@ class Trainer:
                     epoch_idx = bk.asarray(self._epoch_host)         # one transfer per epoch
                     end = min(spe, self._pos + self.total_steps - self.step)
                     t0 = time.perf_counter()
-                    while self._pos < end and stop.pending is None:    # blocks between two sync points
+                    while self._pos < end and not self._stopping(stop):    # blocks between two sync points
                         done = self._run_block(epoch_idx, min(self.sync_every, end - self._pos), losses, stop)
                         self.step += done
                         self._pos += done
@@ -248,11 +242,12 @@ class Trainer:
                             self.save_checkpoint(self.checkpoint)
                         if bar is not None and h.test_acc:
                             bar.set_postfix(loss=f"{h.loss[-1]:.4f}", test_acc=f"{h.test_acc[-1]:.4f}")
-                    if stop.pending is not None:        # a signal: stop here, every step done kept
+                    if self._stopping(stop):            # stop() or a signal: here, every step done kept
                         self.stopped_between_steps = True
                         if self.checkpoint:
                             self.save_checkpoint(self.checkpoint)
                         stop.raise_if_asked()
+                        break
         finally:
             if bar is not None:
                 bar.close()
@@ -275,9 +270,17 @@ class Trainer:
                 losses[j] = self._fused(idx)
             else:
                 losses[j] = self.network.train_step(self.x_train[idx], self.t_train[idx], self.optimizer)
-            if stop.pending is not None:
+            if self._stopping(stop):
                 return j + 1
         return n
+
+    def stop(self) -> None:
+        """Ask ``fit()`` to return after the running step (a callback's early stop, or another
+        thread's): every step done is counted and checkpointed; ``fit()`` again goes on from there."""
+        self._stop_asked = True
+
+    def _stopping(self, signals) -> bool:
+        return self._stop_asked or signals.pending is not None
 
     # -- checkpoints -----------------------------------------------------------------------------
 

@@ -77,6 +77,19 @@ def warm_up(net, opt, data, batch_size: int, fast_path: bool = True) -> None:
             tr._evaluate()      # what evaluation compiles still compiles here
 
 
+def for_trainer(tr, sharing=None, announce=None) -> float:
+    """``Trainer.warm_up``: its run's kernels on a sample of its data; the seconds it took. By
+    default, with the trainer's ``progress`` on, a first compile says so on stderr, as its bar would."""
+    if announce is None and tr.progress:
+        name = tr.backend.name
+        announce = lambda n: n and print(f"fastdl: compiling {n} {name} kernel{'s' if n > 1 else ''} (once; "
+                                         f"cached on disk)...", file=sys.stderr, flush=True)
+    data = sample(tr.x_train, tr.t_train, tr.x_test, tr.t_test, tr.batch_size)
+    with (sharing if sharing is not None else Sharing()) as s:
+        s.start(tr.backend.name)      # at once where a first compile is likely (as fastdl train)
+        return s.warm_up(tr.network, tr.optimizer, data, tr.batch_size, announce, tr.fast_path)
+
+
 def spec(net, opt, data, batch_size: int, fast_path: bool = True) -> dict:
     """What the helper needs to run the same warm-up: the network, the optimizer, the path, and
     the data's types and shapes (its values do not change what compiles)."""

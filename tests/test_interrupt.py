@@ -141,3 +141,37 @@ def test_handlers_of_the_caller_are_left_alone():
     signal_at_step(tr, 4)
     tr.fit()
     assert tr.step == STEPS and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_stop_from_a_callback_returns_and_fit_again_goes_on(backend, tmp_path):
+    """Early stopping: a callback's ``trainer.stop()`` makes fit() return (no exception) after
+    that evaluation, checkpointed; fit() again ends where an unstopped run ends."""
+    full = trainer(backend)
+    full.fit()
+    tr = trainer(backend, checkpoint=tmp_path / "c.npz",
+                 callbacks=[lambda t, record: t.stop() if record["step"] == 14 else None])
+    h = tr.fit()
+    assert tr.step == h.steps == 14 and h.epoch_step == [7, 14] and tr.stopped_between_steps
+    assert trainer(backend).resume(tmp_path / "c.npz").step == 14
+    tr.fit()
+    assert tr.step == STEPS and not tr.stopped_between_steps
+    assert_same_run(full, tr)
+
+
+def test_stop_from_another_thread_ends_the_run_within_a_step():
+    import threading
+    tr = trainer("numpy")
+    real, calls = tr._fused, [0]
+
+    def step(idx):
+        loss = real(idx)
+        calls[0] += 1
+        if calls[0] == 3:                       # the third step: another thread asks, and is done
+            t = threading.Thread(target=tr.stop)
+            t.start()
+            t.join()
+        return loss
+    step.uncapturable = "a test's wrapper"
+    tr._fused = step
+    tr.fit()
+    assert tr.step == 3 and len(tr.history.loss) == 3
