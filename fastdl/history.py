@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
-@dataclass
+@dataclass(repr=False)
 class History:
     backend: str
     dtype: str
@@ -29,3 +29,10 @@ class History:
         d["final_train_acc"] = self.train_acc[-1] if self.train_acc else None
         d["final_test_acc"] = self.test_acc[-1] if self.test_acc else None
         return d
+
+    def __repr__(self) -> str:
+        """A line, not the 10,000 losses of a run (a notebook shows the value fit() returns)."""
+        last = lambda values, fmt: format(values[-1], fmt) if values else "-"
+        return (f"History({self.backend}/{self.dtype}, {self.steps} steps of batch {self.batch_size}, "
+                f"{len(self.epoch)} evaluations; loss {last(self.loss, '.4f')}, train_acc "
+                f"{last(self.train_acc, '.4f')}, test_acc {last(self.test_acc, '.4f')}; {self.seconds:.2f} s)")

@@ -88,6 +88,9 @@ def test_history_records_the_run(backend):
     h = tr.fit().to_dict()
     assert h["backend"] == backend.name and h["dtype"] == "float32" and h["device"] == backend.device
     assert h["seconds"] > 0 and h["final_test_acc"] is not None and len(h["loss"]) == 6
+    shown = repr(tr.history)            # what a notebook shows of fit()'s value: a line, not every loss
+    assert shown.startswith(f"History({backend.name}/float32, 6 steps of batch 100, 2 evaluations; loss ")
+    assert f"test_acc {h['final_test_acc']:.4f}" in shown and "\n" not in shown and len(shown) < 200
 
 
 def test_same_batches_on_every_backend(backend):
