@@ -113,6 +113,7 @@ class Trainer:
         self.explosion = None if explosion is None else float(explosion)
         self.checkpoint_every = checkpoint_every
         self.checkpoint_written = False        # whether it wrote (or resumed from) its own checkpoint
+        self.stopped_between_steps = self._stop_asked = False    # the last fit() ended early; stop() asks it to
         self._fingerprint = None               # of the training data, once a checkpoint needs it
         # A backend that declares the fused step gets it: the same numbers as the layer-by-layer
         # path (tests hold it to that) with every intermediate preallocated.
