@@ -207,8 +207,7 @@ class Trainer:
         bar = self._progress_bar()
         t_start = time.perf_counter()
         train_time = 0.0
-        self.stopped_between_steps = False
-        self._stop_asked = False
+        self.stopped_between_steps = self._stop_asked = False
         self._replay, self.capture_note = for_run(bk, self._fused, self.optimizer, self.batch_size, block, losses)
         # A diverging run overflows on the way to NaN; we detect that ourselves and raise
         # DivergenceError, so NumPy's RuntimeWarnings would only add noise.
@@ -260,7 +259,7 @@ class Trainer:
     def _run_block(self, epoch_idx, n: int, losses, stop) -> int:
         """Steps _pos .. _pos + n - 1 of this epoch, their losses into losses[:n]: one replay of
         a captured block where it can (``fastdl.replay``), else step by step, ending early where
-        a signal asks to stop. Returns how many steps ran."""
+        a signal or ``stop()`` asks. Returns how many steps ran."""
         B, pos = self.batch_size, self._pos
         full = (pos + n) * B <= epoch_idx.shape[0]           # no partial batch at the epoch's end
         if self._replay is not None and full and self._replay.run(epoch_idx, pos, n):
