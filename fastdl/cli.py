@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -251,7 +252,10 @@ def main(argv=None) -> int:
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
                "experiment": cmd_experiment, "sweep": cmd_sweep}[args.command]
     try:
-        with stop_on_sigterm():
+        with stop_on_sigterm(), warnings.catch_warnings():     # restores showwarning after
+            # a warning in a command's words, not with a line of Python source under it
+            warnings.showwarning = lambda message, category, *where, **kw: print(
+                f"fastdl {args.command}: warning: {message}", file=sys.stderr, flush=True)
             return handler(args)
     except (FastDLError, FileNotFoundError, ValueError) as exc:
         msg = str(exc)

@@ -147,3 +147,39 @@ def test_a_first_run_is_told_without_loading_numba(nb, tmp_path):
     shutil.rmtree(folder)
     assert probe(FASTDL_NUMBA_CACHE="0")["likely"]["numba"] is False
     assert probe(NUMBA_DISABLE_JIT="1")["likely"]["numba"] is False
+
+
+def test_a_cache_folder_that_cannot_be_written_turns_the_disk_cache_off_and_says_so(nb, tmp_path):
+    """Numba would otherwise cache beside the package's sources, where it checks only the defining
+    file's time (stale loops after an edit of a module they call) or, where those cannot be
+    written either, warn for every function. The backend compiles in memory instead, warns once,
+    `fastdl info` says why, and a first run is not announced as one that fills the cache."""
+    import numba
+    from pathlib import Path
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT: nothing is compiled or cached")
+    blocker = tmp_path / "a-file"                  # a file where the folder's parent should be
+    blocker.write_text("not a folder")
+    package_cache = Path(nb.__file__).parent / "__pycache__"
+    before = set(package_cache.glob("*.nbi"))
+    script = ("import warnings, numpy as np, fastdl\n"
+              "from fastdl.backends import numba_cache\n"
+              "with warnings.catch_warnings(record=True) as caught:\n"
+              "    warnings.simplefilter('always')\n"
+              "    b = fastdl.get_backend('numba')\n"
+              "from fastdl.backends.numba import loops\n"
+              "b.relu_forward(np.ones((3, 4), np.float32))\n"
+              "print(loops.CACHE, numba_cache.first_use())\n"
+              "print(b.describe()['disk_cache'])\n"
+              "print([str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)])\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(blocker), "FASTDL_NUMBA_CACHE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cache_on, status, warned = out.stdout.splitlines()[:3]
+    assert cache_on == "False False"
+    assert status.startswith(f"off ({blocker}") and "cannot be written; set NUMBA_CACHE_DIR" in status
+    assert "compiles its kernels in every process" in warned and warned.count("cannot be written") == 1
+    assert set(package_cache.glob("*.nbi")) == before           # nothing cached beside the sources
+    r = subprocess.run([sys.executable, "-m", "fastdl", "info"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "fastdl info: warning: Numba's cache folder" in r.stderr     # a command's words,
+    assert "importlib" not in r.stderr and "warnings.warn" not in r.stderr                 # no Python source

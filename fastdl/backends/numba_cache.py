@@ -24,6 +24,16 @@ def cache_on() -> bool:
     return os.environ.get("FASTDL_NUMBA_CACHE", "1").strip() not in ("0", "false", "no", "off")
 
 
+def writable(path: str) -> bool:
+    """Whether this process can write ``path`` (its nearest existing folder: Numba makes the rest).
+    Where it cannot, Numba would cache beside the package's sources instead, checking only each
+    defining file's time (the staleness this module's folders avoid): the backend caches nothing."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+
+
 def numba_version() -> str:
     try:
         return importlib.metadata.version("numba")
@@ -57,6 +67,7 @@ def first_use() -> bool:
     if not cache_on() or os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0"):
         return False
     try:
-        return next(Path(folder(os.environ.get("NUMBA_CACHE_DIR") or None)).rglob("*.nbi"), None) is None
+        f = folder(os.environ.get("NUMBA_CACHE_DIR") or None)
+        return writable(f) and next(Path(f).rglob("*.nbi"), None) is None
     except (OSError, ImportError):
         return False

@@ -22,6 +22,7 @@ Choices, each measured on the book's shapes (bench/results):
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numba
@@ -29,7 +30,7 @@ import numpy as np
 
 from ...helpers import requested_threads
 from .. import numpy as _ref
-from .. import guard
+from .. import guard, numba_cache
 from ..contract import COMPILE_AHEAD, FUSED_STEP
 from . import cache
 
@@ -38,6 +39,10 @@ with cache.ours():
     from . import ahead, chapter6, first_layer, gather, loops, step, threads, updates
 if loops.CACHE and not Path(cache.FOLDER).exists():
     cache.prune()           # a new version's first use: older versions' unused folders go
+elif not loops.CACHE and numba_cache.cache_on():
+    warnings.warn(f"Numba's cache folder {cache.FOLDER} cannot be written, so fastdl's numba "
+                  f"backend compiles its kernels in every process (seconds each run); set NUMBA_CACHE_DIR to a "
+                  f"writable folder", RuntimeWarning, stacklevel=2)
 
 name = "numba"
 xp = np
@@ -100,7 +105,8 @@ def compiled_status() -> str:
 
 def _disk_cache_status() -> str:
     if not loops.CACHE:
-        return "off (FASTDL_NUMBA_CACHE=0)"
+        return ("off (FASTDL_NUMBA_CACHE=0)" if not numba_cache.cache_on() else
+                f"off ({cache.FOLDER} cannot be written; set NUMBA_CACHE_DIR to a writable folder)")
     folder = Path(cache.FOLDER)
     files = len(list(folder.rglob("*.nbc"))) if folder.is_dir() else 0      # Numba nests a folder inside
     return f"{files} compiled signatures in {folder}"

@@ -28,7 +28,7 @@ from . import cache, vmath
 from .blas import gemm
 
 
-CACHE = numba_cache.cache_on()
+CACHE = numba_cache.cache_on() and numba_cache.writable(cache.FOLDER)
 jit = njit(cache=CACHE, nogil=True, error_model="numpy")
 # A row's sum may be reassociated, which lets LLVM vectorise the float64 sum of exp() as NumPy's
 # pairwise sum is vectorised; nothing else about the arithmetic changes.
