@@ -120,7 +120,7 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
         again = shlex.join(["fastdl", *args.argv] + ([] if args.resume else ["--resume"]))
         kept = "no checkpoint was written yet"
         if tr.checkpoint_written:      # at the stop (Trainer.fit), or the last before a second Ctrl-C cut a step
-            step = io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]["step"]
+            step = tr.step if tr.stopped_between_steps else io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]["step"]
             kept = (f"the checkpoint {ckpt} (step {step}) is {'written' if tr.stopped_between_steps else 'kept'}; "
                     f"continue with:\n  {again}")
         word, status = how_stopped(exc)
