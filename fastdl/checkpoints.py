@@ -20,6 +20,7 @@ from .io import CHECKPOINT_FORMAT, VERSION, read_arrays, write_arrays
 from .validate import check_buffers, check_dropout_state
 
 FINGERPRINT_ROWS = 256
+REBUILD = "build the trainer as for the checkpointed run"     # fastdl train says it in flags
 HISTORY = ("epoch", "epoch_step", "train_acc", "test_acc", "seconds", "train_seconds")
 
 
@@ -77,6 +78,22 @@ def _int(m, key, low, high, path) -> int:
     return v
 
 
+def _difference(saved, now) -> str:
+    """What differs, in words; of two dicts (an architecture has eight keys) only the keys that do."""
+    if not (isinstance(saved, dict) and isinstance(now, dict)):
+        return f"{saved!r} in the checkpoint, {now!r} here"
+    keys = [k for k in (*now, *(k for k in saved if k not in now)) if saved.get(k, _NONE) != now.get(k, _NONE)]
+    return "; ".join(f"{k} {saved.get(k, _NONE)!r} in the checkpoint, {now.get(k, _NONE)!r} here" for k in keys)
+
+
+class _NoneGiven:
+    def __repr__(self) -> str:
+        return "(none)"
+
+
+_NONE = _NoneGiven()
+
+
 def _validated(trainer, arrays: dict, m: dict, path) -> dict:
     """Everything the checkpoint would set, checked; raises FileFormatError naming the field."""
     net, opt = trainer.network, trainer.optimizer
@@ -87,9 +104,8 @@ def _validated(trainer, arrays: dict, m: dict, path) -> dict:
         checks["training data"] = (m["data_fingerprint"], data_fingerprint(trainer))
     for what, (saved, now) in checks.items():
         if saved != now:
-            shown = ("a different data set (same size)", "this one") if what == "training data" else (saved, now)
-            raise FileFormatError(f"{path}: checkpoint {what} is {shown[0]!r}, this trainer has {shown[1]!r}; "
-                                  f"build the trainer as for the checkpointed run")
+            differs = "another data set of the same size" if what == "training data" else _difference(saved, now)
+            raise FileFormatError(f"{path}: checkpoint {what} differs from this trainer's: {differs}; {REBUILD}")
     spe, total = trainer.steps_per_epoch, trainer.total_steps
     out = {"step": _int(m, "step", 0, total, path), "position": _int(m, "position", 0, spe, path),
            "optimizer_step": _int(m, "optimizer_step", 0, 2**62, path)}

@@ -7,6 +7,7 @@ stderr and exit with status 2, without a traceback; bugs still show their traceb
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import platform
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench/report", help="folder for report.md and the charts")
     b.add_argument("--quick", action="store_true", help="smoke-sized run (FASTDL_BENCH_QUICK=1)")
     b.add_argument("--select", "-k", default=None, help="pytest -k expression to pick benchmarks")
+    p.commands = sub.choices            # each command's parser, to report what it does not know
     return p
 
 
@@ -246,8 +248,24 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
+def _parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """``parse_args``, but a flag the command does not know is reported by that command's parser
+    (its usage, not the top level's) with the closest flags it has: ``--iterations`` -> ``--iters``."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = parser.commands[args.command]
+        flags = [f for action in command._actions for f in action.option_strings if f.startswith("--")]
+        words = []
+        for word in unknown:
+            near = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1, cutoff=0.7) if word[:1] == "-" else []
+            words.append(word + (f" (did you mean {near[0]}?)" if near else ""))
+        command.error(f"unrecognized arguments: {' '.join(words)}; "
+                      f"'fastdl {args.command} --help' lists what it takes")
+    return args
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)      # to repeat the command in messages
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
                "experiment": cmd_experiment, "sweep": cmd_sweep}[args.command]

@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import __version__, curves, warmup
+from . import __version__, checkpoints, curves, warmup
 from .cli import out_folder
 from .errors import FastDLError, FileFormatError
 from .signals import how_stopped
@@ -94,6 +94,15 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
                          seed=args.seed, progress=bar, callbacks=[report],
                          checkpoint=ckpt, checkpoint_every=args.checkpoint_every, **length)
     del x, xt  # the trainer holds what it needs; keep peak memory down
+    resumed = args.resume and ckpt.is_file()
+    if resumed:                      # checked before a compile, which a refused checkpoint would waste
+        try:
+            tr.resume(ckpt)
+        except FileFormatError as exc:
+            why = str(exc)
+            again = ("; rerun with that run's flags, or" if checkpoints.REBUILD in why else "; rerun")
+            why = why.replace(f"; {checkpoints.REBUILD}", "")          # a trainer, to a Python user
+            raise FastDLError(f"--resume: {why}{again} without --resume (or with another --out) to start afresh") from None
     if backend.COMPILES:
         # a first run says it compiles; later runs, which load from the disk cache, do not
         print(f"{backend.name} kernels:", end=" ", flush=True)
@@ -104,16 +113,10 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
     print(f"training {net} with {opt}: batch {tr.batch_size}, {tr.total_steps} step{'s' if tr.total_steps > 1 else ''} "
           f"({epochs_text(tr.total_steps / tr.steps_per_epoch)} epochs of {tr.steps_per_epoch} steps), "
           f"{args.sampling} sampling, seed {args.seed}", flush=True)
-    if args.resume:
-        if ckpt.is_file():
-            try:
-                tr.resume(ckpt)
-            except FileFormatError as exc:
-                raise FastDLError(f"{ckpt} is from a run with other settings or is damaged ({exc}); rerun with that "
-                                  f"run's flags, or without --resume (or with another --out) to start afresh") from None
-            print(f"resumed from {ckpt} at step {tr.step}", flush=True)
-        else:
-            print(f"--resume: no checkpoint at {ckpt}; starting from scratch", flush=True)
+    if resumed:
+        print(f"resumed from {ckpt} at step {tr.step}", flush=True)
+    elif args.resume:
+        print(f"--resume: no checkpoint at {ckpt}; starting from scratch", flush=True)
     try:
         h = tr.fit()
     except KeyboardInterrupt as exc:          # Ctrl-C, or SIGTERM (fastdl.signals)

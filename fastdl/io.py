@@ -118,8 +118,9 @@ def read_arrays(path, expected_format: str = FORMAT) -> tuple[dict, dict]:
     """(arrays, manifest) from a file written by :func:`write_arrays`; never unpickles."""
     path = Path(path)
     where = str(path)
+    kind = "checkpoint" if expected_format == CHECKPOINT_FORMAT else "parameter"
     if path.is_dir():
-        usual = "checkpoint.npz" if expected_format == CHECKPOINT_FORMAT else "params.npz"
+        usual = "checkpoint.npz" if kind == "checkpoint" else "params.npz"
         raise FileNotFoundError(f"{where} is a folder; give the file inside it "
                                 f"(e.g. {path / usual}, which fastdl train writes)")
     if not path.is_file():
@@ -127,7 +128,7 @@ def read_arrays(path, expected_format: str = FORMAT) -> tuple[dict, dict]:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-        raise FileFormatError(f"{where}: not a fastdl parameter file (not a valid .npz/zip: {exc})") from exc
+        raise FileFormatError(f"{where}: not a fastdl {kind} file (not a valid .npz/zip: {exc})") from exc
     try:
         with zf:
             return _read_zip(zf, path, where, expected_format)

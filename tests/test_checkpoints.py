@@ -53,8 +53,9 @@ def test_resume_is_bit_for_bit_the_uninterrupted_run(tmp_path, backend, make_opt
 def test_resume_refuses_a_different_run(tmp_path):
     ckpt = tmp_path / "c.npz"
     trainer(SGD(0.1), ckpt, steps=7).fit()
-    with pytest.raises(FileFormatError, match="optimizer"):
-        trainer(SGD(0.2)).resume(ckpt)
+    with pytest.raises(FileFormatError, match="optimizer differs from this trainer's: lr 0.1 in the checkpoint, "
+                                              "0.2 here; build the trainer as for the checkpointed run$"):
+        trainer(SGD(0.2)).resume(ckpt)           # only what differs: not both configurations whole
     with pytest.raises(FileFormatError, match="checkpoint"):
         fastdl.load(ckpt)                      # a checkpoint is not a parameter file
     with pytest.raises(ValueError, match="multiple of sync_every"):

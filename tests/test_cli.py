@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import sys
 
+from fastdl.backends import backend_status
 from fastdl.cli import main
 
 
@@ -359,10 +360,16 @@ def test_resume_with_other_settings_says_how_to_go_on(mnist_root, tmp_path, caps
     base = ["train", "--iters", "200", "--data", str(mnist_root), "--out", str(out), "--no-progress"]
     assert main([*base, "--hidden", "10"]) == 0
     capsys.readouterr()
-    assert main([*base, "--hidden", "20", "--resume"]) == 2
-    err = capsys.readouterr().err
-    assert "checkpoint.npz is from a run with other settings or is damaged" in err and "architecture" in err
+    compiles = ["--backend", "numba"] if backend_status("numba")[0] else []
+    assert main([*base, "--hidden", "20", "--resume", *compiles]) == 2
+    out_, err = capsys.readouterr()
+    assert "checkpoint architecture differs from this trainer's: hidden_sizes [10] in the checkpoint, [20] here" in err
     assert "rerun with that run's flags, or without --resume" in err and "Traceback" not in err
+    assert "kernels" not in out_        # refused before numba compiled anything for the new width
+    (out / "checkpoint.npz").write_bytes(b"not a zip")
+    assert main([*base, "--hidden", "10", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "not a fastdl checkpoint file" in err and "; rerun without --resume" in err
 
 
 @pytest.mark.parametrize("args,words", [
@@ -390,3 +397,20 @@ def test_evaluate_refuses_a_network_not_made_for_mnist(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "small.npz"), "--data", str(tmp_path / "no-mnist-needed")]) == 2
     err = capsys.readouterr().err
     assert "for 4 inputs and 3 classes; MNIST has 784 pixels an image and 10 classes" in err
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["train", "--iterations", "1200"], "unrecognized arguments: --iterations (did you mean --iters?) 1200"),
+    (["train", "--num-epochs=3", "--foo"], "--num-epochs=3 (did you mean --epochs?) --foo;"),
+    (["evaluate", "p.npz", "--data-dir", "d"], "--data-dir (did you mean --data?) d"),
+    (["info", "extra"], "unrecognized arguments: extra;"),
+])
+def test_an_unknown_flag_is_named_by_its_command_with_the_closest_it_takes(capsys, argv, words):
+    """The top-level parser reported it with the top-level usage (`fastdl [-h] [--version] ...`)
+    and no hint, so `--iterations` from the Python API's name got nothing but an error."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and words in err
+    assert f"usage: fastdl {argv[0]}" in err and f"fastdl {argv[0]}: error:" in err
+    assert f"'fastdl {argv[0]} --help' lists what it takes" in err
