@@ -2,7 +2,7 @@
 ``FASTDL_RELIABILITY_REPORT`` names a file, the session writes docs/reliability.md from it.
 
     FASTDL_RELIABILITY_REPORT=docs/reliability.md .venv/bin/python -m pytest tests/test_reliability.py \
-        tests/test_fuzz.py tests/test_checkpoints.py tests/test_checkpoint_validation.py tests/test_reliability_second_pass.py tests/test_datasets.py tests/test_download_faults.py tests/test_hostile_calls.py
+        tests/test_fuzz.py tests/test_checkpoints.py tests/test_checkpoint_validation.py tests/test_reliability_training.py tests/test_datasets.py tests/test_download_faults.py tests/test_hostile_calls.py
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def write_report(path: str) -> None:
         "",
         "```sh",
         "FASTDL_RELIABILITY_REPORT=docs/reliability.md .venv/bin/python -m pytest \\",
-        "    tests/test_reliability.py tests/test_fuzz.py tests/test_checkpoints.py tests/test_checkpoint_validation.py tests/test_reliability_second_pass.py tests/test_datasets.py tests/test_download_faults.py tests/test_hostile_calls.py",
+        "    tests/test_reliability.py tests/test_fuzz.py tests/test_checkpoints.py tests/test_checkpoint_validation.py tests/test_reliability_training.py tests/test_datasets.py tests/test_download_faults.py tests/test_hostile_calls.py",
         "```",
         "",
         f"Last run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, fastdl {fastdl.__version__}, "

@@ -1,4 +1,4 @@
-"""The reliability catalogue's second pass: divergence that the losses alone do not show, values
+"""The reliability catalogue, training and state: divergence that the losses alone do not show, values
 that overflow on the way in, hyperparameters and paths checked at construction, compressed .npz
 members, and FASTDL_NUM_THREADS in every thread that trains. Each case is recorded in
 docs/reliability.md."""
