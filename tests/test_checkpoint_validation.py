@@ -16,12 +16,7 @@ from fastdl.errors import FileFormatError
 from fastdl.io import read_arrays, write_arrays
 from fastdl.optimizers import Adam
 from reliability import record
-
-
-def blobs(n=330, d=8, c=3, seed=0):
-    rng = np.random.default_rng(seed)
-    t = rng.integers(0, c, n)
-    return (rng.standard_normal((c, d))[t] * 3 + rng.standard_normal((n, d))).astype(np.float32), t
+from toy_data import blobs
 
 
 def trainer(backend, x=None, t=None, chapter6=False):

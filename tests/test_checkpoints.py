@@ -14,12 +14,7 @@ import fastdl
 from fastdl.errors import FileFormatError
 from fastdl.optimizers import Adam, SGD
 from reliability import record
-
-
-def blobs(n=330, d=8, c=3, seed=0):
-    rng = np.random.default_rng(seed)
-    t = rng.integers(0, c, n)
-    return (rng.standard_normal((c, d))[t] * 3 + rng.standard_normal((n, d))).astype(np.float32), t
+from toy_data import blobs
 
 
 def trainer(opt, ckpt=None, every=None, steps=40, sampling="shuffle", backend="numpy"):

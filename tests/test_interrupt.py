@@ -14,14 +14,9 @@ import pytest
 import fastdl
 from fastdl.optimizers import Adam
 from fastdl.signals import Terminated, stop_on_sigterm
+from toy_data import blobs
 
 STEPS, SYNC = 40, 5          # 330 samples, batch 50: 7 steps an epoch
-
-
-def blobs(n=330, d=8, c=3, seed=0):
-    rng = np.random.default_rng(seed)
-    t = rng.integers(0, c, n)
-    return (rng.standard_normal((c, d))[t] * 3 + rng.standard_normal((n, d))).astype(np.float32), t
 
 
 def trainer(backend, **kw):

@@ -4,18 +4,11 @@ import pytest
 import fastdl
 from fastdl.errors import DivergenceError, LabelError, ShapeError
 from fastdl.optimizers import SGD
-
-
-def blobs(n=250, d=8, c=3, seed=0):
-    """Separable clusters: any working trainer reaches high accuracy on them."""
-    rng = np.random.default_rng(seed)
-    t = rng.integers(0, c, n)
-    centers = rng.standard_normal((c, d)) * 3
-    return (centers[t] + rng.standard_normal((n, d))).astype(np.float32), t
+from toy_data import blobs
 
 
 def make(backend="numpy", **kw):
-    x, t = blobs()
+    x, t = blobs(250)
     net = fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", backend=backend, seed=0)
     args = dict(batch_size=100, seed=0, progress=False)
     args.update(kw)
@@ -102,7 +95,7 @@ def test_same_batches_on_every_backend(backend):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_parameters():
-    x, t = blobs()
+    x, t = blobs(250)
     net = fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", seed=0)
     tr = fastdl.Trainer(net, SGD(lr=1e30), x, t, iterations=50, sync_every=5, progress=False, seed=0)
     with pytest.raises(DivergenceError, match=r"step \d+.*smaller learning rate") as err:
@@ -115,7 +108,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_parameters():
 def test_a_weight_near_the_end_of_the_dtypes_range_stops_the_run(backend):
     """Equal huge output biases leave the loss finite and flat (softmax shifts them away), so only
     the weight check can see that one more product would overflow; explosion=None turns it off."""
-    x, t = blobs()
+    x, t = blobs(250)
     for explosion, stops in ((1e4, True), (None, False)):
         net = fastdl.TwoLayerNet(8, 16, 3, weight_init_std="he", seed=0, backend=backend)
         net.set_params({**net.params_numpy(), "b2": np.full(3, 1e20, np.float32)})
@@ -129,7 +122,7 @@ def test_a_weight_near_the_end_of_the_dtypes_range_stops_the_run(backend):
 
 
 def test_bad_training_data_is_rejected_up_front():
-    x, t = blobs()
+    x, t = blobs(250)
     net = fastdl.TwoLayerNet(8, 16, 3)
     with pytest.raises(LabelError):
         fastdl.Trainer(net, SGD(0.1), x, np.where(t == 0, 3, t), iterations=1)
