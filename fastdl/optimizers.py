@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
@@ -73,6 +74,7 @@ class Optimizer:
         self.state: dict[str, dict[str, object]] = {name: {} for name in self.state_names}
         self.step = 0
         self.scalar_source = None      # set by fastdl.replay while it captures or replays
+        self._network = None           # the network a Trainer last trained with it (a weak reference)
 
     def hyperparameters(self) -> dict:
         return {"lr": self.lr}
@@ -96,6 +98,20 @@ class Optimizer:
                     f"parameter name, so use a new optimizer for another network")
             out.append(s)
         return out
+
+    def claim(self, network) -> None:
+        """Tie this optimizer to ``network`` (each Trainer does): an optimizer whose state was
+        made training another network is refused, since that state (Adam's moments, its step
+        count) would carry over to this one without a word where the shapes agree."""
+        held = None if self._network is None else self._network()
+        if self.state_names and self.step and self._network is not None and held is not network:
+            raise ValueError(f"{self!r} has taken {self.step} steps training another network, and its state "
+                             f"({', '.join(self.state_names)}) would carry over to this one; give each network an "
+                             f"optimizer of its own, e.g. {self!r}")
+        self._network = weakref.ref(network)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_network": None}     # a weak reference cannot be pickled
 
     def kernel_hyperparameters(self) -> dict:
         """The update kernel's scalar arguments for the step ``self.step`` (1-based), in its

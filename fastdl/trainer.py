@@ -99,6 +99,7 @@ class Trainer:
             tt = check_labels(host_view(t_test, bk, "t_test"), network.output_size, self.x_test.shape[0], "t_test")
             self.t_test = bk.asarray(tt)
 
+        optimizer.claim(network)          # last of the checks: a refused trainer changes nothing
         self.sampling = sampling
         self.seed = None if seed is None else int(seed)      # checked above; np.int64 -> int
         self.rng = np.random.default_rng(seed)

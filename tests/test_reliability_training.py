@@ -127,6 +127,29 @@ def test_a_trainer_is_given_a_fastdl_network_and_optimizer(backend, what, args, 
            lambda: fastdl.Trainer(*args(backend), X, T, iterations=1))
 
 
+@pytest.mark.parametrize("make", [lambda: fastdl.optimizers.Adam(0.01), lambda: fastdl.optimizers.Momentum(0.1)],
+                         ids=["adam", "momentum"])
+def test_an_optimizer_with_another_networks_state_is_refused(backend, make):
+    """Its moments (and Adam's step count) carried over to the second network of the same shapes
+    without a word: the same run gave another result with a reused optimizer than with a new one.
+    The network it trained may go on with it; an optimizer without state (SGD) may move on."""
+    opt, first = make(), net(backend)
+    fastdl.Trainer(first, opt, X, T, iterations=3, progress=False).fit()
+    state = {k: v.copy() for k, v in opt.state[opt.state_names[0]].items()}
+    second = net(backend)
+    expect("Hyperparameters at construction", f"Trainer with a {type(opt).__name__} of another network", backend,
+           ValueError, "has taken 3 steps training another network", lambda: fastdl.Trainer(second, opt, X, T, iterations=1))
+    assert opt.step == 3 and all((opt.state[opt.state_names[0]][k] == v).all() for k, v in state.items())
+    fastdl.Trainer(first, opt, X, T, iterations=3, progress=False).fit()        # the same network goes on
+    assert opt.step == 6
+    del first                                                # gone: its state is still not the second's
+    with pytest.raises(ValueError, match="another network"):
+        fastdl.Trainer(second, opt, X, T, iterations=1)
+    sgd = SGD(0.1)
+    for _ in range(2):
+        fastdl.Trainer(net(backend), sgd, X, T, iterations=2, progress=False).fit()
+
+
 def test_resuming_from_a_folder_names_the_checkpoint_file(tmp_path):
     tr = fastdl.Trainer(net("numpy"), SGD(0.1), X, T, iterations=1)
     expect("Hyperparameters at construction", "Trainer.resume(a folder)", fastdl.get_backend("numpy"),
