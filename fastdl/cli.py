@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("sweep", help="hyperparameter search on Optuna (the book's section 6.5)",
                        description="Search learning rate and weight decay (the book's space) or any train flag, "
-                                   "choosing by accuracy on a held-out 20%% of the training images; the study "
+                                   "choosing by accuracy on a held-out 20% of the training images; the study "
                                    "lives in --storage, so reruns continue it and many workers can share it.")
     w.add_argument("--trials", type=_positive_int, default=20, help="the study's total of finished trials (default 20)")
     w.add_argument("--epochs", type=_positive_float, default=50, help="epochs per trial (default 50, the book's)")

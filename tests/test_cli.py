@@ -414,3 +414,12 @@ def test_an_unknown_flag_is_named_by_its_command_with_the_closest_it_takes(capsy
     assert exit_.value.code == 2 and words in err
     assert f"usage: fastdl {argv[0]}" in err and f"fastdl {argv[0]}: error:" in err
     assert f"'fastdl {argv[0]} --help' lists what it takes" in err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "experiment", "sweep", "info", "bench"])
+def test_every_commands_help_prints_as_written(capsys, command):
+    """argparse formats help strings with % but not a description: sweep's said '20%%'."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and f"usage: fastdl {command}" in out and "%%" not in out and "%(" not in out
