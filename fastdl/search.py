@@ -44,10 +44,11 @@ def _optuna():
 
 @contextlib.contextmanager
 def _quiet(optuna):
-    """Optuna's INFO line per trial would drown the sweep's own; the caller's verbosity (Optuna's
-    setting is process-wide) comes back afterwards."""
+    """Optuna's INFO line per trial, and its WARNING with a traceback per failed trial, would
+    drown the sweep's own lines (``trial_line``; trials.csv keeps each error); the caller's
+    verbosity (Optuna's setting is process-wide) comes back afterwards."""
     before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         yield
     finally:
@@ -138,6 +139,16 @@ def finished(study) -> int:
     return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
 
 
+def trial_line(study, trial) -> None:
+    """One line as each trial ends (an Optuna callback; --jobs workers each print their own)."""
+    curve = trial.user_attrs.get("val_acc") or []
+    error = trial.user_attrs.get("error", "no error recorded").split(". ")[0]      # trials.csv has it whole
+    how = {"COMPLETE": "", "PRUNED": f" (pruned after {len(curve)} epoch{'s' * (len(curve) != 1)})"}.get(trial.state.name, f" (failed: {error})")
+    acc = f"validation accuracy {curve[-1]:.4f}" if curve else "no validation accuracy"
+    params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trial.params.items())
+    print(f"trial {trial.number}: {acc}{how}; {params}", flush=True)
+
+
 def worker(cfg, n_trials: int, say: bool = False, relayed: bool = False):
     """One process's share of the study (run in a spawned process for --jobs > 1, ``relayed``:
     its signals come through the parent); returns what a signal that stopped it early calls for
@@ -150,9 +161,10 @@ def worker(cfg, n_trials: int, say: bool = False, relayed: bool = False):
         (x, t), _ = datasets.load_mnist(root=cfg["data"], as_bytes=True)
         data = split(x, t, cfg["train_size"], cfg["val_fraction"], cfg["seed"])
         study = _study(cfg, storage_for(cfg["storage"], Path(cfg["out"])))
+        told = [stop.callback] + ([trial_line] if cfg["progress"] else [])
         try:
             study.optimize(objective(cfg, data, stop), n_trials=n_trials, catch=(Exception,), gc_after_trial=False,
-                           callbacks=[stop.callback])
+                           callbacks=told)
         except Terminated:
             if not stop.abandon:        # a second signal: at once, as it came
                 raise
@@ -162,9 +174,10 @@ def worker(cfg, n_trials: int, say: bool = False, relayed: bool = False):
 def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, storage=None, study="fastdl-sweep",
           jobs: int = 1, out="runs/sweep", data=None, space=None, fixed=None, hidden=None,
           train_size: int = BOOK["train_size"], val_fraction: float = BOOK["val_fraction"], seed: int = 0,
-          pruner: str = "median", startup: int = 5) -> dict:
+          pruner: str = "median", startup: int = 5, progress: bool = True) -> dict:
     """Run (or continue) the study until it holds ``trials`` finished trials; write the report
-    into ``out`` and return its summary (see ``fastdl.search_report``)."""
+    into ``out`` and return its summary (see ``fastdl.search_report``). ``progress``: a line as
+    the sweep starts and as each trial ends."""
     from . import search_report
     from .backends import get_backend
     optuna = _optuna()
@@ -185,13 +198,19 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
            "space": dict(BOOK_SPACE if space is None else space), "fixed": dict(fixed or {}),
            "hidden": list(BOOK["hidden"] if hidden is None else hidden), "epochs": epochs,
            "train_size": int(train_size), "val_fraction": float(val_fraction), "seed": int(seed),
-           "pruner": pruner, "startup": int(startup), "worker_seed": int(seed)}
+           "pruner": pruner, "startup": int(startup), "worker_seed": int(seed), "progress": bool(progress)}
     overlap = set(cfg["space"]) & set(cfg["fixed"])
     if overlap:
         raise ValueError(f"{sorted(overlap)} are both searched and fixed; choose one")
     with _quiet(optuna):
-        remaining = max(0, trials - finished(_open_study(cfg, out)))
+        done = finished(_open_study(cfg, out))
+        remaining = max(0, trials - done)
         out.mkdir(parents=True, exist_ok=True)     # only now: a refused sweep writes nothing
+        if progress:
+            workers = f" in {min(jobs, remaining)} worker processes" if jobs > 1 and remaining > 1 else ""
+            print(f"study {study!r}: {done} of {trials} trials finished" +
+                  (f"; running {remaining} more{workers}" if remaining else "; none to run") +
+                  f" ({cfg['epochs']:g} epochs each on {cfg['backend']})", flush=True)
         stopped = None
         try:
             if remaining and jobs == 1:

@@ -4,6 +4,7 @@ storage, pruning, a failing trial recorded, resuming, and the CLI's words."""
 import importlib.util
 import re
 import json
+import logging
 import os
 import sys
 
@@ -53,18 +54,37 @@ def test_two_worker_processes_share_one_study(mnist_root, tmp_path):
     assert len({(t["param_lr"], t["param_weight_decay"]) for t in trials}) == 4      # distinct suggestions
 
 
-def test_hopeless_trials_are_pruned(mnist_root, tmp_path):
+def test_hopeless_trials_are_pruned(mnist_root, tmp_path, capsys):
     sweep(trials=10, out=tmp_path, data=mnist_root, space=parse_space(["lr=log:1e-4:1"]), startup=2,
           **dict(SMALL, epochs=5))
     assert "PRUNED" in states(tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "study 'fastdl-sweep': 0 of 10 trials finished; running 10 more (5 epochs each on numpy)"
+    said = [line for line in lines if line.startswith("trial ")]       # a line as each trial ends
+    assert [int(re.match(r"trial (\d+): ", line).group(1)) for line in said] == list(range(10))
+    pruned = [line for line in said if "(pruned after " in line]
+    assert len(pruned) == states(tmp_path).count("PRUNED") and all(re.search(r"; lr [\d.e-]+$", p) for p in pruned)
 
 
-def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(mnist_root, tmp_path):
-    summary = sweep(trials=3, out=tmp_path, data=mnist_root, fixed={"lr": 1e30},
-                    space=parse_space(["weight_decay=log:1e-8:1e-4"]), **SMALL)
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(mnist_root, tmp_path, capsys):
+    records, logged = [], logging.Handler()         # what Optuna logs (its own handler holds a stderr of its own)
+    logged.emit = records.append
+    logging.getLogger("optuna").addHandler(logged)
+    try:
+        summary = sweep(trials=3, out=tmp_path, data=mnist_root, fixed={"lr": 1e30},
+                        space=parse_space(["weight_decay=log:1e-8:1e-4"]), **SMALL)
+    finally:
+        logging.getLogger("optuna").removeHandler(logged)
     assert states(tmp_path) == ["FAIL"] * 3 and summary["best"] is None
     errors = [t["error"] for t in json.loads((tmp_path / "trials.json").read_text())["trials"]]
     assert all("DivergenceError" in e for e in errors)
+    assert capsys.readouterr().out.count("no validation accuracy (failed: DivergenceError: training diverged") == 3
+    assert not records            # Optuna logged a warning with its traceback for each failed trial
+
+
+def test_a_quiet_sweep_prints_nothing(mnist_root, tmp_path, capsys):
+    sweep(trials=1, out=tmp_path, data=mnist_root, progress=False, **SMALL)
+    assert capsys.readouterr() == ("", "")
 
 
 def test_rerunning_continues_the_study(mnist_root, tmp_path):
