@@ -183,7 +183,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .backends import INSTALL_HINTS, NAMES, backend_status, current_backend_name, get_backend
+    from .backends import NAMES, backend_status, current_backend_name, get_backend, install_hint
     print(f"fastdl {__version__}, Python {platform.python_version()} on {platform.platform()}")
     env = os.environ.get("FASTDL_BACKEND")
     source = f"FASTDL_BACKEND={env!r}" if env is not None else "FASTDL_BACKEND not set"
@@ -198,7 +198,8 @@ def cmd_info(args) -> int:
             extra = "; ".join(f"{k} {v}" for k, v in details.items() if k != "backend")
             print(f"  {key:6s} usable   {extra}")
         else:
-            print(f"  {key:6s} unusable {reason}; to use it: {INSTALL_HINTS[key]}")
+            hint = install_hint(key)
+            print(f"  {key:6s} unusable {reason}" + (f"; to use it: {hint}" if hint else ""))
     return 0
 
 

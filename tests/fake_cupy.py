@@ -279,7 +279,8 @@ def emulated_backend(source: str | None = None):
     over this module as ``cupy``; its kernels compiled for the CPU."""
     from fastdl import backends
     saved = sys.modules.get("cupy")
-    before = (dict(backends._loaded), dict(backends._failed), sys.modules.get("fastdl.backends.cupy"))
+    before = (dict(backends._loaded), dict(backends._failed), sys.modules.get("fastdl.backends.cupy"),
+              set(backends._misset))
     sys.modules["cupy"] = sys.modules[__name__]
     try:
         module = types.ModuleType("fastdl.backends._cupy_emulated")
@@ -297,5 +298,6 @@ def emulated_backend(source: str | None = None):
         # module over this stand-in: forget it, so later tests see the machine's own cupy
         backends._loaded.clear(), backends._loaded.update(before[0])
         backends._failed.clear(), backends._failed.update(before[1])
+        backends._misset.clear(), backends._misset.update(before[3])
         if before[2] is None:
             sys.modules.pop("fastdl.backends.cupy", None)

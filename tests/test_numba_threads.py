@@ -137,6 +137,10 @@ def test_bad_num_threads_setting_says_what_to_do():
     env = dict(os.environ, FASTDL_NUM_THREADS="two")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "FASTDL_NUM_THREADS='two' must be a positive integer" in out.stderr
+    assert "pip install" not in out.stderr         # it said to install numba, which is there
+    info = subprocess.run([sys.executable, "-m", "fastdl", "info"], env=env, capture_output=True, text=True)
+    numba_line = next(line for line in info.stdout.splitlines() if line.strip().startswith("numba"))
+    assert "unusable ValueError: FASTDL_NUM_THREADS='two'" in numba_line and "pip install" not in numba_line
 
 
 def test_info_reports_compiled_kernels_and_prefetch(nb):

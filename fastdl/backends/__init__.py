@@ -44,6 +44,7 @@ FIRST_USE = {"numba": "fastdl.backends.numba_cache"}
 
 _loaded: dict[str, types.ModuleType] = {}
 _failed: dict[str, str] = {}
+_misset: set[str] = set()          # of those, the ones that failed on a setting, not an install
 _global: str | None = None
 _scoped: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("fastdl_backend_stack", default=())
 
@@ -80,9 +81,18 @@ def _load(key: str, source: str) -> types.ModuleType:
         except Exception as exc:  # ImportError, CUDA runtime errors, ...
             reason = f"{type(exc).__name__}: {exc}"
             _failed[key] = reason
+            if isinstance(exc, ValueError):        # a setting of the user's: FASTDL_NUM_THREADS='abc'
+                _misset.add(key)
+    hint = install_hint(key)
     raise BackendUnavailableError(
-        f"backend {key!r} (from {source}) cannot run here: {reason}. "
-        f"To use it: {INSTALL_HINTS[key]}. Available now: {', '.join(available_backends()) or 'none'}.")
+        f"backend {key!r} (from {source}) cannot run here: {reason}. " + (f"To use it: {hint}. " if hint else "") +
+        f"Available now: {', '.join(available_backends()) or 'none'}.")
+
+
+def install_hint(key: str) -> str | None:
+    """The command that installs a backend which failed to load; None where it failed on a
+    setting (its reason says what to change; installing again would not help)."""
+    return None if key in _misset else INSTALL_HINTS[key]
 
 
 def _resolve_name(name: str | None) -> tuple[str, str]:
