@@ -23,12 +23,21 @@ class _Layer:
     backend = None
 
     def _checked(self, a, what: str, n_features=None, like=None):
+        """``a`` checked, on the backend, in the layer's dtype: its parameters' (Affine, Batch
+        Norm), else its last forward output's (a backward's ``dout``), else ``a``'s own. Cast
+        here, on every backend alike: NumPy would promote a float32 layer's product with float64
+        input to float64, which numba's and cupy's kernels (one dtype a call) refuse."""
         host = host_view(a, self.backend, what)
-        check_features(host, n_features, what)
+        dtype = self._dtype() if like is None else (like.dtype if like.dtype.kind == "f" else None)
+        check_features(host, n_features, what, dtype)
         if like is not None and tuple(host.shape) != tuple(like.shape):
             raise ShapeError(f"{what} has shape {tuple(host.shape)}; expected {tuple(like.shape)}, "
                              f"the shape of this layer's last forward output")
-        return a if self.backend.is_backend_array(a) else self.backend.asarray(host)
+        a = a if self.backend.is_backend_array(a) else self.backend.asarray(host)
+        return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+
+    def _dtype(self):
+        return None                 # a layer without parameters computes in its input's dtype
 
     def _need_forward(self, attr):
         if getattr(self, attr) is None:
@@ -55,6 +64,9 @@ class Affine(_Layer):
 
     def _n_in(self):
         return self.W.shape[0]
+
+    def _dtype(self):
+        return self.W.dtype
 
     def _forward(self, x, train=False):
         self.x = x
@@ -161,6 +173,9 @@ class BatchNormalization(_Layer):
 
     def _n_in(self):
         return self.gamma.shape[0]
+
+    def _dtype(self):
+        return self.gamma.dtype
 
     def forward(self, x, train_flg: bool = True):
         return self._forward(self._checked(x, "x", self._n_in()), train_flg)

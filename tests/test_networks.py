@@ -115,6 +115,26 @@ def test_layers_have_the_books_interface(backend):
     np.testing.assert_allclose(backend.to_numpy(sl.backward()), (np.full((2, 4), 0.25) - np.eye(4)[[0, 3]]) / 2)
 
 
+def test_a_layer_computes_in_its_own_dtype_on_every_backend(backend):
+    """float64 input to a float32 Affine: NumPy promoted to float64, numba computed in mixed
+    types, and cupy's kernels take one dtype a call; now every backend casts to the layer's dtype
+    (a backward's dout to its forward output's), with NumPy's reference numbers."""
+    ref = fastdl.get_backend("numpy")
+    x, _ = data(n=5, d=3, dtype=np.float64)
+    W, b = (np.random.default_rng(1).standard_normal(s).astype(np.float32) for s in ((3, 2), (2,)))
+    got = {}
+    for bk in (ref, backend):
+        aff, sig = fastdl.Affine(bk.asarray(W), bk.asarray(b), bk), fastdl.Sigmoid(bk)
+        y = sig.forward(aff.forward(x))                             # host float64 in
+        dx = aff.backward(sig.backward(np.ones((5, 2))))            # float64 dout
+        got[bk.name] = [bk.to_numpy(a) for a in (y, dx, aff.dW, aff.db)]
+    assert all(a.dtype == np.float32 for a in got[backend.name])
+    for mine, want in zip(got[backend.name], got["numpy"]):
+        np.testing.assert_allclose(mine, want, **tol(np.float32, 3))
+    with pytest.raises(fastdl.errors.NonFiniteError, match="beyond float32's range"):
+        fastdl.Affine(backend.asarray(W), backend.asarray(b), backend).forward(np.full((1, 3), 1e300))
+
+
 @pytest.mark.parametrize("name", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"])
 def test_every_optimizer_lowers_the_loss(backend, name):
     x, t = data(n=64, d=10, c=3, dtype=np.float32)

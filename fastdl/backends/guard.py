@@ -93,12 +93,14 @@ def guarded(entry, f, array_type):
                     if bound[0] != size:
                         refuse(ShapeError, args, f"{arg}'s {letter} is {size} where {bound[1]}'s is {bound[0]}")
             dt = a.dtype
+            # "is not None", never "not in (None, dt)": a dtype equals None where it is float64
+            # (np.dtype(None) is float64), so a float64 first array let any dtype after it through
             if kind == "f":
-                if dt not in FLOATS or floats not in (None, dt):
+                if dt not in FLOATS or (floats is not None and dt != floats):
                     refuse(DTypeError, args, "its arrays must be float32 or float64, one dtype")
                 floats = dt
             elif kind == "a":
-                if shared not in (None, dt):
+                if shared is not None and dt != shared:
                     refuse(DTypeError, args, f"{arg} is {dt} where the others are {shared}")
                 shared = dt
             elif dt.kind not in KINDS[kind][0]:
