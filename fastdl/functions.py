@@ -102,10 +102,9 @@ def cross_entropy_error(y, t, backend=None):
 
 def numerical_gradient(f, x, h: float = 1e-4):
     """Central difference of scalar ``f(x)`` at ``x``; ``x`` is restored after each perturbation.
-    Integer (or Python-number) input is differentiated in float64: perturbing an integer array by
-    h would round the perturbation away."""
-    arr = np.asarray(x) if not hasattr(x, "dtype") else x
-    if arr.dtype.kind != "f":
-        arr = np.array(arr, dtype=np.float64)
-        return _numerical_gradient(lambda: f(arr), arr, h)
+    Integer input, a list or a Python number is differentiated on a float64 copy: perturbing an
+    integer array by h would round the perturbation away, and a list has no element to perturb in
+    place. A float array is perturbed in place (a network's parameters, as in the book)."""
+    if not hasattr(x, "dtype") or x.dtype.kind != "f":
+        x = np.array(x, dtype=np.float64)
     return _numerical_gradient(lambda: f(x), x, h)

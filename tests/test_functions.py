@@ -126,6 +126,9 @@ def test_functions_validate_like_the_layers(backend):
     assert backend.to_numpy(F.softmax(np.zeros((0, 3)), backend=backend)).shape == (0, 3)    # no rows: fine
     grad = F.numerical_gradient(lambda x: float((x ** 2).sum()), np.array([3, -2]))
     np.testing.assert_allclose(grad, [6, -4], rtol=1e-6)
+    # a list, as a reader types the book's [3.0, 4.0] (an AttributeError on .shape), and a number
+    np.testing.assert_allclose(F.numerical_gradient(lambda x: float((x ** 2).sum()), [3.0, 4.0]), [6, 8], rtol=1e-6)
+    np.testing.assert_allclose(F.numerical_gradient(lambda x: float(x ** 3), 2.0), 12, rtol=1e-6)
 
 
 def test_integer_input_computes_in_floating_point():
