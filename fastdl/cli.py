@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import FastDLError
+from .run_folder import held, out_folder
 from .signals import how_stopped, stop_on_sigterm
 
 
@@ -28,24 +29,6 @@ def _int_at_least(text: str, low: int) -> int:
     if value < low:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
     return value
-
-
-def out_folder(path: Path) -> Path:
-    """--out as a writable folder, created if need be, or one line saying why not (never a
-    traceback); every command that writes a folder checks it before its work starts."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise FastDLError(f"--out {path}: that is a file, not a folder; give a folder for the run's files") from None
-    except OSError as exc:
-        raise FastDLError(f"--out {path}: cannot create that folder ({exc.strerror or exc}); give another path") from None
-    probe = path / ".fastdl-write-test"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise FastDLError(f"--out {path}: cannot write there ({exc.strerror or exc}); give a writable folder") from None
-    return path
 
 
 def _positive_int(text: str) -> int:
@@ -207,7 +190,8 @@ def cmd_experiment(args) -> int:
     from .backends import get_backend
     from .experiments import run
     backend = get_backend(args.backend)
-    return run(args.name, backend, args.data, out_folder(Path(args.out)), args.seed)
+    with held(out_folder(Path(args.out)), "experiment") as out:
+        return run(args.name, backend, args.data, out, args.seed)
 
 
 def cmd_sweep(args) -> int:

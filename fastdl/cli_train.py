@@ -8,13 +8,14 @@ announced and timed apart from training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
 from pathlib import Path
 
 from . import __version__, checkpoints, curves, warmup
-from .cli import out_folder
+from .run_folder import held, out_folder
 from .errors import FastDLError, FileFormatError
 from .signals import how_stopped
 
@@ -32,12 +33,13 @@ def train(args) -> int:
     out = Path(args.out)
     # helper processes: one, started first, imports matplotlib for curves.png beside the run; one
     # takes half of a first run's compile where there is one (fastdl.curves, fastdl.warmup)
-    with curves.Helper(out / "curves.png") as plot, warmup.Sharing() as sharing:
+    # hold: the --out folder's lock, once the folder is made, released after the plot is drawn
+    with contextlib.ExitStack() as hold, curves.Helper(out / "curves.png") as plot, warmup.Sharing() as sharing:
         sharing.start(args.backend)     # where a first run is likely: importing while this does
-        return _train(args, out, plot, sharing)
+        return _train(args, out, plot, sharing, hold)
 
 
-def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int:
+def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing, hold: contextlib.ExitStack) -> int:
     import numpy as np
 
     from . import datasets, helpers, io, networks, optimizers, trainer
@@ -54,7 +56,7 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing) -> int
     # float's memory, the same numbers (fastdl.images).
     mnist = helpers.Beside(lambda: datasets.load_mnist(dtype=args.dtype, root=args.data, as_bytes=True))
     backend = get_backend(args.backend)
-    out_folder(out)
+    hold.enter_context(held(out_folder(out), "train"))        # one run a folder at a time
     init = args.init
     try:
         init = float(init)

@@ -423,3 +423,35 @@ def test_every_commands_help_prints_as_written(capsys, command):
         main([command, "--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0 and f"usage: fastdl {command}" in out and "%%" not in out and "%(" not in out
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_until_the_first_ends(mnist_root, tmp_path, capsys):
+    """Two `fastdl train` into one --out (the default runs/latest, from two terminals) mixed their
+    params, history and checkpoint. The lock is the OS's: held by another process here, it goes
+    with that process, however it ends."""
+    import time
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from fastdl.run_folder import held, out_folder\n"
+                               "with held(out_folder(Path(sys.argv[1])), 'train'):\n"
+                               "    print('held', flush=True); time.sleep(60)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        base = ["--data", str(mnist_root), "--out", str(out)]
+        assert main(["train", "--iters", "100", "--no-progress", *base]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: another run is writing there now (fastdl train, process {holder.pid})" in err
+        assert main(["experiment", "overfit", *base]) == 2
+        assert "another run is writing there now" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".fastdl.lock"]        # nothing of the refused runs
+    finally:
+        holder.kill()                                # no chance to unlock: the OS does it
+        holder.wait()
+    for _ in range(50):                              # the kernel lets go as the process is reaped
+        if main(["train", "--iters", "100", "--no-progress", *base]) == 0:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(capsys.readouterr().err)
+    assert (out / "params.npz").is_file()

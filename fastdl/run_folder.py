@@ -1,0 +1,65 @@
+"""The folder a command writes its results into (``--out``): made and checked writable before
+the work starts, and held while a run writes its fixed file names there, so that a second
+``fastdl train`` into the same folder (the default ``runs/latest``, from another terminal) is
+refused instead of mixing its params.npz, history.json and checkpoint with the first one's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from .errors import FastDLError
+
+LOCK = ".fastdl.lock"
+
+try:                                # POSIX
+    import fcntl
+
+    def _lock(f) -> None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+except ImportError:                 # Windows
+    import msvcrt
+
+    def _lock(f) -> None:
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+
+
+def out_folder(path: Path) -> Path:
+    """--out as a writable folder, created if need be, or one line saying why not (never a
+    traceback); every command that writes a folder checks it before its work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FastDLError(f"--out {path}: that is a file, not a folder; give a folder for the run's files") from None
+    except OSError as exc:
+        raise FastDLError(f"--out {path}: cannot create that folder ({exc.strerror or exc}); give another path") from None
+    probe = path / ".fastdl-write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise FastDLError(f"--out {path}: cannot write there ({exc.strerror or exc}); give a writable folder") from None
+    return path
+
+
+@contextlib.contextmanager
+def held(path: Path, command: str):
+    """Hold ``path`` (made by ``out_folder``) for ``command`` until the block ends. The lock is
+    the operating system's on a file in the folder, so it goes when the process goes, however
+    it ends: no stale lock to clear by hand. The file stays (removing it would race a second
+    run opening it)."""
+    with open(Path(path) / LOCK, "a+") as f:
+        try:
+            _lock(f)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip()
+            raise FastDLError(f"--out {path}: another run is writing there now ({holder or 'a fastdl command'}); "
+                              f"wait for it to end, or give another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"fastdl {command}, process {os.getpid()}\n")
+        f.flush()
+        yield path
