@@ -7,6 +7,7 @@ refused instead of mixing its params.npz, history.json and checkpoint with the f
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -17,13 +18,26 @@ LOCK = ".fastdl.lock"
 try:                                # POSIX
     import fcntl
 
-    def _lock(f) -> None:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def _lock(f) -> bool:
+        """Whether the lock was taken; BlockingIOError where another process holds it."""
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise
+        except OSError:             # a file system without locks (ENOLCK, ENOTSUP): run unguarded
+            return False
+        return True
 except ImportError:                 # Windows
     import msvcrt
 
-    def _lock(f) -> None:
-        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+    def _lock(f) -> bool:
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EDEADLK):
+                raise BlockingIOError(exc.errno, exc.strerror) from None
+            return False
+        return True
 
 
 def out_folder(path: Path) -> Path:
@@ -52,14 +66,15 @@ def held(path: Path, command: str):
     run opening it)."""
     with open(Path(path) / LOCK, "a+") as f:
         try:
-            _lock(f)
-        except OSError:
+            locked = _lock(f)
+        except BlockingIOError:
             f.seek(0)
             holder = f.read().strip()
             raise FastDLError(f"--out {path}: another run is writing there now ({holder or 'a fastdl command'}); "
                               f"wait for it to end, or give another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"fastdl {command}, process {os.getpid()}\n")
-        f.flush()
+        if locked:                  # who holds it, for the message of a run refused
+            f.seek(0)
+            f.truncate()
+            f.write(f"fastdl {command}, process {os.getpid()}\n")
+            f.flush()
         yield path

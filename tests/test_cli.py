@@ -455,3 +455,17 @@ def test_a_second_run_into_a_folder_in_use_is_refused_until_the_first_ends(mnist
     else:
         pytest.fail(capsys.readouterr().err)
     assert (out / "params.npz").is_file()
+
+
+def test_a_folder_whose_file_system_has_no_locks_runs_unguarded(tmp_path, monkeypatch):
+    """Only 'held by another process' refuses a run; a file system without locks (ENOLCK on some
+    network mounts) must not read as one."""
+    import errno
+    from fastdl import run_folder
+    fcntl = pytest.importorskip("fcntl", reason="POSIX locks")
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with run_folder.held(run_folder.out_folder(tmp_path / "nfs"), "train") as out:
+        assert out == tmp_path / "nfs"
