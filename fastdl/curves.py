@@ -27,8 +27,9 @@ TIMEOUT = 120                # seconds the run waits for its plot before giving 
 DPI = 100
 
 
-def draw(record: dict, path) -> Path:
-    """Write the curves of ``record`` (a ``History.to_dict()``) to ``path``, atomically."""
+def draw(record: dict, path, keep: bool = False):
+    """Write the curves of ``record`` (a ``History.to_dict()``) to ``path``, atomically; return
+    the path, or with ``keep`` the figure."""
     fig = figure(record)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -37,7 +38,7 @@ def draw(record: dict, path) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+    return fig if keep else path
 
 
 def agg_figure(**kw):

@@ -30,6 +30,19 @@ class History:
         d["final_test_acc"] = self.test_acc[-1] if self.test_acc else None
         return d
 
+    def plot(self, path=None):
+        """The curves ``fastdl train`` writes as curves.png (loss per step, accuracy per
+        evaluation) as a matplotlib Figure (Jupyter shows it, as any figure, once pyplot is
+        imported there), written to ``path`` (a PNG) too if given. Needs matplotlib
+        (``pip install "fastdl[plot]"``); changes no matplotlib setting of the caller's."""
+        from .curves import draw, figure
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError('History.plot needs matplotlib: pip install "fastdl[plot]"') from None
+        record = self.to_dict()
+        return figure(record) if path is None else draw(record, path, keep=True)
+
     def __repr__(self) -> str:
         """A line, not the 10,000 losses of a run (a notebook shows the value fit() returns)."""
         last = lambda values, fmt: format(values[-1], fmt) if values else "-"

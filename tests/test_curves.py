@@ -132,3 +132,22 @@ def test_no_plot_of_fastdl_switches_the_callers_matplotlib_backend(tmp_path):
         assert len(made) == 6 and all(p is not None and p.stat().st_size > 1000 for p in made)
     finally:
         matplotlib.use(before)
+
+
+def test_a_history_plots_its_own_curves(tmp_path, monkeypatch):
+    """For Python users (a notebook): the figure fastdl train draws, from fit()'s History."""
+    pytest.importorskip("matplotlib")
+    import sys
+    import fastdl
+    from toy_data import blobs
+    x, t = blobs()
+    h = fastdl.Trainer(fastdl.TwoLayerNet(8, 16, 3, seed=0), fastdl.optimizers.SGD(0.1), x, t, x[:60], t[:60],
+                       iterations=21, progress=False).fit()
+    fig = h.plot()
+    loss, acc = fig.axes
+    assert list(loss.lines[0].get_ydata()) == h.loss
+    assert [list(line.get_ydata()) for line in acc.lines] == [h.train_acc, h.test_acc]
+    assert h.plot(tmp_path / "h.png").axes and png_size(tmp_path / "h.png") == (1000, 400)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r'pip install "fastdl\[plot\]"'):
+        h.plot()
