@@ -239,6 +239,7 @@ def _parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         command = parser.commands[args.command]
+        # argparse lists a parser's options nowhere public; _actions has been there since 2.7
         flags = [f for action in command._actions for f in action.option_strings if f.startswith("--")]
         words = []
         for word in unknown:
