@@ -252,8 +252,9 @@ def load_mnist(normalize: bool = True, flatten: bool = True, one_hot: bool | Non
     if dt == np.uint8 and normalize:
         raise ValueError("dtype='uint8' keeps raw pixels; pass normalize=False with it")
     if as_bytes and (dt == np.uint8 or not flatten):
-        raise ValueError("as_bytes=True gives flat images decoded to a float dtype; drop dtype='uint8' "
-                         "and flatten=False, or drop as_bytes")
+        given = " and ".join(w for w, on in (("dtype='uint8'", dt == np.uint8), ("flatten=False", not flatten)) if on)
+        raise ValueError(f"as_bytes=True gives flat images decoded to a float dtype, not {given}; drop "
+                         f"{'them' if ' and ' in given else 'it'}, or drop as_bytes")
     out = []
     for split in ("train", "test"):
         images = load_raw(f"{split}_images", root, download)

@@ -262,7 +262,9 @@ def test_missing_files_with_download_off_say_what_to_do(tmp_path):
     (dict(dtype="uint8"), ValueError, "pass normalize=False with it"),
     (dict(dtype="int32"), TypeError, "dtype int32 is not supported"),
     (dict(dtype=object()), TypeError, "is not a dtype"),
-    (dict(as_bytes=True, flatten=False), ValueError, "drop as_bytes"),
+    (dict(as_bytes=True, flatten=False), ValueError, "a float dtype, not flatten=False; drop it, or drop as_bytes"),
+    (dict(as_bytes=True, dtype="uint8", normalize=False, flatten=False), ValueError,
+     "not dtype='uint8' and flatten=False; drop them, or drop as_bytes"),     # it named dtype='uint8' when not given
 ])
 def test_contradictory_or_bad_options_are_refused_before_any_file_is_read(tmp_path, kw, exc_type, words):
     with pytest.raises(exc_type, match=words):
