@@ -45,14 +45,16 @@ def _final(r, key="train_acc"):
     return f"{r[key][-1]:.3f}" if r["diverged_at_step"] is None else f"diverged at step {r['diverged_at_step']}"
 
 
-def overfit(backend, root, seed: int = 0, train_size: int = 300, epochs=(201, 301), test_size=None) -> dict:
+def overfit(backend, root, seed: int = 0, train_size: int = 300, epochs=(201, 301), test_size=None,
+            out: dict | None = None) -> dict:
     """``epochs``: without and with Dropout (the book's 201 and 301); ``test_size``: the first
-    that many test images (all by default)."""
+    that many test images (all by default); ``out``: the dict to fill, a run at a time (what an
+    interrupted experiment keeps)."""
     (x, t), (xt, tt) = datasets.load_mnist(root=root)
     x, t, xt, tt = x[:train_size], t[:train_size], xt[:test_size], tt[:test_size]
     settings = {"no regularisation": ({}, epochs[0]), "weight decay 0.1": ({"weight_decay": 0.1}, epochs[0]),
                 "Dropout 0.2": ({"dropout": 0.2}, epochs[1])}
-    out = {}
+    out = {} if out is None else out
     for name, (kw, epochs) in settings.items():
         net = networks.MultiLayerNet(784, [100] * 6, 10, backend=backend, seed=seed, **kw)
         out[name] = _run(net, x, t, xt, tt, epochs, seed)
@@ -61,19 +63,21 @@ def overfit(backend, root, seed: int = 0, train_size: int = 300, epochs=(201, 30
     return out
 
 
-def batchnorm(backend, root, seed: int = 0, epochs: int = 20, train_size: int = 1000, scales: int = 16) -> dict:
-    """``scales`` initial weight scales, log-spaced from 1 to 1e-4 (the book's 16)."""
+def batchnorm(backend, root, seed: int = 0, epochs: int = 20, train_size: int = 1000, scales: int = 16,
+              out: dict | None = None) -> dict:
+    """``scales`` initial weight scales, log-spaced from 1 to 1e-4 (the book's 16); ``out``: the
+    dict to fill, a scale (both networks) at a time."""
     (x, t), (xt, tt) = datasets.load_mnist(root=root)
     x, t = x[:train_size], t[:train_size]
-    out = {}
+    out = {} if out is None else out
     for scale in np.logspace(0, -4, num=scales):
         key = f"{scale:.3g}"
-        out[key] = {}
+        r = {}
         for name, bn in (("Batch Norm", True), ("plain", False)):
             net = networks.MultiLayerNet(784, [100] * 5, 10, weight_init_std=float(scale), batch_norm=bn,
                                          backend=backend, seed=seed)
-            out[key][name] = _run(net, x, t, xt[:1000], tt[:1000], epochs, seed)
-        r = out[key]
+            r[name] = _run(net, x, t, xt[:1000], tt[:1000], epochs, seed)
+        out[key] = r
         print(f"init std {key:>8s}: final train_acc  Batch Norm {_final(r['Batch Norm'])}  "
               f"plain {_final(r['plain'])}", flush=True)
     return out
@@ -86,7 +90,7 @@ def _plot(name, results, path: Path):
     except ImportError:
         return None
     if name == "overfit":
-        axes = fig.subplots(1, len(results), sharey=True)
+        axes = fig.subplots(1, len(results), sharey=True, squeeze=False)[0]
         for ax, (setting, r) in zip(axes, results.items()):
             ax.plot(r["epoch"], r["train_acc"], label="train")
             ax.plot(r["epoch"], r["test_acc"], ls="--", label="test")
@@ -111,9 +115,21 @@ def run(name: str, backend, root, out: Path, seed: int = 0, **sizes) -> int:
     """Experiment ``name`` at the book's sizes (``sizes``: the experiment's own keywords, to
     shrink it), its curves and plot into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    results = {"overfit": overfit, "batchnorm": batchnorm}[name](backend, root, seed, **sizes)
-    atomic_write_bytes(out / f"{name}.json", json.dumps({"experiment": name, "backend": backend.name, "seed": seed,
-                                                          "results": results}, indent=1).encode())
-    png = _plot(name, results, out / f"{name}.png")
-    print(f"wrote {out / (name + '.json')}" + (f", {png}" if png else " (install matplotlib for the plot)"))
+    results = {}
+    try:
+        {"overfit": overfit, "batchnorm": batchnorm}[name](backend, root, seed, out=results, **sizes)
+    except KeyboardInterrupt:           # Ctrl-C, SIGTERM: the runs that ended are kept, marked partial
+        if results:
+            _write(name, backend, seed, results, out, complete=False)
+        raise
+    _write(name, backend, seed, results, out, complete=True)
     return 0
+
+
+def _write(name, backend, seed, results, out: Path, complete: bool) -> None:
+    atomic_write_bytes(out / f"{name}.json", json.dumps({"experiment": name, "backend": backend.name, "seed": seed,
+                                                          "complete": complete, "results": results}, indent=1).encode())
+    png = _plot(name, results, out / f"{name}.png")
+    print(f"wrote {out / (name + '.json')}" + (f", {png}" if png else " (install matplotlib for the plot)") +
+          ("" if complete else f" (partial: {len(results)} {'setting' if name == 'overfit' else 'scale'}"
+                               f"{'s' * (len(results) != 1)} ended before the stop)"), flush=True)

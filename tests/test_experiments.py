@@ -50,3 +50,26 @@ def test_the_command_refuses_an_unknown_experiment(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["experiment", "dropout"])
     assert exit_.value.code == 2 and "overfit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,stop_at,kept", [("overfit", 2, ["no regularisation"]), ("batchnorm", 3, ["1"])])
+def test_a_stopped_experiment_keeps_the_runs_that_ended(mnist_root, tmp_path, monkeypatch, capsys, name, stop_at, kept):
+    """Ctrl-C (or SIGTERM) in the middle of an experiment kept nothing of the minutes before it;
+    now each run (for batchnorm each scale, both networks) that ended is written, marked partial."""
+    from fastdl import get_backend
+    real, calls = experiments._run, [0]
+
+    def run_until(*args):
+        calls[0] += 1
+        if calls[0] == stop_at:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(experiments, "_run", run_until)
+    sizes = dict(epochs=(2, 3), test_size=200) if name == "overfit" else dict(epochs=2, train_size=200, scales=3)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run(name, get_backend("numpy"), mnist_root, tmp_path, 0, **sizes)
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert data["complete"] is False and list(data["results"]) == kept
+    unit = "setting" if name == "overfit" else "scale"
+    assert f"(partial: 1 {unit} ended before the stop)" in capsys.readouterr().out
+    assert (tmp_path / f"{name}.png").is_file() == PLOTTING
