@@ -235,7 +235,16 @@ def cmd_bench(args) -> int:
 
 def _parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     """``parse_args``, but a flag the command does not know is reported by that command's parser
-    (its usage, not the top level's) with the closest flags it has: ``--iterations`` -> ``--iters``."""
+    (its usage, not the top level's) with the closest flags it has: ``--iterations`` -> ``--iters``;
+    no command at all shows the help, a mistyped one the closest command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help(sys.stderr)
+        parser.exit(2)
+    if argv[0][:1] != "-" and argv[0] not in parser.commands:
+        near = difflib.get_close_matches(argv[0], parser.commands, n=1, cutoff=0.6)
+        parser.error(f"unknown command {argv[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else "") +
+                     f"; the commands are {', '.join(parser.commands)}")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         command = parser.commands[args.command]

@@ -469,3 +469,16 @@ def test_a_folder_whose_file_system_has_no_locks_runs_unguarded(tmp_path, monkey
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with run_folder.held(run_folder.out_folder(tmp_path / "nfs"), "train") as out:
         assert out == tmp_path / "nfs"
+
+
+@pytest.mark.parametrize("argv,words", [
+    ([], "train               train on MNIST"),                    # the whole help, with each command's line
+    (["trian"], "unknown command 'trian' (did you mean 'train'?); the commands are train, evaluate,"),
+    (["xyz"], "unknown command 'xyz'; the commands are train,"),
+])
+def test_no_command_shows_the_help_and_a_mistyped_one_the_closest(capsys, argv, words):
+    """They printed argparse's 'the following arguments are required: command' and 'invalid
+    choice' with the usage alone."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and words in capsys.readouterr().err
