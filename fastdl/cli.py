@@ -198,8 +198,7 @@ def cmd_sweep(args) -> int:
     from .search import sweep
     from .search_space import BOOK_SPACE, check_values, parse_fixed, parse_space
     space, fixed = parse_space(args.search) if args.search else None, parse_fixed(args.fix)
-    check_values(space or BOOK_SPACE, fixed)        # before the folder: a refused sweep writes nothing
-    out_folder(Path(args.out))
+    check_values(space or BOOK_SPACE, fixed)        # fastdl.sweep checks --out once its study opens
     try:
         summary = sweep(trials=args.trials, epochs=args.epochs, backend=args.backend, storage=args.storage,
                         study=args.study, jobs=args.jobs, out=args.out, data=args.data, space=space,
@@ -272,7 +271,7 @@ def main(argv=None) -> int:
             return handler(args)
     except (FastDLError, FileNotFoundError, ValueError) as exc:
         msg = str(exc)
-        for flag, api in (("backend", "backend"), ("data", "root")):     # speak in flags to a CLI user
+        for flag, api in (("backend", "backend"), ("data", "root"), ("out", "out")):     # speak in flags to a CLI user
             if getattr(args, flag, None):
                 msg = msg.replace(f"{api}={getattr(args, flag)!r}", f"--{flag} {getattr(args, flag)}")
         print(f"fastdl {args.command}: error: {msg}", file=sys.stderr)

@@ -40,21 +40,24 @@ except ImportError:                 # Windows
         return True
 
 
-def out_folder(path: Path) -> Path:
-    """--out as a writable folder, created if need be, or one line saying why not (never a
-    traceback); every command that writes a folder checks it before its work starts."""
+def out_folder(path: Path, what: str | None = None) -> Path:
+    """``path`` as a writable folder, created if need be, or one line saying why not (never a
+    traceback), naming it as ``what`` (by default the flag, ``--out PATH``; a function's
+    argument, ``out='PATH'``); every command that writes a folder checks it before its work starts."""
+    path = Path(path)
+    what = what or f"--out {path}"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise FastDLError(f"--out {path}: that is a file, not a folder; give a folder for the run's files") from None
+        raise FastDLError(f"{what}: that is a file, not a folder; give a folder for the run's files") from None
     except OSError as exc:
-        raise FastDLError(f"--out {path}: cannot create that folder ({exc.strerror or exc}); give another path") from None
+        raise FastDLError(f"{what}: cannot create that folder ({exc.strerror or exc}); give another path") from None
     probe = path / ".fastdl-write-test"
     try:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise FastDLError(f"--out {path}: cannot write there ({exc.strerror or exc}); give a writable folder") from None
+        raise FastDLError(f"{what}: cannot write there ({exc.strerror or exc}); give a writable folder") from None
     return path
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import FastDLError
 from .images import ByteImages
+from .run_folder import out_folder
 from .search_space import BOOK_SPACE, build, check_values, suggest
 from .search_stop import Stop, ignore_ctrl_c, stop_at_once
 from .signals import Terminated, how_stopped
@@ -202,10 +203,16 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     overlap = set(cfg["space"]) & set(cfg["fixed"])
     if overlap:
         raise ValueError(f"{sorted(overlap)} are both searched and fixed; choose one")
+    # out checked before any trial runs (the report goes there at the end), and after the study
+    # opens, so a refused storage makes no folder, unless the study's own journal lives there
+    journal_in_out = storage is None
+    if journal_in_out:
+        out_folder(out, f"out={str(out)!r}")
     with _quiet(optuna):
         done = finished(_open_study(cfg, out))
         remaining = max(0, trials - done)
-        out.mkdir(parents=True, exist_ok=True)     # only now: a refused sweep writes nothing
+        if not journal_in_out:
+            out_folder(out, f"out={str(out)!r}")
         if progress:
             workers = f" in {min(jobs, remaining)} worker processes" if jobs > 1 and remaining > 1 else ""
             print(f"study {study!r}: {done} of {trials} trials finished" +

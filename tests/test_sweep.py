@@ -338,3 +338,16 @@ def test_a_storage_that_cannot_be_opened_is_said_in_one_line(tmp_path, capsys, u
     assert main(["sweep", "--storage", url, "--out", str(tmp_path / "c"), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "fastdl sweep: error: cannot open the study" in err and "Traceback" not in err and "secret" not in err
+    assert not (tmp_path / "c").exists()               # the command made --out before it opened the study
+
+
+def test_an_out_that_cannot_be_a_folder_is_refused_before_any_trial(tmp_path, capsys):
+    """With the study's journal in it (the default) or in a storage of its own: in Python it was
+    found only when the report was written, after every trial had run."""
+    (tmp_path / "afile").write_text("")
+    for storage in (None, str(tmp_path / "journal.log")):
+        with pytest.raises(FastDLError, match=re.escape(f"out={str(tmp_path / 'afile')!r}: that is a file, not a folder")):
+            sweep(trials=1, storage=storage, out=tmp_path / "afile", data=tmp_path / "no-mnist-needed", **SMALL)
+        argv = ["sweep", "--out", str(tmp_path / "afile"), "--data", str(tmp_path)] + (["--storage", storage] if storage else [])
+        assert main(argv) == 2
+        assert f"fastdl sweep: error: --out {tmp_path / 'afile'}: that is a file" in capsys.readouterr().err
