@@ -40,8 +40,6 @@ def train(args) -> int:
 
 
 def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing, hold: contextlib.ExitStack) -> int:
-    import numpy as np
-
     from . import datasets, helpers, io, networks, optimizers, trainer
     from .backends import get_backend
 
@@ -120,27 +118,48 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing, hold: 
     elif args.resume:
         print(f"--resume: no checkpoint at {ckpt}; starting from scratch", flush=True)
     try:
-        h = tr.fit()
+        tr.fit()
     except KeyboardInterrupt as exc:          # Ctrl-C, or SIGTERM (fastdl.signals)
+        word, status = how_stopped(exc)
+        if tr.stopped_between_steps and tr.step == tr.total_steps:     # in the last step: the run is whole
+            _report(_save(out, tr), out, plot)
+            print(f"fastdl train: {word} in the run's last step; the run is complete and its results are "
+                  f"written", file=sys.stderr)
+            return status
         again = shlex.join(["fastdl", *args.argv] + ([] if args.resume else ["--resume"]))
         kept = "no checkpoint was written yet"
         if tr.checkpoint_written:      # at the stop (Trainer.fit), or the last before a second Ctrl-C cut a step
             step = tr.step if tr.stopped_between_steps else io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]["step"]
             kept = (f"the checkpoint {ckpt} (step {step}) is {'written' if tr.stopped_between_steps else 'kept'}; "
                     f"continue with:\n  {again}")
-        word, status = how_stopped(exc)
         print(f"fastdl train: {word} at step {tr.step}; {kept}", file=sys.stderr)
         return status
-    io.save(net, out / "params.npz")
-    record = h.to_dict()
-    record.update({"seconds": h.seconds, "fast_path": tr.fast_path,
-                   "network": net.config(), "optimizer": opt.config(), "fastdl": __version__, "numpy": np.__version__})
-    io.atomic_write_bytes(out / "history.json", json.dumps(record, indent=1).encode())
-    del tr
-    png, why_not = plot.finish(record)
-    print(f"done in {h.seconds:.2f} s ({h.train_seconds:.2f} s in training steps"
-          + (f", after {h.compile_seconds:.2f} s compiling" if h.compile_seconds else "") + "): "
-          f"train_acc {h.train_acc[-1]:.4f}, test_acc {h.test_acc[-1]:.4f}")
-    print(f"wrote {out / 'params.npz'}, {out / 'history.json'}, {ckpt}" + (f", {png}" if png else f" ({why_not})"))
+    record = _save(out, tr)
+    del tr, net         # the training data, freed before the wait for the plot
+    _report(record, out, plot)
     return 0
+
+
+def _save(out: Path, tr) -> dict:
+    """A finished run's params.npz and history.json; the record written."""
+    import numpy as np
+
+    from . import io
+    h = tr.history
+    io.save(tr.network, out / "params.npz")
+    record = h.to_dict()
+    record.update({"seconds": h.seconds, "fast_path": tr.fast_path, "network": tr.network.config(),
+                   "optimizer": tr.optimizer.config(), "fastdl": __version__, "numpy": np.__version__})
+    io.atomic_write_bytes(out / "history.json", json.dumps(record, indent=1).encode())
+    return record
+
+
+def _report(r: dict, out: Path, plot: curves.Helper) -> None:
+    """curves.png drawn, and the lines that say what the run did and wrote."""
+    png, why_not = plot.finish(r)
+    print(f"done in {r['seconds']:.2f} s ({r['train_seconds']:.2f} s in training steps"
+          + (f", after {r['compile_seconds']:.2f} s compiling" if r["compile_seconds"] else "") + "): "
+          f"train_acc {r['train_acc'][-1]:.4f}, test_acc {r['test_acc'][-1]:.4f}")
+    print(f"wrote {out / 'params.npz'}, {out / 'history.json'}, {out / 'checkpoint.npz'}"
+          + (f", {png}" if png else f" ({why_not})"))
 

@@ -482,3 +482,29 @@ def test_no_command_shows_the_help_and_a_mistyped_one_the_closest(capsys, argv, 
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_signal_in_the_runs_last_step_still_writes_its_results(mnist_root, tmp_path, monkeypatch, capsys):
+    """SIGTERM landing in the last step: the run is whole (its last evaluation done), so its
+    params, history and plot are written, where it said to --resume a run that had nothing left."""
+    import signal
+    from fastdl.trainer import Trainer
+    if sys.platform == "win32":
+        pytest.skip("no SIGTERM to raise on this platform")
+    real = Trainer._run_block
+
+    def last_step_signalled(self, epoch_idx, n, losses, stop):
+        done = real(self, epoch_idx, n, losses, stop)
+        if self.step + done == self.total_steps:
+            signal.raise_signal(signal.SIGTERM)
+        return done
+    monkeypatch.setattr(Trainer, "_run_block", last_step_signalled)
+    out = tmp_path / "run"
+    status = main(["train", "--iters", "250", "--hidden", "10", "--data", str(mnist_root), "--out", str(out),
+                   "--no-progress"])
+    printed, err = capsys.readouterr()
+    assert status == 128 + signal.SIGTERM
+    assert "fastdl train: terminated (SIGTERM) in the run's last step; the run is complete and its results are written" in err
+    history = json.loads((out / "history.json").read_text())
+    assert history["steps"] == 250 and history["epoch_step"][-1] == 250 and (out / "params.npz").is_file()
+    assert "done in" in printed and "--resume" not in err
