@@ -67,12 +67,20 @@ def held(path: Path, command: str):
     the operating system's on a file in the folder, so it goes when the process goes, however
     it ends: no stale lock to clear by hand. The file stays (removing it would race a second
     run opening it)."""
-    with open(Path(path) / LOCK, "a+") as f:
+    try:
+        f = open(Path(path) / LOCK, "a+")
+    except OSError:                 # another user's lock file, say: the lock is a courtesy, run unguarded
+        yield path
+        return
+    with f:
+        f.seek(0)                   # Windows locks bytes from the file's position: the same first byte for all
         try:
             locked = _lock(f)
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip()
+            try:
+                holder = f.read().strip()
+            except OSError:         # Windows: the holder's locked byte cannot be read
+                holder = ""
             raise FastDLError(f"--out {path}: another run is writing there now ({holder or 'a fastdl command'}); "
                               f"wait for it to end, or give another --out") from None
         if locked:                  # who holds it, for the message of a run refused

@@ -469,6 +469,10 @@ def test_a_folder_whose_file_system_has_no_locks_runs_unguarded(tmp_path, monkey
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with run_folder.held(run_folder.out_folder(tmp_path / "nfs"), "train") as out:
         assert out == tmp_path / "nfs"
+    monkeypatch.undo()
+    (tmp_path / "odd" / run_folder.LOCK).mkdir(parents=True)      # a lock file that cannot be opened
+    with run_folder.held(tmp_path / "odd", "train") as out:
+        assert out == tmp_path / "odd"
 
 
 @pytest.mark.parametrize("argv,words", [
