@@ -53,8 +53,14 @@ def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     if path.is_dir():           # checked first: the temporary file would go into the folder's parent
         raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give the path of a file (in that folder, say)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError) as exc:     # a file where a folder of the path should be
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write {path}: {path.parent} or a folder above it is "
+                                                f"a file") from exc
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     try:
         os.chmod(tmp, 0o666 & ~_umask())      # mkstemp's 0600 would hide results from the user's group
         with os.fdopen(fd, "wb") as f:
@@ -62,11 +68,13 @@ def atomic_write_bytes(path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
     try:
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -76,6 +84,11 @@ def atomic_write_bytes(path, data: bytes) -> None:
             os.close(dfd)
     except OSError:  # some platforms cannot fsync a folder
         pass
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same kind of error, naming the file asked for, not the temporary one beside it."""
+    return type(exc)(exc.errno, f"cannot write {path} ({exc.strerror or exc})")
 
 
 def write_arrays(path, arrays: dict, manifest: dict) -> None:

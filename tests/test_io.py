@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -47,11 +48,30 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, mon
     def full(fd):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OSError, match="No space left"):
-        fastdl.save(fastdl.TwoLayerNet(4, 3, 2, seed=1), path)
+    with pytest.raises(OSError, match=re.escape(f"cannot write {path} (No space left on device)")):
+        fastdl.save(fastdl.TwoLayerNet(4, 3, 2, seed=1), path)      # the file asked for, not the temporary one
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["p.npz"] and path.read_bytes() == before
     np.testing.assert_array_equal(fastdl.load(path).params_numpy()["W1"], a.params_numpy()["W1"])
+
+
+def test_a_path_that_cannot_be_written_is_named_as_given(tmp_path):
+    """It named the temporary file beside it ('.p.npz.b91bs7kl.tmp'), which the caller never gave."""
+    (tmp_path / "afile").write_text("")
+    net = fastdl.TwoLayerNet(4, 3, 2, seed=0)
+    with pytest.raises(NotADirectoryError, match=re.escape(f"cannot write {tmp_path / 'afile' / 'sub' / 'p.npz'}: "
+                                                           f"{tmp_path / 'afile' / 'sub'} or a folder above it is a file")):
+        fastdl.save(net, tmp_path / "afile" / "sub" / "p.npz")
+    (tmp_path / "ro").mkdir()
+    os.chmod(tmp_path / "ro", 0o500)
+    try:
+        if os.access(tmp_path / "ro", os.W_OK):
+            pytest.skip("this user writes into read-only folders (root)")
+        with pytest.raises(PermissionError, match=re.escape(f"cannot write {tmp_path / 'ro' / 'p.npz'}")):
+            fastdl.save(net, tmp_path / "ro" / "p.npz")
+    finally:
+        os.chmod(tmp_path / "ro", 0o700)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "ro"]
 
 
 class _Boom:
