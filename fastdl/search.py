@@ -143,8 +143,12 @@ def finished(study) -> int:
 def trial_line(study, trial) -> None:
     """One line as each trial ends (an Optuna callback; --jobs workers each print their own)."""
     curve = trial.user_attrs.get("val_acc") or []
-    error = trial.user_attrs.get("error", "no error recorded").split(". ")[0]      # trials.csv has it whole
-    how = {"COMPLETE": "", "PRUNED": f" (pruned after {len(curve)} epoch{'s' * (len(curve) != 1)})"}.get(trial.state.name, f" (failed: {error})")
+    if trial.state.name == "COMPLETE":
+        how = ""
+    elif trial.state.name == "PRUNED":
+        how = f" (pruned after {len(curve)} epoch{'s' * (len(curve) != 1)})"
+    else:                                   # the error's first sentence: trials.csv has it whole
+        how = f" (failed: {trial.user_attrs.get('error', 'no error recorded').split('. ')[0]})"
     acc = f"validation accuracy {curve[-1]:.4f}" if curve else "no validation accuracy"
     params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trial.params.items())
     print(f"trial {trial.number}: {acc}{how}; {params}", flush=True)
