@@ -255,12 +255,12 @@ def _parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
             words.append(word + (f" (did you mean {near[0]}?)" if near else ""))
         command.error(f"unrecognized arguments: {' '.join(words)}; "
                       f"'fastdl {args.command} --help' lists what it takes")
+    args.argv = argv                # to repeat the command in messages
     return args
 
 
 def main(argv=None) -> int:
     args = _parse(build_parser(), argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)      # to repeat the command in messages
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "bench": cmd_bench,
                "experiment": cmd_experiment, "sweep": cmd_sweep}[args.command]
     try:

@@ -209,14 +209,14 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
         raise ValueError(f"{sorted(overlap)} are both searched and fixed; choose one")
     # out checked before any trial runs (the report goes there at the end), and after the study
     # opens, so a refused storage makes no folder, unless the study's own journal lives there
-    journal_in_out = storage is None
-    if journal_in_out:
-        out_folder(out, f"out={str(out)!r}")
+    where = f"out={str(out)!r}"
+    if storage is None:
+        out_folder(out, where)
     with _quiet(optuna):
         done = finished(_open_study(cfg, out))
         remaining = max(0, trials - done)
-        if not journal_in_out:
-            out_folder(out, f"out={str(out)!r}")
+        if storage is not None:
+            out_folder(out, where)
         if progress:
             workers = f" in {min(jobs, remaining)} worker processes" if jobs > 1 and remaining > 1 else ""
             print(f"study {study!r}: {done} of {trials} trials finished" +
