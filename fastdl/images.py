@@ -103,7 +103,7 @@ def backend_input(x, backend, n_features: int, dtype, what: str = "x"):
                              f"the network's input size is {n_features}")
         return x.on(backend, dtype)
     host = host_view(x, backend, what)
-    check_features(host, n_features, what, dtype)
+    check_features(host, n_features, what, dtype, bytes_ok=FUSED_STEP in backend.CAPABILITIES)
     return backend.asarray(x if backend.is_backend_array(x) else host, dtype=dtype)
 
 

@@ -43,15 +43,18 @@ def host_view(a, backend, what: str) -> np.ndarray:
         f"backend.asarray(...) after moving it to the host")
 
 
-def check_features(x, n_features: int | None, what: str = "x", dtype=None) -> None:
+def check_features(x, n_features: int | None, what: str = "x", dtype=None, bytes_ok: bool = False) -> None:
     """Rank 2, non-empty batch, right feature count, float dtype, all finite (also once cast to
-    ``dtype``: float64 values beyond float32's range would become inf there)."""
+    ``dtype``: float64 values beyond float32's range would become inf there). ``bytes_ok``: the
+    caller takes ``fastdl.ByteImages`` too, which a uint8 array's message then offers."""
     if x.dtype == object or x.dtype.kind not in "f":
         kind = {"b": "bool", "i": "integer", "u": "unsigned integer", "c": "complex",
                 "O": "object", "U": "string", "S": "bytes"}.get(x.dtype.kind, x.dtype.name)
         raise DTypeError(
             f"{what} has dtype {x.dtype} ({kind}); expected float32 or float64. "
-            f"Convert first, e.g. {what}.astype('float32') (and scale pixels to [0, 1])")
+            f"Convert first, e.g. {what}.astype('float32') (and scale pixels to [0, 1])"
+            + (f", or pass pixel bytes as fastdl.ByteImages({what}) (byte k stands for k / 255; a quarter of "
+               f"float32's memory)" if bytes_ok and x.dtype == np.uint8 else ""))
     if x.ndim != 2:
         expected = f"(N, {n_features})" if n_features is not None else "(N, D)"
         hint = f"; flatten images with {what}.reshape(len({what}), -1)" if x.ndim > 2 else ""

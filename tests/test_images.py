@@ -57,6 +57,21 @@ def test_bad_ones_are_refused_saying_what_to_do():
     assert ByteImages(codes[:, ::2]).codes.flags.c_contiguous
 
 
+def test_pixel_bytes_passed_raw_are_refused_offering_byte_images(backend):
+    codes, t = pixel_codes()
+    net = fastdl.TwoLayerNet(codes.shape[1], 8, 4, backend=backend, seed=0)
+    with pytest.raises(DTypeError, match=r"fastdl\.ByteImages\(x_train\)"):
+        fastdl.Trainer(net, get_optimizer("sgd"), codes, t, iterations=1, progress=False)
+    with pytest.raises(DTypeError, match=r"fastdl\.ByteImages\(x\)"):
+        net.accuracy(codes, t)
+    # other integers are not pixel bytes: no such offer
+    with pytest.raises(DTypeError) as err:
+        net.accuracy(codes.astype(np.int64), t)
+    assert "ByteImages" not in str(err.value)
+    # the offer holds: what it names trains
+    fastdl.Trainer(net, get_optimizer("sgd"), ByteImages(codes), t, iterations=1, progress=False).fit()
+
+
 def test_the_trainer_refuses_a_wrong_width_before_any_kernel():
     codes, t = pixel_codes()
     net = fastdl.TwoLayerNet(codes.shape[1] + 1, 8, 4, backend="numpy", seed=0)
