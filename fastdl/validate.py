@@ -183,7 +183,10 @@ def book_alias(ours, ours_name: str, book, book_name: str, default=None):
 def positive_int(value, what: str) -> int:
     """``value`` as an int, if it is a positive integer (not a bool, not a float such as 2.5)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        # 1e4 is a float: say how to write it rather than only refusing it
+        whole = isinstance(value, (float, np.floating)) and value >= 1 and float(value).is_integer()
+        raise ValueError(f"{what} must be a positive integer, got {value!r}"
+                         + (f" (a float: write {int(value)}, or int({value!r}))" if whole else ""))
     return int(value)
 
 

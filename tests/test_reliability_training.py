@@ -73,6 +73,7 @@ def test_float64_values_beyond_float32_range_are_refused(backend):
     ("epochs=inf", dict(epochs=float("inf")), "positive finite number"),
     ("explosion=0.5", dict(iterations=1, explosion=0.5), "above 1"),
     ("sync_every=2.5", dict(iterations=1, sync_every=2.5), "positive integer"),
+    ("iterations=1e4", dict(iterations=1e4), "a float: write 10000"),
 ])
 def test_trainer_arguments_are_checked_at_construction(backend, case, kw, words):
     expect("Hyperparameters at construction", f"Trainer {case}", backend, ValueError, words,
