@@ -39,6 +39,12 @@ class _Layer:
     def _dtype(self):
         return None                 # a layer without parameters computes in its input's dtype
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join([*self._traits(), f'backend={self.backend.name!r}'])})"
+
+    def _traits(self) -> list:
+        return []                   # what sets this layer apart from another of its kind
+
     def _need_forward(self, attr):
         if getattr(self, attr) is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
@@ -67,6 +73,9 @@ class Affine(_Layer):
 
     def _dtype(self):
         return self.W.dtype
+
+    def _traits(self):
+        return [f"{self.W.shape[0]}x{self.W.shape[1]}", f"dtype={self.W.dtype}"] + ([] if self.need_dx else ["need_dx=False"])
 
     def _forward(self, x, train=False):
         self.x = x
@@ -135,6 +144,9 @@ class Dropout(_Layer):
         self.calls = 0
         self.mask = None
 
+    def _traits(self):
+        return [f"dropout_ratio={self.ratio:g}"]
+
     def forward(self, x, train_flg: bool = True):
         return self._forward(self._checked(x, "x"), train_flg)
 
@@ -176,6 +188,9 @@ class BatchNormalization(_Layer):
 
     def _dtype(self):
         return self.gamma.dtype
+
+    def _traits(self):
+        return [str(self.gamma.shape[0]), f"momentum={self.momentum:g}", f"dtype={self.gamma.dtype}"]
 
     def forward(self, x, train_flg: bool = True):
         return self._forward(self._checked(x, "x", self._n_in()), train_flg)

@@ -127,6 +127,11 @@ class Trainer:
                                batch_size=self.batch_size, sampling=sampling, seed=seed)
         self._warm = not (warm_up and bk.COMPILES)      # whether fit() may start without warm_up()
 
+    def __repr__(self) -> str:
+        test = f", {self.x_test.shape[0]} test rows" if self.x_test is not None else ""
+        return (f"Trainer({self.network!r}, {self.optimizer!r}, {self.n_train} training rows{test}, batch "
+                f"{self.batch_size}, step {self.step} of {self.total_steps})")
+
     def warm_up(self, sharing=None, announce=None) -> float:
         """Compile (or load) every kernel this run calls, before anything is timed; its seconds
         are added to ``History.compile_seconds`` and returned. ``sharing``: a

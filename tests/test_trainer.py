@@ -86,6 +86,22 @@ def test_history_records_the_run(backend):
     assert f"test_acc {h['final_test_acc']:.4f}" in shown and "\n" not in shown and len(shown) < 200
 
 
+def test_a_trainer_and_its_layers_show_what_they_are(backend):
+    """What a notebook shows of them: the network, optimizer, data and progress; each layer's kind,
+    shape and dtype (an object address said nothing)."""
+    net, tr = make(backend=backend, iterations=6)
+    assert repr(tr) == (f"Trainer({net!r}, SGD(lr=0.1), 250 training rows, 50 test rows, batch 100, "
+                        f"step 0 of 6)")
+    tr.fit()
+    assert repr(tr).endswith("step 6 of 6)")
+    b = repr(backend.name)
+    assert repr(net.layers["Affine1"]) == f"Affine(8x16, dtype=float32, need_dx=False, backend={b})"
+    assert repr(net.layers["Relu1"]) == f"Relu(backend={b})"
+    deep = fastdl.MultiLayerNet(8, [4], 3, dropout=0.25, batch_norm=True, dtype="float64", backend=backend)
+    assert repr(deep.layers["BatchNorm1"]) == f"BatchNormalization(4, momentum=0.9, dtype=float64, backend={b})"
+    assert repr(deep.layers["Dropout1"]) == f"Dropout(dropout_ratio=0.25, backend={b})"
+
+
 def test_same_batches_on_every_backend(backend):
     """Batches come from the host generator: every backend trains on the same sequence."""
     net_a, tr_a = make(backend=backend, iterations=30)
