@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FileFormatError
+from .history import check_curves
 from .io import CHECKPOINT_FORMAT, VERSION, read_arrays, write_arrays
 from .validate import check_buffers, check_dropout_state
 
@@ -152,6 +153,13 @@ def _validated(trainer, arrays: dict, m: dict, path) -> dict:
     if (loss is None or loss.ndim != 1 or not np.isfinite(loss).all() or not isinstance(hist, dict)
             or set(hist) != set(HISTORY)):
         raise FileFormatError(f"{path}: checkpoint history is missing or damaged")
+    if loss.shape[0] != out["step"]:
+        raise FileFormatError(f"{path}: checkpoint history holds {loss.shape[0]} losses for {out['step']} steps; "
+                              f"expected one a step")
+    try:
+        check_curves(hist, out["step"])
+    except ValueError as exc:
+        raise FileFormatError(f"{path}: checkpoint history {exc}") from None
     rng = copy.deepcopy(trainer.rng)
     try:
         rng.bit_generator.state = m.get("rng")

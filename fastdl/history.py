@@ -3,7 +3,14 @@ and its timings (``Trainer.fit`` fills it; ``fastdl train`` writes it as history
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import FileFormatError
+
+CURVES = ("epoch", "epoch_step", "train_acc", "test_acc")     # one entry an evaluation (accuracies: or none)
 
 
 @dataclass(repr=False)
@@ -30,6 +37,43 @@ class History:
         d["final_test_acc"] = self.test_acc[-1] if self.test_acc else None
         return d
 
+    @classmethod
+    def load(cls, path) -> "History":
+        """A run's history.json (what ``fastdl train`` writes) back as a History, to plot or to
+        compare runs; the run's other settings in that file (network, optimizer) are not kept.
+        JSON only; the whole file is checked first, and anything out of place is refused naming
+        the field (FileFormatError)."""
+        path = Path(path)
+        try:
+            d = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
+        except (UnicodeDecodeError, ValueError) as exc:       # JSONDecodeError is a ValueError
+            raise FileFormatError(f"{path}: not a history.json ({exc})") from None
+        where = f"{path}:"
+        if not isinstance(d, dict):
+            raise FileFormatError(f"{where} not a history.json (it holds a JSON {type(d).__name__}, not an object)")
+        d.setdefault("compile_seconds", 0.0)        # older files lack it
+        missing = [f.name for f in fields(cls) if f.name not in d]
+        if missing:
+            raise FileFormatError(f"{where} not a history.json: it lacks {', '.join(missing)}")
+        for name in ("backend", "dtype", "device", "sampling"):
+            if not isinstance(d[name], str):
+                raise FileFormatError(f"{where} {name} is {d[name]!r}; expected a string")
+        for name, low in (("batch_size", 1), ("steps", 0), ("seed", 0)):
+            if not (name == "seed" and d[name] is None) and not (_number(d[name], whole=True) and d[name] >= low):
+                raise FileFormatError(f"{where} {name} is {d[name]!r}; expected an integer >= {low}"
+                                      + (", or null" if name == "seed" else ""))
+        if not (isinstance(d["loss"], list) and all(_number(v) and math.isfinite(v) for v in d["loss"])):
+            raise FileFormatError(f"{where} loss is not a list of finite numbers")
+        if len(d["loss"]) != d["steps"]:
+            raise FileFormatError(f"{where} loss holds {len(d['loss'])} values for {d['steps']} steps; expected one a step")
+        try:
+            check_curves(d, d["steps"])
+        except ValueError as exc:
+            raise FileFormatError(f"{where} {exc}") from None
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
     def plot(self, path=None):
         """The curves ``fastdl train`` writes as curves.png (loss per step, accuracy per
         evaluation) as a matplotlib Figure (Jupyter shows it, as any figure, once pyplot is
@@ -49,3 +93,30 @@ class History:
         return (f"History({self.backend}/{self.dtype}, {self.steps} steps of batch {self.batch_size}, "
                 f"{len(self.epoch)} evaluations; loss {last(self.loss, '.4f')}, train_acc "
                 f"{last(self.train_acc, '.4f')}, test_acc {last(self.test_acc, '.4f')}; {self.seconds:.2f} s)")
+
+
+def _number(v, whole: bool = False) -> bool:
+    """A JSON number (not a bool), an integer where ``whole``."""
+    return not isinstance(v, bool) and isinstance(v, int if whole else (int, float))
+
+
+def check_curves(d: dict, steps: int) -> None:
+    """A saved run's evaluations and timings (history.json, a checkpoint's history) checked
+    before any is used: ``epoch`` and ``epoch_step`` (at most ``steps``) as long as each other,
+    each accuracy in [0, 1] and as long, or empty (none taken), times finite and >= 0.
+    ValueError naming the field."""
+    def numbers(name, high, whole=False):
+        v = d[name]
+        if not (isinstance(v, list) and all(_number(x, whole) and 0 <= x <= high for x in v)):
+            kind = "integers" if whole else "numbers"
+            raise ValueError(f"{name} is not a list of {kind} in [0, {high:g}]")
+        return v
+    n = len(numbers("epoch", math.inf))
+    if len(numbers("epoch_step", steps, whole=True)) != n:
+        raise ValueError(f"epoch_step holds {len(d['epoch_step'])} values; epoch holds {n}")
+    for name in ("train_acc", "test_acc"):
+        if len(numbers(name, 1.0)) not in (0, n):
+            raise ValueError(f"{name} holds {len(d[name])} values; expected {n} (one an evaluation) or none")
+    for name in ("seconds", "train_seconds", "compile_seconds"):
+        if name in d and not (_number(d[name]) and 0 <= d[name] < math.inf):
+            raise ValueError(f"{name} is {d[name]!r}; expected a number of seconds >= 0")

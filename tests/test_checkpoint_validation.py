@@ -75,6 +75,20 @@ def damage(arrays, m, case):
         m["data_fingerprint"] = "0" * 64
     elif case == "history damaged":
         m["history"] = {"epoch": []}
+    elif case == "history epochs not a list":
+        m["history"]["epoch"] = "0.5"
+    elif case == "history step not an integer":
+        m["history"]["epoch_step"] = [6.5]
+    elif case == "history step past the checkpoint's":
+        m["history"]["epoch_step"] = [10**6]
+    elif case == "history accuracy above 1":
+        m["history"]["train_acc"] = [7.0]
+    elif case == "history curves of other lengths":
+        m["history"]["test_acc"] = [0.5, 0.5, 0.5]
+    elif case == "history seconds not a number":
+        m["history"]["seconds"] = "fast"
+    elif case == "history losses fewer than steps":
+        a["history.loss"] = a["history.loss"][:3]
     elif case == "optimizer state partly missing":
         del a["opt.v.b2"]
     elif case == "epoch order missing mid-epoch":
@@ -103,7 +117,11 @@ CASES = ["epoch indices out of range", "epoch indices negative", "epoch indices 
          "epoch order not a permutation", "optimizer state of another shape", "optimizer state NaN", "parameter NaN",
          "parameter missing", "unknown array", "step past the run", "position past the epoch", "step not an integer",
          "RNG state of another generator", "other training data, same size", "history damaged",
-         "epoch order missing mid-epoch", "Dropout state for layers it lacks", "optimizer state partly missing"]
+         "epoch order missing mid-epoch", "Dropout state for layers it lacks", "optimizer state partly missing",
+         # what the run's history continues from: refused here, not after fit() began with it
+         "history epochs not a list", "history step not an integer", "history step past the checkpoint's",
+         "history accuracy above 1", "history curves of other lengths", "history seconds not a number",
+         "history losses fewer than steps"]
 # A network with Batch Norm and Dropout: their running averages and mask counters too
 CHAPTER6_CASES = ["running variance NaN", "running variance negative", "running mean missing", "running mean of another shape",
                   "Dropout counter negative", "Dropout state not pairs"]
