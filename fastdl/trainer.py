@@ -44,7 +44,8 @@ class Trainer:
     ``callbacks`` are called as ``cb(trainer, record)`` after each evaluation. With
     ``checkpoint=path`` the trainer writes a checkpoint at every epoch end (or every
     ``checkpoint_every`` steps) and at the end; ``resume(path)`` continues from one.
-    A run that diverges stops with ``DivergenceError`` and the last checked parameters: a
+    A run that diverges stops with ``DivergenceError`` and the last checked parameters (its
+    ``step`` and history stand there too; the optimizer's state stays as the divergence left it): a
     non-finite loss or parameter, or (``explosion``, default 1e4; None turns it off) a loss above
     that many times the run's first loss, or a weight past the square root of the dtype's range.
     ``fast_path=True`` (the default) trains with the backend's fused step (``fastdl.fused``)
@@ -180,10 +181,12 @@ class Trainer:
         if found:
             what, at = found
             self.network._copy_params(snapshot)
+            # the trainer stands where its network and history do (a checkpoint saved now is whole)
+            self.step, self._pos = self.step - done, self._pos - done
             where = f"; the last good checkpoint is {self.checkpoint}" if self.checkpoint_written else ""
             raise DivergenceError(
                 f"training diverged: {what} at step {at} "
-                f"(lr={self.optimizer.lr}). The network keeps its parameters from step {self.step - done}, "
+                f"(lr={self.optimizer.lr}). The network keeps its parameters from step {self.step}, "
                 f"the last checked good point{where}. Try a smaller learning rate "
                 f"(e.g. lr={self.optimizer.lr / 10:g}).", step=at)
         self.history.loss.extend(host.tolist())

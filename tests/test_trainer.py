@@ -119,6 +119,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_parameters():
     assert err.value.step >= 1
     params = net.params_numpy()
     assert all(np.isfinite(v).all() for v in params.values())
+    # the trainer stands at the step its parameters are from, as its history does
+    assert tr.step == tr.history.steps == len(tr.history.loss) < err.value.step
+    assert f"parameters from step {tr.step}," in str(err.value)
 
 
 def test_a_weight_near_the_end_of_the_dtypes_range_stops_the_run(backend):
