@@ -12,6 +12,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from .bench_json import FIGURES, load, load_skipped
 from .curves import agg_figure
 from .errors import FastDLError
 
@@ -68,16 +69,6 @@ def strip_raw_timings(path: Path) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
-def load(path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FastDLError(f"cannot read benchmark results {path}: {exc}") from exc
-    if "benchmarks" not in data:
-        raise FastDLError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' key)")
-    return data
-
-
 def _label(b) -> str:
     info = b.get("extra_info", {})
     return info.get("backend") or re.sub(r".*\[|\].*", "", b["name"])
@@ -101,10 +92,6 @@ def _whole_experiment(rows) -> bool:
     """Rows whose time is not one contender's: interleaved rounds of several, or a subprocess
     timed only to read its peak memory. A speed-up between them would mean nothing."""
     return any(k in r.get("extra_info", {}) for r in rows for k in ("rounds_s", "peak_rss_mb"))
-
-
-# extra_info keys of whole-experiment rows shown as figures under their table
-FIGURES = ("ratio_", "median_s_", "median_mb_", "peak_rss_mb_", "tree_peak_", "most_processes_")
 
 
 def rounds_table(rounds: dict) -> list[str]:
@@ -266,8 +253,7 @@ def run_bench(args) -> int:
     if not files:
         files = [run_suite(out, args.quick, args.select)]
     data = [load(p) for p in files]
-    skipped_file = files[-1].parent / "skipped.json"
-    skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else None
+    skipped = load_skipped(files[-1].parent / "skipped.json")
     report = markdown(data[-1], f"fastdl benchmarks ({files[-1].name})", skipped)
     if len(data) == 2:
         report += "\n" + compare(data[0], data[1])

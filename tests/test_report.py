@@ -52,6 +52,56 @@ def test_not_a_benchmark_file(tmp_path):
         load(p)
 
 
+def damaged(case):
+    run = fake_run()
+    b = run["benchmarks"][1]
+    if case == "name not a string":
+        b["name"] = 3
+    elif case == "stats a string":
+        b["stats"] = "fast"
+    elif case == "median zero":
+        b["stats"]["median"] = 0
+    elif case == "rounds missing":
+        del b["stats"]["rounds"]
+    elif case == "kernel width a string":
+        b["extra_info"]["m"] = "50"
+    elif case == "floor a string":
+        run["benchmarks"][3]["extra_info"]["floor_seconds"] = "1"
+    elif case == "figure not a number":
+        b["extra_info"]["ratio_numba"] = None
+    elif case == "rounds not lists":
+        b["extra_info"]["rounds_s"] = {"numba": 3}
+    elif case == "entry not an object":
+        run["benchmarks"][1] = [1]
+    elif case == "benchmarks not a list":
+        run["benchmarks"] = "all"
+    return run
+
+
+@pytest.mark.parametrize("case", ["name not a string", "stats a string", "median zero", "rounds missing",
+                                  "kernel width a string", "floor a string", "figure not a number", "rounds not lists",
+                                  "entry not an object", "benchmarks not a list"])
+def test_a_damaged_results_file_is_refused_naming_the_entry(tmp_path, case, capsys):
+    """The report read such files part way and stopped with a traceback."""
+    p = tmp_path / "bench.json"
+    p.write_text(json.dumps(damaged(case)))
+    with pytest.raises(FastDLError, match=r"bench\.json: (benchmark 1 \(test_kernel\[numba-relu\]\)|benchmark 3|benchmark 1 \(\?\)|'benchmarks' is)"):
+        load(p)
+    assert main(["bench", str(p), "--out", str(tmp_path / "rep")]) == 2
+    assert "fastdl bench: error:" in capsys.readouterr().err and not (tmp_path / "rep" / "report.md").exists()
+
+
+def test_every_committed_result_is_read_by_the_report():
+    """What the checks accept includes every file the suites wrote (the committed runs)."""
+    from pathlib import Path
+    files = sorted((Path(__file__).parent.parent / "bench" / "results").glob("*/*.json"))
+    runs = [f for f in files if f.name != "skipped.json"]
+    if not runs:
+        pytest.skip("no bench/results in this tree")
+    for f in runs:
+        markdown(load(f), f.name)
+
+
 def whole_process_run(quick=False):
     """A run like the startup benchmark's: one interleaved row holding every contender's rounds."""
     rounds = {"numpy": [{"wall_s": 4.6, "loop_s": 3.1, "compile_s": 0.0}, {"wall_s": 8.0, "loop_s": 5.6, "compile_s": 0.0}],
