@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FastDLError
+from .search_storage import make_study, open_study, optuna_module, storage_for
 from .images import ByteImages
 from .run_folder import out_folder
 from .search_space import BOOK_SPACE, build, check_values, suggest
@@ -33,14 +33,6 @@ from .validate import check_seed
 
 BOOK = {"hidden": [100] * 6, "train_size": 500, "val_fraction": 0.2, "epochs": 50, "batch_size": 100}
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-
-
-def _optuna():
-    try:
-        import optuna
-    except ImportError as exc:
-        raise FastDLError('the sweep needs Optuna: pip install "fastdl[sweep]"') from exc
-    return optuna
 
 
 @contextlib.contextmanager
@@ -71,7 +63,7 @@ def objective(cfg, data, stop):
     """One trial: train on the split's training part, report validation accuracy per epoch
     (``stop``: a ``search_stop.Stop``, which may abandon the trial at an epoch end)."""
     from .trainer import Trainer
-    optuna = _optuna()
+    optuna = optuna_module()
     (x, t), (xv, tv) = data
 
     def run(trial):
@@ -99,41 +91,6 @@ def objective(cfg, data, stop):
         trial.set_user_attr("val_acc", curve)
         return curve[-1]
     return run
-
-
-def storage_for(url: str | None, out: Path):
-    _optuna()
-    if url and "://" in url:
-        return url                                            # a database Optuna's RDB storage takes
-    path = Path(url) if url else out / "study.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    return JournalStorage(JournalFileBackend(str(path)))
-
-
-def _study(cfg, storage):
-    optuna = _optuna()
-    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=cfg["startup"], n_warmup_steps=1),
-              "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
-              "none": lambda: optuna.pruners.NopPruner()}[cfg["pruner"]]()
-    sampler = optuna.samplers.TPESampler(seed=cfg["worker_seed"], n_startup_trials=cfg["startup"])
-    return optuna.create_study(study_name=cfg["study"], storage=storage, direction="maximize", pruner=pruner,
-                               sampler=sampler, load_if_exists=True)
-
-
-def _open_study(cfg, out: Path):
-    """The study, opened before anything loads: a storage that cannot be opened (a mistyped URL,
-    its database driver not installed, the server down) is said in one line, password hidden."""
-    try:
-        return _study(cfg, storage_for(cfg["storage"], out))
-    except Exception as exc:
-        where = re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", cfg["storage"] or str(out / "study.log"))
-        why = (str(exc).strip().splitlines() or [""])[0].rstrip(".")
-        raise FastDLError(f"cannot open the study {cfg['study']!r} in {where}: {type(exc).__name__}: {why}. Check the "
-                          f"URL (a path for a journal file, or a database URL such as sqlite:///sweep.db or "
-                          f"postgresql://user:password@host/db), that the database's driver is installed "
-                          f"(psycopg2-binary for PostgreSQL) and that its server answers") from exc
 
 
 def finished(study) -> int:
@@ -165,7 +122,7 @@ def worker(cfg, n_trials: int, say: bool = False, relayed: bool = False):
         # the test set is never used here; bytes: a quarter of the memory in every worker process
         (x, t), _ = datasets.load_mnist(root=cfg["data"], as_bytes=True)
         data = split(x, t, cfg["train_size"], cfg["val_fraction"], cfg["seed"])
-        study = _study(cfg, storage_for(cfg["storage"], Path(cfg["out"])))
+        study = make_study(cfg, storage_for(cfg["storage"], Path(cfg["out"])))
         told = [stop.callback] + ([trial_line] if cfg["progress"] else [])
         try:
             study.optimize(objective(cfg, data, stop), n_trials=n_trials, catch=(Exception,), gc_after_trial=False,
@@ -185,7 +142,7 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     the sweep starts and as each trial ends."""
     from . import search_report
     from .backends import get_backend
-    optuna = _optuna()
+    optuna = optuna_module()
     for name, value, ok in (("trials", trials, isinstance(trials, int) and trials >= 1),
                             ("jobs", jobs, isinstance(jobs, int) and jobs >= 1),
                             ("epochs", epochs, isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0),
@@ -213,7 +170,7 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
     if storage is None:
         out_folder(out, where)
     with _quiet(optuna):
-        done = finished(_open_study(cfg, out))
+        done = finished(open_study(cfg, out))
         remaining = max(0, trials - done)
         if storage is not None:
             out_folder(out, where)
@@ -230,7 +187,7 @@ def sweep(*, trials: int = 20, epochs: float = BOOK["epochs"], backend=None, sto
                 stopped = _in_processes(cfg, remaining, jobs)
         finally:                                   # Ctrl-C included: every finished trial is reported
             try:
-                summary = search_report.write(_study(cfg, storage_for(storage, out)), cfg, out)
+                summary = search_report.write(make_study(cfg, storage_for(storage, out)), cfg, out)
             except Exception as exc:               # never hide the interrupt or error behind the report
                 print(f"fastdl sweep: the report could not be written ({type(exc).__name__}: {exc})",
                       file=sys.stderr)
@@ -245,7 +202,7 @@ def _worker_process(cfg, n_trials: int) -> None:
     expects when stopped by Ctrl-C or SIGTERM; the parent says what happened."""
     ignore_ctrl_c()                     # the parent passes it on (search_stop)
     try:
-        with _quiet(_optuna()):
+        with _quiet(optuna_module()):
             stopped = worker(cfg, n_trials, relayed=True)
     except KeyboardInterrupt as exc:
         stopped = exc

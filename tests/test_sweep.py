@@ -341,6 +341,20 @@ def test_a_storage_that_cannot_be_opened_is_said_in_one_line(tmp_path, capsys, u
     assert not (tmp_path / "c").exists()               # the command made --out before it opened the study
 
 
+@pytest.mark.parametrize("text", ["garbage{\n", '{"op_code": 0, "worker_id": "x", "study_name": 5}\n', "[1]\n"])
+def test_a_damaged_journal_is_said_in_one_line_and_kept(tmp_path, capsys, text):
+    """A journal file that is not one, or damaged: which file, and what to do; the file is left as
+    it was (Optuna passed over a bad last line and wrote after it, making it unreadable for good)."""
+    journal = tmp_path / "s" / "study.log"
+    journal.parent.mkdir()
+    journal.write_text(text)
+    with pytest.raises(FastDLError, match=r"study\.log: .*Check that the file is a study journal") as caught:
+        sweep(out=tmp_path / "s", data=tmp_path / "no-mnist-needed", **SMALL)
+    assert "database" not in str(caught.value)
+    assert main(["sweep", "--out", str(tmp_path / "s"), "--data", str(tmp_path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err and journal.read_text() == text
+
+
 def test_an_out_that_cannot_be_a_folder_is_refused_before_any_trial(tmp_path, capsys):
     """With the study's journal in it (the default) or in a storage of its own: in Python it was
     found only when the report was written, after every trial had run."""
