@@ -65,11 +65,12 @@ def test_parts_are_cut_at_whole_words():
             assert c[0] == 0 and c[-1] == K and (np.diff(c) >= 0).all() and (c[:-1] % 8 == 0).all()
 
 
-@pytest.mark.parametrize("K", [1, 7, 8, 23, 24, 784])
+@pytest.mark.parametrize("K", [1, 7, 8, 23, 24, 64, 72, 129, 784])
 @pytest.mark.parametrize("N", [1, 10, 33, 50, 63, 64])
 def test_forward_and_backward_equal_numpys_at_every_width_and_row_length(K, N):
-    """Rows of whole words of 8 codes, with a part word, or shorter than one; a row's sums in
-    one vector or in several (33: 32 + 1, 63: 32 + 16 + 8 + 4 + 2 + 1)."""
+    """Rows of whole words of 8 codes, with a part word, or shorter than one, and rows read 64
+    codes a compare, then words (72, 784: two parts of 6 x 64 + 8), then a part word (129); a
+    row's sums in one vector or in several (33: 32 + 1, 63: 32 + 16 + 8 + 4 + 2 + 1)."""
     made = layers(K, N, "relu", mnist_like(200, K, K + N))
     assert made[0].nonzero                                  # over the non-zero codes, not the GEMM
     compare(made, np.random.default_rng(N).integers(0, 200, 64), N, np.float32, K, dz_seed=N)
@@ -92,12 +93,16 @@ def test_uneven_and_many_parts(monkeypatch):
         compare(made, np.arange(50)[:40], 20, np.float32, 40, dz_seed=parts)
 
 
-def test_dense_rows_zero_rows_and_another_scale():
-    """Every code non-zero (every byte of every word), rows of zeros, codes standing for k / 7.5."""
-    codes = np.vstack([np.full((3, 40), 255, np.uint8), np.zeros((3, 40), np.uint8),
-                       np.arange(240, dtype=np.uint8).reshape(6, 40), mnist_like(4, 40, density=0.9)])
-    made = layers(40, 33, "identity", codes, scale=7.5)
-    y = compare(made, np.arange(16), 33, np.float32, 40, dz_seed=3)
+@pytest.mark.parametrize("K, parts", [(40, None), (200, 1), (200, 3)])
+def test_dense_rows_zero_rows_and_another_scale(monkeypatch, K, parts):
+    """Every code non-zero (every byte of every word, all 64 bits of a compare), rows of zeros,
+    every code value, codes standing for k / 7.5; 200 codes: 64 at a time, cut in parts."""
+    from fastdl.backends.numba import threads
+    monkeypatch.setattr(threads, "SPLIT_PARTS", parts)
+    codes = np.vstack([np.full((3, K), 255, np.uint8), np.zeros((3, K), np.uint8),
+                       np.resize(np.arange(256, dtype=np.uint8), (6, K)), mnist_like(4, K, density=0.9)])
+    made = layers(K, 33, "identity", codes, scale=7.5 if K == 40 else 255)     # (sums of 200 past 7.5: cancel)
+    y = compare(made, np.arange(16), 33, np.float32, K, dz_seed=3)
     np.testing.assert_array_equal(y[3:6], np.broadcast_to(made[1].b, (3, 33)))    # zeros: the bias alone
 
 
@@ -134,11 +139,11 @@ def test_wider_layers_in_float64(N, act):
 def test_wider_layers_over_dense_and_zero_rows_in_uneven_parts(monkeypatch):
     """A row with every code non-zero fills its part's whole list; zero rows list nothing."""
     from fastdl.backends.numba import threads
-    codes = np.vstack([np.full((2, 40), 255, np.uint8), np.zeros((2, 40), np.uint8), mnist_like(6, 40, density=0.5)])
-    for parts in (1, 3):
+    for K, parts in ((40, 1), (40, 3), (200, 3)):
+        codes = np.vstack([np.full((2, K), 255, np.uint8), np.zeros((2, K), np.uint8), mnist_like(6, K, density=0.5)])
         monkeypatch.setattr(threads, "SPLIT_PARTS", parts)
-        made = layers(40, 70, "identity", codes, scale=7.5)
-        y = compare(made, np.arange(10), 70, np.float32, 40, dz_seed=parts)
+        made = layers(K, 70, "identity", codes, scale=7.5 if K == 40 else 255)
+        y = compare(made, np.arange(10), 70, np.float32, K, dz_seed=parts)
         np.testing.assert_array_equal(y[2:4], np.broadcast_to(made[1].b, (2, 70)))
 
 

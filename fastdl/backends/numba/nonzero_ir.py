@@ -2,9 +2,9 @@
 rows (``nonzero_layer``: a row's sums in registers) and its wide rows (``nonzero_wide``: a list
 of the row's non-zero codes, then tiles of columns).
 
-``scan`` visits the non-zero codes of a row's words (eight codes a load, their non-zero bytes one
-bit each, visited with LLVM's ``cttz``); ``chunks`` cuts a row of columns into vectors of powers of
-two lanes; the rest builds vector loads and stores.
+``scan`` visits the non-zero codes of a row (64 codes a load, their non-zero bytes one bit each of
+a vector compare, visited with LLVM's ``cttz``; the rest eight a load); ``chunks`` cuts a row of
+columns into vectors of powers of two lanes; the rest builds vector loads and stores.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def each_nonzero(builder, x, b0, in_memory_order: bool, action):
         builder.position_at_end(done)
 
 
-def scan(builder, row, k0, k1, action):
+def _words(builder, row, k0, k1, action):
     """``action(k, code)`` for each non-zero code of row[k0:k1] (k0 a multiple of 8): whole words,
     then the last k1 % 8 bytes gathered into one (byte q in bits 8q.., on any byte order)."""
     w0, w1 = builder.udiv(k0, I64(8)), builder.udiv(k1, I64(8))
@@ -76,6 +76,44 @@ def scan(builder, row, k0, k1, action):
         byte = builder.zext(builder.load(builder.gep(row, [builder.add(b0, loop.index)])), I64)
         builder.store(builder.or_(builder.load(tail), builder.shl(byte, builder.mul(loop.index, I64(8)))), tail)
     each_nonzero(builder, builder.load(tail), b0, False, action)
+
+
+CHUNK = 64              # codes a vector compare reads: its bits fill one i64 mask
+
+
+def each_set_bit(builder, mask, b0, row, action):
+    """``action(k, row[k])`` for each set bit j of the i64 ``mask``, k = b0 + j."""
+    cttz = cgutils.get_or_insert_function(
+        builder.module, llvm_ir.FunctionType(I64, [I64, llvm_ir.IntType(1)]), "llvm.cttz.i64")
+    with builder.if_then(builder.icmp_unsigned("!=", mask, I64(0))):
+        before = builder.block
+        loop = builder.append_basic_block("set_bit")
+        done = builder.append_basic_block("chunk_done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        m = builder.phi(I64)
+        m.add_incoming(mask, before)
+        k = builder.add(b0, builder.call(cttz, [m, llvm_ir.IntType(1)(1)]))
+        action(k, builder.zext(builder.load(builder.gep(row, [k])), I64))
+        rest = builder.and_(m, builder.sub(m, I64(1)))
+        m.add_incoming(rest, builder.block)
+        builder.cbranch(builder.icmp_unsigned("!=", rest, I64(0)), loop, done)
+        builder.position_at_end(done)
+
+
+def scan(builder, row, k0, k1, action):
+    """``action(k, code)`` for each non-zero code of row[k0:k1] (k0 a multiple of 8): CHUNK codes
+    a load, their non-zero bytes the bits of one vector compare, then the rest (under CHUNK) by
+    words of eight."""
+    vec = llvm_ir.VectorType(llvm_ir.IntType(8), CHUNK)
+    # (a compare's bits in element order: so kept to little-endian machines, where numba runs)
+    n = I64(0) if BIG_ENDIAN else builder.udiv(builder.sub(k1, k0), I64(CHUNK))
+    with cgutils.for_range(builder, n) as loop:
+        b0 = builder.add(k0, builder.mul(loop.index, I64(CHUNK)))
+        x = builder.load(builder.bitcast(builder.gep(row, [b0]), vec.as_pointer()), align=1)
+        bits = builder.bitcast(builder.icmp_unsigned("!=", x, llvm_ir.Constant(vec, None)), llvm_ir.IntType(CHUNK))
+        each_set_bit(builder, bits, b0, row, action)
+    _words(builder, row, builder.add(k0, builder.mul(n, I64(CHUNK))), k1, action)
 
 
 def vector_at(builder, data, row, start, n, vec):
