@@ -3,8 +3,8 @@
 81% of MNIST's pixels are 0. A row's product with W needs only its non-zero pixels, a fifth of
 the GEMM's work: for each non-zero code c at pixel k, ``z[r] += (c / scale) * W[k]``, and in the
 backward pass ``dW[k] += (c / scale) * dz[r]``. Three things make that faster than the GEMM on
-the gathered rows (the step's first layer forward 32.7 us against 98.6 for the gather and GEMM
-from float32 rows, the loop 0.71x the GEMM + gather floor, evaluation 1.84x the speed of its
+the gathered rows (the step's first layer forward 27.2 us against 94.4 for the gather and GEMM
+from float32 rows, the loop 0.655x the GEMM + gather floor, evaluation 2.02x the speed of its
 GEMMs alone: bench/results/2026-12-06-*, docs/performance.md):
 
 * The non-zero codes are found 64 at a time in the rows themselves (a narrow row makes no list
@@ -12,7 +12,8 @@ GEMMs alone: bench/results/2026-12-06-*, docs/performance.md):
   exactly those bits (LLVM's ``cttz``); a part's last codes go a word of eight at a time
   (``NONZERO``). Testing the bytes one by one mispredicted a branch at every stroke's edge (1.2x
   the time, timed ad hoc), and words of eight at each word with a stroke in it (39 of 98 in an
-  MNIST row, against 9 of 12 compares: the first layer's evaluation 0.78x the words' time).
+  MNIST row, against 9 of 12 compares: the first layer's evaluation 0.78x the words' time,
+  interleaved ad hoc; bench/results/2026-12-06-evaluation-chunks).
 * A row's sums stay in registers, as vectors of powers of two lanes (``chunks``: 32 + 16 + 2 for
   50 columns; LLVM splits a vector of 50 into single lanes past 32). Numba has no fixed-size local
   arrays: a sum kept in an array went to memory and back at every pixel (no faster than the GEMM),
