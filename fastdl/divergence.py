@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import DivergenceError
+
 
 def find(losses: np.ndarray, first_step: int, first_loss: float, explosion: float | None,
          params: dict, dtype, step: int):
@@ -32,3 +34,12 @@ def find(losses: np.ndarray, first_step: int, first_loss: float, explosion: floa
     if explosion is not None and worst > np.sqrt(np.finfo(dtype).max):
         return f"a weight reached {worst:.3g}, near the end of {np.dtype(dtype).name}'s range", step
     return None
+
+
+def error(what: str, at: int, lr: float, kept: int, checkpoint=None) -> DivergenceError:
+    """The error a diverged run stops with: what happened and where, the step whose parameters the
+    network keeps, the last good checkpoint if the run wrote one, and a smaller learning rate."""
+    where = f"; the last good checkpoint is {checkpoint}" if checkpoint is not None else ""
+    return DivergenceError(
+        f"training diverged: {what} at step {at} (lr={lr}). The network keeps its parameters from step "
+        f"{kept}, the last checked good point{where}. Try a smaller learning rate (e.g. lr={lr / 10:g}).", step=at)

@@ -23,7 +23,6 @@ import numpy as np
 
 from . import divergence
 from .backends.contract import FUSED_STEP
-from .errors import DivergenceError
 from .fused import compile_train_step
 from .history import History
 from .images import backend_input, held_as_bytes
@@ -179,16 +178,11 @@ class Trainer:
         found = divergence.find(host, self.step - done, first, self.explosion, self.network.params,
                                 self.network.dtype, self.step)
         if found:
-            what, at = found
             self.network._copy_params(snapshot)
             # the trainer stands where its network and history do (a checkpoint saved now is whole)
             self.step, self._pos = self.step - done, self._pos - done
-            where = f"; the last good checkpoint is {self.checkpoint}" if self.checkpoint_written else ""
-            raise DivergenceError(
-                f"training diverged: {what} at step {at} "
-                f"(lr={self.optimizer.lr}). The network keeps its parameters from step {self.step}, "
-                f"the last checked good point{where}. Try a smaller learning rate "
-                f"(e.g. lr={self.optimizer.lr / 10:g}).", step=at)
+            raise divergence.error(*found, self.optimizer.lr, self.step,
+                                   self.checkpoint if self.checkpoint_written else None)
         self.history.loss.extend(host.tolist())
         for k, v in self.network.params.items():   # into the same buffers: no allocation per sync
             snapshot[k][...] = v
