@@ -38,28 +38,36 @@ def chunks(width: int) -> list[tuple[int, int]]:
     return out
 
 
-def each_nonzero(builder, x, b0, in_memory_order: bool, action):
-    """``action(k, code)`` for each non-zero byte of the word x, pixel k = b0 + its place."""
+def each_bit(builder, mask, visit):
+    """``visit(s)`` for each set bit s of the i64 ``mask``, lowest first (LLVM's ``cttz``); none
+    when it is 0."""
     cttz = cgutils.get_or_insert_function(       # (llvmlite's declare_intrinsic drops its flag)
         builder.module, llvm_ir.FunctionType(I64, [I64, llvm_ir.IntType(1)]), "llvm.cttz.i64")
-    with builder.if_then(builder.icmp_unsigned("!=", x, I64(0))):
-        first = builder.and_(builder.or_(builder.add(builder.and_(x, I64(LOW7)), I64(LOW7)), x), I64(NONZERO))
+    with builder.if_then(builder.icmp_unsigned("!=", mask, I64(0))):
         before = builder.block
-        loop = builder.append_basic_block("nonzero_byte")
-        done = builder.append_basic_block("word_done")
+        loop = builder.append_basic_block("set_bit")
+        done = builder.append_basic_block("bits_done")
         builder.branch(loop)
         builder.position_at_end(loop)
         m = builder.phi(I64)
-        m.add_incoming(first, before)
-        s = builder.call(cttz, [m, llvm_ir.IntType(1)(1)])        # bit 8q + 7 of byte q
-        q = builder.lshr(s, I64(3))
-        if in_memory_order and BIG_ENDIAN:
-            q = builder.sub(I64(7), q)
-        action(builder.add(b0, q), builder.and_(builder.lshr(x, builder.sub(s, I64(7))), I64(255)))
+        m.add_incoming(mask, before)
+        visit(builder.call(cttz, [m, llvm_ir.IntType(1)(1)]))
         rest = builder.and_(m, builder.sub(m, I64(1)))
         m.add_incoming(rest, builder.block)
         builder.cbranch(builder.icmp_unsigned("!=", rest, I64(0)), loop, done)
         builder.position_at_end(done)
+
+
+def each_nonzero(builder, x, b0, in_memory_order: bool, action):
+    """``action(k, code)`` for each non-zero byte of the word x, pixel k = b0 + its place."""
+    bits = builder.and_(builder.or_(builder.add(builder.and_(x, I64(LOW7)), I64(LOW7)), x), I64(NONZERO))
+
+    def visit(s):                                   # s: bit 8q + 7 of byte q
+        q = builder.lshr(s, I64(3))
+        if in_memory_order and BIG_ENDIAN:
+            q = builder.sub(I64(7), q)
+        action(builder.add(b0, q), builder.and_(builder.lshr(x, builder.sub(s, I64(7))), I64(255)))
+    each_bit(builder, bits, visit)
 
 
 def _words(builder, row, k0, k1, action):
@@ -81,26 +89,6 @@ def _words(builder, row, k0, k1, action):
 CHUNK = 64              # codes a vector compare reads: its bits fill one i64 mask
 
 
-def each_set_bit(builder, mask, b0, row, action):
-    """``action(k, row[k])`` for each set bit j of the i64 ``mask``, k = b0 + j."""
-    cttz = cgutils.get_or_insert_function(
-        builder.module, llvm_ir.FunctionType(I64, [I64, llvm_ir.IntType(1)]), "llvm.cttz.i64")
-    with builder.if_then(builder.icmp_unsigned("!=", mask, I64(0))):
-        before = builder.block
-        loop = builder.append_basic_block("set_bit")
-        done = builder.append_basic_block("chunk_done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        m = builder.phi(I64)
-        m.add_incoming(mask, before)
-        k = builder.add(b0, builder.call(cttz, [m, llvm_ir.IntType(1)(1)]))
-        action(k, builder.zext(builder.load(builder.gep(row, [k])), I64))
-        rest = builder.and_(m, builder.sub(m, I64(1)))
-        m.add_incoming(rest, builder.block)
-        builder.cbranch(builder.icmp_unsigned("!=", rest, I64(0)), loop, done)
-        builder.position_at_end(done)
-
-
 def scan(builder, row, k0, k1, action):
     """``action(k, code)`` for each non-zero code of row[k0:k1] (k0 a multiple of 8): CHUNK codes
     a load, their non-zero bytes the bits of one vector compare, then the rest (under CHUNK) by
@@ -112,7 +100,11 @@ def scan(builder, row, k0, k1, action):
         b0 = builder.add(k0, builder.mul(loop.index, I64(CHUNK)))
         x = builder.load(builder.bitcast(builder.gep(row, [b0]), vec.as_pointer()), align=1)
         bits = builder.bitcast(builder.icmp_unsigned("!=", x, llvm_ir.Constant(vec, None)), llvm_ir.IntType(CHUNK))
-        each_set_bit(builder, bits, b0, row, action)
+
+        def visit(s):                               # s: code b0 + s is non-zero
+            k = builder.add(b0, s)
+            action(k, builder.zext(builder.load(builder.gep(row, [k])), I64))
+        each_bit(builder, bits, visit)
     _words(builder, row, builder.add(k0, builder.mul(n, I64(CHUNK))), k1, action)
 
 
