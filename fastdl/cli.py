@@ -269,7 +269,10 @@ def main(argv=None) -> int:
             warnings.showwarning = lambda message, category, *where, **kw: print(
                 f"fastdl {args.command}: warning: {message}", file=sys.stderr, flush=True)
             return handler(args)
-    except (FastDLError, FileNotFoundError, ValueError) as exc:
+    except BrokenPipeError:             # `fastdl info | head -2`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (FastDLError, OSError, ValueError) as exc:      # OSError: a file or folder that failed, named
         msg = str(exc)
         for flag, api in (("backend", "backend"), ("data", "root"), ("out", "out")):     # speak in flags to a CLI user
             if getattr(args, flag, None):
@@ -280,9 +283,6 @@ def main(argv=None) -> int:
         word, status = how_stopped(exc)
         print(f"fastdl {args.command}: {word}", file=sys.stderr)
         return status
-    except BrokenPipeError:             # `fastdl info | head -2`: the reader left; nothing to report
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def run() -> None:

@@ -40,7 +40,7 @@ def train(args) -> int:
 
 
 def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing, hold: contextlib.ExitStack) -> int:
-    from . import datasets, helpers, io, networks, optimizers, trainer
+    from . import datasets, helpers, networks, optimizers, trainer
     from .backends import get_backend
 
     lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
@@ -126,18 +126,26 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing, hold: 
             print(f"fastdl train: {word} in the run's last step; the run is complete and its results are "
                   f"written", file=sys.stderr)
             return status
-        again = shlex.join(["fastdl", *args.argv] + ([] if args.resume else ["--resume"]))
-        kept = "no checkpoint was written yet"
-        if tr.checkpoint_written:      # at the stop (Trainer.fit), or the last before a second Ctrl-C cut a step
-            step = tr.step if tr.stopped_between_steps else io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]["step"]
-            kept = (f"the checkpoint {ckpt} (step {step}) is {'written' if tr.stopped_between_steps else 'kept'}; "
-                    f"continue with:\n  {again}")
-        print(f"fastdl train: {word} at step {tr.step}; {kept}", file=sys.stderr)
+        print(f"fastdl train: {word} at step {tr.step}; {_kept(args, tr, ckpt)}", file=sys.stderr)
         return status
+    except OSError as exc:                    # a write that failed (a full disk, say) stops the run
+        raise FastDLError(f"{exc}; the run stopped at step {tr.step}: {_kept(args, tr, ckpt)}") from None
     record = _save(out, tr)
     del tr, net         # the training data, freed before the wait for the plot
     _report(record, out, plot)
     return 0
+
+
+def _kept(args, tr, ckpt: Path) -> str:
+    """What a stopped run leaves to continue from, and the command that does."""
+    from . import io
+    if not tr.checkpoint_written:
+        return "no checkpoint was written yet"
+    again = shlex.join(["fastdl", *args.argv] + ([] if args.resume else ["--resume"]))
+    # written at the stop (Trainer.fit), or the last one before (a second Ctrl-C, a failed write)
+    step = tr.step if tr.stopped_between_steps else io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]["step"]
+    return (f"the checkpoint {ckpt} (step {step}) is {'written' if tr.stopped_between_steps else 'kept'}; "
+            f"continue with:\n  {again}")
 
 
 def _save(out: Path, tr) -> dict:

@@ -209,6 +209,38 @@ def test_interrupt_names_the_checkpoint_and_the_resume_command(mnist_root, tmp_p
     assert "no checkpoint at" in capsys.readouterr().out
 
 
+def test_a_failed_write_stops_the_run_in_one_line_naming_what_is_kept(mnist_root, tmp_path, capsys, monkeypatch):
+    """A full disk at a checkpoint: what failed, where the run stopped, the checkpoint kept and the
+    command that continues (it was a traceback); any other command's failed file, one line too."""
+    import errno
+    import fastdl.checkpoints
+    import fastdl.cli
+    out = tmp_path / "run"
+    args = ["train", "--iters", "500", "--hidden", "10", "--data", str(mnist_root), "--out", str(out),
+            "--no-progress", "--checkpoint-every", "100"]
+    real, calls = fastdl.checkpoints.write_arrays, []
+
+    def full_disk(path, *rest):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+        return real(path, *rest)
+    monkeypatch.setattr(fastdl.checkpoints, "write_arrays", full_disk)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastdl train: error: [Errno 28] cannot write") and "Traceback" not in err
+    assert "the run stopped at step 300" in err and "(step 200) is kept" in err and "--resume" in err
+    monkeypatch.setattr(fastdl.checkpoints, "write_arrays", real)
+    assert main(args + ["--resume"]) == 0 and "resumed from" in capsys.readouterr().out
+
+    def unreadable(args):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "params.npz"))
+    monkeypatch.setattr(fastdl.cli, "cmd_evaluate", unreadable)
+    assert main(["evaluate", str(tmp_path / "params.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastdl evaluate: error: [Errno 13] Permission denied: ") and "Traceback" not in err
+
+
 def test_small_things_a_user_sees(tmp_path):
     import os
     import fastdl
