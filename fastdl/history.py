@@ -44,6 +44,9 @@ class History:
         JSON only; the whole file is checked first, and anything out of place is refused naming
         the field (FileFormatError)."""
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder; give the file inside it (e.g. {path / 'history.json'}, "
+                                    f"which fastdl train writes)")
         try:
             d = json.loads(path.read_bytes())
         except FileNotFoundError:
