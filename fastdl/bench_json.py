@@ -70,6 +70,10 @@ def load(path) -> dict:
         raise FastDLError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' key)")
     if not isinstance(data["benchmarks"], list):
         raise FastDLError(f"{path}: 'benchmarks' is a JSON {type(data['benchmarks']).__name__}, not a list")
+    machine = data.get("machine_info", {})
+    if not (isinstance(machine, dict) and isinstance(machine.get("cpu", {}), dict)):
+        raise FastDLError(f"{path}: 'machine_info' (or its 'cpu') is not a JSON object; not a file pytest-benchmark "
+                          f"writes (rerun the benchmark, or restore the file)")
     for i, b in enumerate(data["benchmarks"]):
         problem = _problem(b)
         if problem:

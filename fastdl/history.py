@@ -10,8 +10,6 @@ from pathlib import Path
 
 from .errors import FileFormatError
 
-CURVES = ("epoch", "epoch_step", "train_acc", "test_acc")     # one entry an evaluation (accuracies: or none)
-
 
 @dataclass(repr=False)
 class History:

@@ -75,17 +75,19 @@ def damaged(case):
         run["benchmarks"][1] = [1]
     elif case == "benchmarks not a list":
         run["benchmarks"] = "all"
+    elif case == "machine a string":
+        run["machine_info"] = "Test CPU"
     return run
 
 
 @pytest.mark.parametrize("case", ["name not a string", "stats a string", "median zero", "rounds missing",
                                   "kernel width a string", "floor a string", "figure not a number", "rounds not lists",
-                                  "entry not an object", "benchmarks not a list"])
+                                  "entry not an object", "benchmarks not a list", "machine a string"])
 def test_a_damaged_results_file_is_refused_naming_the_entry(tmp_path, case, capsys):
     """The report read such files part way and stopped with a traceback."""
     p = tmp_path / "bench.json"
     p.write_text(json.dumps(damaged(case)))
-    with pytest.raises(FastDLError, match=r"bench\.json: (benchmark 1 \(test_kernel\[numba-relu\]\)|benchmark 3|benchmark 1 \(\?\)|'benchmarks' is)"):
+    with pytest.raises(FastDLError, match=r"bench\.json: (benchmark 1 \(test_kernel\[numba-relu\]\)|benchmark 3|benchmark 1 \(\?\)|'benchmarks' is|'machine_info')"):
         load(p)
     assert main(["bench", str(p), "--out", str(tmp_path / "rep")]) == 2
     assert "fastdl bench: error:" in capsys.readouterr().err and not (tmp_path / "rep" / "report.md").exists()
