@@ -129,23 +129,25 @@ def _train(args, out: Path, plot: curves.Helper, sharing: warmup.Sharing, hold: 
         print(f"fastdl train: {word} at step {tr.step}; {_kept(args, tr, ckpt)}", file=sys.stderr)
         return status
     except OSError as exc:                    # a write that failed (a full disk, say) stops the run
-        raise FastDLError(f"{exc}; the run stopped at step {tr.step}: {_kept(args, tr, ckpt)}") from None
+        raise FastDLError(f"{exc}; the run stopped at step {tr.step}: {_kept(args, tr, ckpt, False)}") from None
     record = _save(out, tr)
     del tr, net         # the training data, freed before the wait for the plot
     _report(record, out, plot)
     return 0
 
 
-def _kept(args, tr, ckpt: Path) -> str:
-    """What a stopped run leaves to continue from, and the command that does."""
+def _kept(args, tr, ckpt: Path, at_stop: bool = True) -> str:
+    """What a stopped run leaves to continue from, and the command that does. ``at_stop``: the
+    trainer wrote its checkpoint where it stopped, if it stopped between two steps (not where a
+    write failed)."""
     from . import io
     if not tr.checkpoint_written:
         return "no checkpoint was written yet"
     again = shlex.join(["fastdl", *args.argv] + ([] if args.resume else ["--resume"]))
     # written at the stop (Trainer.fit), or the last one before (a second Ctrl-C, a failed write)
-    step = tr.step if tr.stopped_between_steps else io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]["step"]
-    return (f"the checkpoint {ckpt} (step {step}) is {'written' if tr.stopped_between_steps else 'kept'}; "
-            f"continue with:\n  {again}")
+    written = at_stop and tr.stopped_between_steps
+    step = tr.step if written else io.read_arrays(ckpt, io.CHECKPOINT_FORMAT)[1]["step"]
+    return f"the checkpoint {ckpt} (step {step}) is {'written' if written else 'kept'}; continue with:\n  {again}"
 
 
 def _save(out: Path, tr) -> dict:

@@ -215,6 +215,7 @@ def test_a_failed_write_stops_the_run_in_one_line_naming_what_is_kept(mnist_root
     import errno
     import fastdl.checkpoints
     import fastdl.cli
+    import fastdl.trainer
     out = tmp_path / "run"
     args = ["train", "--iters", "500", "--hidden", "10", "--data", str(mnist_root), "--out", str(out),
             "--no-progress", "--checkpoint-every", "100"]
@@ -232,6 +233,18 @@ def test_a_failed_write_stops_the_run_in_one_line_naming_what_is_kept(mnist_root
     assert "the run stopped at step 300" in err and "(step 200) is kept" in err and "--resume" in err
     monkeypatch.setattr(fastdl.checkpoints, "write_arrays", real)
     assert main(args + ["--resume"]) == 0 and "resumed from" in capsys.readouterr().out
+    # the write at a stop fails: the checkpoint before it is the one kept, not "written"
+    calls.clear()
+    monkeypatch.setattr(fastdl.checkpoints, "write_arrays", full_disk)
+
+    def ctrl_c_at_200(self, signals):              # as Ctrl-C during step 200 would ask
+        if self.step >= 200 and signals.pending is None:
+            signals.pending = KeyboardInterrupt()
+        return signals.pending is not None
+    monkeypatch.setattr(fastdl.trainer.Trainer, "_stopping", ctrl_c_at_200)
+    assert main([*args[:-5], "--out", str(tmp_path / "stop"), "--no-progress", "--checkpoint-every", "100"]) == 2
+    err = capsys.readouterr().err          # writes: step 100, 200, then the stop's (the third) fails
+    assert "the run stopped at step 200" in err and "(step 200) is kept" in err, err
 
     def unreadable(args):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "params.npz"))
