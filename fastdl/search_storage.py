@@ -12,6 +12,7 @@ from .errors import FastDLError
 
 
 def optuna_module():
+    """Optuna, or the extra to install for it."""
     try:
         import optuna
     except ImportError as exc:
@@ -20,6 +21,8 @@ def optuna_module():
 
 
 def storage_for(url: str | None, out: Path):
+    """What Optuna opens: a database URL as given, else a journal file (``out``/study.log by
+    default), checked first."""
     optuna_module()
     if url and "://" in url:
         return url                                            # a database Optuna's RDB storage takes
@@ -47,6 +50,7 @@ def _check_journal(path: Path) -> None:
 
 
 def make_study(cfg, storage):
+    """The sweep's study in ``storage``, made or joined, with the pruner and sampler ``cfg`` names."""
     optuna = optuna_module()
     pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=cfg["startup"], n_warmup_steps=1),
               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
