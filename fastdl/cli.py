@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists")
 
     e = sub.add_parser("evaluate", help="accuracy of saved parameters on the MNIST test set")
-    e.add_argument("params", help="a params.npz written by 'fastdl train' or fastdl.save")
+    e.add_argument("params", help="a params.npz written by 'fastdl train' or fastdl.save, or a run's checkpoint.npz")
     e.add_argument("--backend")
     e.add_argument("--data")
 

@@ -127,8 +127,9 @@ def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str):
     return shape, dtype
 
 
-def read_arrays(path, expected_format: str = FORMAT) -> tuple[dict, dict]:
-    """(arrays, manifest) from a file written by :func:`write_arrays`; never unpickles."""
+def read_arrays(path, expected_format: str | tuple = FORMAT) -> tuple[dict, dict]:
+    """(arrays, manifest) from a file written by :func:`write_arrays` in ``expected_format`` (or
+    one of several); never unpickles."""
     path = Path(path)
     where = str(path)
     kind = "checkpoint" if expected_format == CHECKPOINT_FORMAT else "parameter"
@@ -172,11 +173,11 @@ def _read_zip(zf, path, where, expected_format):
         raise FileFormatError(f"{where}: manifest entry is not a small byte string")
     with np.load(path, allow_pickle=False) as npz:
         manifest = json.loads(npz[MANIFEST].tobytes().decode())
-        if not isinstance(manifest, dict) or manifest.get("format") != expected_format:
+        formats = expected_format if isinstance(expected_format, tuple) else (expected_format,)
+        if not isinstance(manifest, dict) or manifest.get("format") not in formats:
             found = manifest.get("format") if isinstance(manifest, dict) else None
-            hint = ("; it is a training checkpoint: evaluate the params.npz written beside it"
-                    if found == CHECKPOINT_FORMAT else "")
-            raise FileFormatError(f"{where}: manifest names format {found!r}, expected {expected_format!r}{hint}")
+            raise FileFormatError(f"{where}: manifest names format {found!r}, expected "
+                                  f"{' or '.join(map(repr, formats))}")
         if not isinstance(manifest.get("version", 0), int) or manifest.get("version", 0) > VERSION:
             raise FileFormatError(f"{where}: format version {manifest.get('version')!r} is not one this fastdl "
                                   f"reads (<= {VERSION}); upgrade fastdl")
@@ -230,14 +231,18 @@ def _check_architecture(path, arch, arrays) -> None:
 
 
 def load(path, backend=None, dtype=None):
-    """A network rebuilt from a file written by :func:`save`, on ``backend`` (any backend)."""
+    """A network rebuilt from a file written by :func:`save`, on ``backend`` (any backend); or
+    the network as a checkpoint holds it (a run stopped before it wrote its params.npz)."""
     from .backends import get_backend
     from .networks import network_from_config
     from .validate import as_float_dtype
     # the caller's arguments first: a mistake there is not the file's (it was blamed on the file)
     backend = get_backend(backend)
     dtype = None if dtype is None else as_float_dtype(dtype)
-    arrays, manifest = read_arrays(path)
+    arrays, manifest = read_arrays(path, (FORMAT, CHECKPOINT_FORMAT))
+    if manifest["format"] == CHECKPOINT_FORMAT:         # its network's arrays, named as a params file names them
+        arrays = {k[len("param."):] if k.startswith("param.") else k: v for k, v in arrays.items()
+                  if k.startswith(("param.", "buffer."))}
     arch = manifest.get("architecture")
     _check_architecture(path, arch, arrays)
     try:

@@ -51,8 +51,9 @@ def test_resume_refuses_a_different_run(tmp_path):
     with pytest.raises(FileFormatError, match="optimizer differs from this trainer's: lr 0.1 in the checkpoint, "
                                               "0.2 here; build the trainer as for the checkpointed run$"):
         trainer(SGD(0.2)).resume(ckpt)           # only what differs: not both configurations whole
-    with pytest.raises(FileFormatError, match="checkpoint"):
-        fastdl.load(ckpt)                      # a checkpoint is not a parameter file
+    params = fastdl.save(trainer(SGD(0.1)).network, tmp_path / "p.npz")
+    with pytest.raises(FileFormatError, match="expected 'fastdl-checkpoint'"):
+        trainer(SGD(0.1)).resume(params)        # a parameter file is not a checkpoint (the reverse loads)
     with pytest.raises(ValueError, match="multiple of sync_every"):
         trainer(SGD(0.1), ckpt, every=7)
 

@@ -202,6 +202,9 @@ def test_interrupt_names_the_checkpoint_and_the_resume_command(mnist_root, tmp_p
     err = capsys.readouterr().err
     assert "interrupted at step 600" in err and "(step 500) is kept" in err
     assert "fastdl train " + " ".join(args[1:]) + " --resume" in err.replace("'", "")
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "checkpoint.npz"), "--data", str(mnist_root)]) == 0   # no params.npz yet
+    assert f"{out / 'checkpoint.npz'}: MultiLayerNet(784-10-10" in capsys.readouterr().out
     monkeypatch.setattr(fastdl.trainer.Trainer, "_evaluate", real)
     assert main(args + ["--resume"]) == 0
     assert "resumed from" in capsys.readouterr().out

@@ -29,6 +29,28 @@ def test_round_trip_on_each_backend(backend, tmp_path, dtype):
     np.testing.assert_array_equal(back.backend.to_numpy(back.predict(x)), backend.to_numpy(net.predict(x)))
 
 
+def test_a_checkpoint_loads_as_the_network_it_holds(backend, tmp_path):
+    """A run stopped before it wrote params.npz: its checkpoint gives the network as checkpointed
+    (Batch Norm's averages too), on any backend; a checkpoint short of a parameter is refused."""
+    from fastdl.optimizers import Adam
+    from toy_data import blobs
+    x, t = blobs(200)
+    net = fastdl.MultiLayerNet(8, [6], 3, batch_norm=True, dropout=0.2, backend=backend, seed=0)
+    tr = fastdl.Trainer(net, Adam(0.01), x, t, iterations=5, batch_size=50, progress=False, seed=0,
+                        checkpoint=tmp_path / "ckpt.npz")
+    tr.fit()
+    for target in ("numpy", backend.name):
+        back = fastdl.load(tmp_path / "ckpt.npz", backend=target)
+        assert back.config() == net.config() and back.backend.name == target
+        for k, v in {**net.params_numpy(), **net.buffers_numpy()}.items():
+            np.testing.assert_array_equal({**back.params_numpy(), **back.buffers_numpy()}[k], v)
+    a, m = fastdl.io.read_arrays(tmp_path / "ckpt.npz", "fastdl-checkpoint")
+    del a["param.b2"], m["arrays"]["param.b2"]
+    fastdl.io.write_arrays(tmp_path / "short.npz", a, m)
+    with pytest.raises(FileFormatError, match="do not fit the declared architecture"):
+        fastdl.load(tmp_path / "short.npz")
+
+
 def test_overwrite_is_atomic_and_leaves_no_temp_files(tmp_path):
     a = fastdl.TwoLayerNet(4, 3, 2, seed=0)
     b = fastdl.TwoLayerNet(4, 3, 2, seed=1)
