@@ -4,10 +4,10 @@ damaged or hand-edited file is refused naming the benchmark and field, never hal
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from .errors import FastDLError
+from .validate import json_number
 
 # extra_info keys the report reads, and what each must be there
 _NUMBERS = ("floor_seconds", "peak_rss_mb")
@@ -16,16 +16,12 @@ _KERNEL = {"kernel": str, "n": int, "m": int, "dtype": str}
 FIGURES = ("ratio_", "median_s_", "median_mb_", "peak_rss_mb_", "tree_peak_", "most_processes_")
 
 
-def _number(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-
-
 def _round_cell(v) -> bool:
     """An interleaved round's entry: seconds, or a whole process's wall time (and its loop's and
     compile's)."""
     if isinstance(v, dict):
-        return _number(v.get("wall_s")) and all(_number(v[k]) for k in ("loop_s", "compile_s") if k in v)
-    return _number(v)
+        return json_number(v.get("wall_s")) and all(json_number(v[k]) for k in ("loop_s", "compile_s") if k in v)
+    return json_number(v)
 
 
 def _problem(b) -> str | None:
@@ -38,7 +34,7 @@ def _problem(b) -> str | None:
     if not isinstance(b.get("group"), (str, type(None))):
         return f"group is {b['group']!r}; expected a string or null"
     stats = b.get("stats")
-    if not (isinstance(stats, dict) and _number(stats.get("median")) and stats["median"] > 0
+    if not (isinstance(stats, dict) and json_number(stats.get("median")) and stats["median"] > 0
             and isinstance(stats.get("rounds"), int) and not isinstance(stats["rounds"], bool)):
         return "stats lacks a positive median or an integer count of rounds"
     info = b.get("extra_info", {})
@@ -47,7 +43,7 @@ def _problem(b) -> str | None:
     if not isinstance(info.get("backend"), (str, type(None))):
         return f"extra_info backend is {info['backend']!r}; expected a string"
     for key in _NUMBERS + tuple(k for k in info if k.startswith(FIGURES)):
-        if key in info and not _number(info[key]):
+        if key in info and not json_number(info[key]):
             return f"extra_info {key} is {info[key]!r}; expected a number"
     if "kernel" in info:
         for key, kind in _KERNEL.items():

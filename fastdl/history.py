@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
 from .errors import FileFormatError
+from .io import named_file
+from .validate import json_number
 
 
 @dataclass(repr=False)
@@ -41,14 +42,9 @@ class History:
         compare runs; the run's other settings in that file (network, optimizer) are not kept.
         JSON only; the whole file is checked first, and anything out of place is refused naming
         the field (FileFormatError)."""
-        path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a folder; give the file inside it (e.g. {path / 'history.json'}, "
-                                    f"which fastdl train writes)")
+        path = named_file(path, "history.json")
         try:
             d = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such file") from None
         except (UnicodeDecodeError, ValueError) as exc:       # JSONDecodeError is a ValueError
             raise FileFormatError(f"{path}: not a history.json ({exc})") from None
         where = f"{path}:"
@@ -62,10 +58,10 @@ class History:
             if not isinstance(d[name], str):
                 raise FileFormatError(f"{where} {name} is {d[name]!r}; expected a string")
         for name, low in (("batch_size", 1), ("steps", 0), ("seed", 0)):
-            if not (name == "seed" and d[name] is None) and not (_number(d[name], whole=True) and d[name] >= low):
+            if not (name == "seed" and d[name] is None) and not (json_number(d[name], whole=True) and d[name] >= low):
                 raise FileFormatError(f"{where} {name} is {d[name]!r}; expected an integer >= {low}"
                                       + (", or null" if name == "seed" else ""))
-        if not (isinstance(d["loss"], list) and all(_number(v) and math.isfinite(v) for v in d["loss"])):
+        if not (isinstance(d["loss"], list) and all(json_number(v) for v in d["loss"])):
             raise FileFormatError(f"{where} loss is not a list of finite numbers")
         if len(d["loss"]) != d["steps"]:
             raise FileFormatError(f"{where} loss holds {len(d['loss'])} values for {d['steps']} steps; expected one a step")
@@ -96,11 +92,6 @@ class History:
                 f"{last(self.train_acc, '.4f')}, test_acc {last(self.test_acc, '.4f')}; {self.seconds:.2f} s)")
 
 
-def _number(v, whole: bool = False) -> bool:
-    """A JSON number (not a bool), an integer where ``whole``."""
-    return not isinstance(v, bool) and isinstance(v, int if whole else (int, float))
-
-
 def check_curves(d: dict, steps: int) -> None:
     """A saved run's evaluations and timings (history.json, a checkpoint's history) checked
     before any is used: ``epoch`` and ``epoch_step`` (at most ``steps``) as long as each other,
@@ -108,7 +99,7 @@ def check_curves(d: dict, steps: int) -> None:
     ValueError naming the field."""
     def numbers(name, high, whole=False):
         v = d[name]
-        if not (isinstance(v, list) and all(_number(x, whole) and 0 <= x <= high for x in v)):
+        if not (isinstance(v, list) and all(json_number(x, whole) and 0 <= x <= high for x in v)):
             kind = "integers" if whole else "numbers"
             raise ValueError(f"{name} is not a list of {kind} in [0, {high:g}]")
         return v
@@ -119,5 +110,5 @@ def check_curves(d: dict, steps: int) -> None:
         if len(numbers(name, 1.0)) not in (0, n):
             raise ValueError(f"{name} holds {len(d[name])} values; expected {n} (one an evaluation) or none")
     for name in ("seconds", "train_seconds", "compile_seconds"):
-        if name in d and not (_number(d[name]) and 0 <= d[name] < math.inf):
+        if name in d and not (json_number(d[name]) and d[name] >= 0):
             raise ValueError(f"{name} is {d[name]!r}; expected a number of seconds >= 0")

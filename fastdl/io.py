@@ -127,18 +127,24 @@ def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str):
     return shape, dtype
 
 
+def named_file(path, usual: str) -> Path:
+    """``path``, a file that exists; FileNotFoundError saying which of a run's files to give when
+    it names a folder (``usual``: the one fastdl train writes there), or nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder; give the file inside it "
+                                f"(e.g. {path / usual}, which fastdl train writes)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    return path
+
+
 def read_arrays(path, expected_format: str | tuple = FORMAT) -> tuple[dict, dict]:
     """(arrays, manifest) from a file written by :func:`write_arrays` in ``expected_format`` (or
     one of several); never unpickles."""
-    path = Path(path)
+    kind = {CHECKPOINT_FORMAT: "checkpoint", FORMAT: "parameter"}.get(expected_format, "parameter or checkpoint")
+    path = named_file(path, "checkpoint.npz" if kind == "checkpoint" else "params.npz")
     where = str(path)
-    kind = "checkpoint" if expected_format == CHECKPOINT_FORMAT else "parameter"
-    if path.is_dir():
-        usual = "checkpoint.npz" if kind == "checkpoint" else "params.npz"
-        raise FileNotFoundError(f"{where} is a folder; give the file inside it "
-                                f"(e.g. {path / usual}, which fastdl train writes)")
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: no such file")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:

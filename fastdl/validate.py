@@ -180,6 +180,12 @@ def book_alias(ours, ours_name: str, book, book_name: str, default=None):
     return default if ours is None else ours
 
 
+def json_number(v, whole: bool = False) -> bool:
+    """Whether ``v``, read from a JSON file, is a finite number (an integer where ``whole``; a bool
+    is not one, though Python counts it as an int)."""
+    return not isinstance(v, bool) and isinstance(v, int if whole else (int, float)) and math.isfinite(v)
+
+
 def positive_int(value, what: str) -> int:
     """``value`` as an int, if it is a positive integer (not a bool, not a float such as 2.5)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -78,7 +78,7 @@ def test_what_is_not_a_history_is_refused_saying_so(record, tmp_path):
         fastdl.History.load(path)
     with pytest.raises(FileNotFoundError, match="no such file"):
         fastdl.History.load(tmp_path / "missing.json")
-    with pytest.raises(IsADirectoryError, match="give the file inside it"):           # the run's folder
+    with pytest.raises(FileNotFoundError, match="give the file inside it"):           # the run's folder
         fastdl.History.load(tmp_path)
     nan_loss = json.dumps({**record[1], "loss": [float("nan")] * 7})      # Python's json writes NaN
     path.write_text(nan_loss)
